@@ -1,0 +1,9 @@
+"""CLI commands: score_cmd (see register)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to app."""
