@@ -1,9 +1,100 @@
-"""CLI commands: bench_cmd (see register)."""
+"""CLI: ``edge-iapp bench``, accuracy and speed of every backend x precision of a bundle."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .common import console, fail
+
+
+def _split_list(values: list[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def bench_command(
+    bundle: Annotated[Path, typer.Argument(help="bundle folder (from edge-iapp export)")],
+    data: Annotated[Path, typer.Option("--data", help="labelled image folder <class>/<images>")],
+    split: Annotated[Path | None, typer.Option("--split", help="split file; default: all images")] = None,
+    subset: Annotated[str, typer.Option("--subset", help="split part: train, val or test")] = "test",
+    backend: Annotated[
+        list[str], typer.Option("--backend", "-b", help="onnxruntime, openvino, torch, tensorrt (repeat or comma list)")
+    ] = ["onnxruntime,openvino,torch"],  # noqa: B006
+    precision: Annotated[
+        list[str], typer.Option("--precision", "-p", help="fp32, fp16, int8 (repeat or comma list)")
+    ] = ["fp32,fp16,int8"],  # noqa: B006
+    batch: Annotated[int, typer.Option("--batch", help="images per call (46 = one cell)")] = 46,
+    reference: Annotated[str, typer.Option("--reference", help="backend:precision for drop/agreement")] = "onnxruntime:fp32",
+    limit: Annotated[int | None, typer.Option("--limit", help="use only the first N images")] = None,
+    single: Annotated[int, typer.Option("--single", help="images timed one at a time (latency)")] = 20,
+    threads: Annotated[int | None, typer.Option("--threads", help="threads per backend")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV")] = None,
+    min_accuracy: Annotated[
+        float | None, typer.Option("--min-accuracy", help="fail (exit 1) if a row's top-1 is below (0..1)")
+    ] = None,
+    max_drop: Annotated[
+        float | None, typer.Option("--max-drop", help="fail (exit 1) if a row drops more top-1 points than this")
+    ] = None,
+) -> None:
+    """Benchmark a bundle: one row per backend x precision (accuracy, drop, speed, latency)."""
+    from ..bench import check_floor, run_bench, to_csv
+    from ..export.bundle import BundleError
+    from ..ioutil import atomic_write_text
+
+    if ":" not in reference:
+        fail("--reference must be backend:precision, e.g. onnxruntime:fp32")
+    ref_backend, ref_precision = reference.split(":", 1)
+    try:
+        report = run_bench(
+            bundle, data, split, subset, _split_list(backend), _split_list(precision), batch,
+            (ref_backend, ref_precision), limit, single, threads, log=lambda m: console.print(m),
+        )
+    except (BundleError, ValueError, OSError) as exc:
+        fail(str(exc))
+    _print(report)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(report, indent=1) + "\n")
+    if csv_out is not None:
+        atomic_write_text(csv_out, to_csv(report))
+    violations = check_floor(report, min_accuracy, max_drop)
+    if violations:
+        for v in violations:
+            console.print(f"[bold red]below the floor:[/] {v}")
+        raise typer.Exit(1)
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _print(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['images']} images ({report['subset']}), batch {report['batch']}, "
+                        f"reference {report['reference']}, {report['machine']['cpu']}")
+    for col in ("backend", "prec", "status", "MB", "top-1", "F1", "drop pt", "agree", "img/s",
+                "batch p50/p95/p99 ms", "single p50 ms", "pre/br/fus ms/img", "pre %"):
+        table.add_column(col)
+    for r in report["rows"]:
+        ok = r["status"] == "ok"
+        table.add_row(
+            r["backend"], r["precision"], r["status"] if not ok else "ok", _fmt(r["file_mb"], ".1f"),
+            _fmt(r["accuracy"], ".4f"), _fmt(r["macro_f1"], ".4f"), _fmt(r["drop_points"], "+.2f"),
+            _fmt(r["agreement"], ".4f"), _fmt(r["img_per_s"], ".1f"),
+            "/".join(_fmt(r[k], ".0f") for k in ("batch_p50_ms", "batch_p95_ms", "batch_p99_ms")) if ok else "",
+            _fmt(r["single_p50_ms"], ".1f"),
+            "/".join(_fmt(r[k], ".2f") for k in ("preprocess_ms_per_img", "branches_ms_per_img",
+                                                 "fusion_ms_per_img")) if ok else "",
+            _fmt(100 * r["preprocess_share"] if r["preprocess_share"] is not None else None, ".0f"),
+        )
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    """Add ``bench`` to ``app``."""
+    app.command("bench")(bench_command)

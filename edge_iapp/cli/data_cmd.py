@@ -1,9 +1,177 @@
-"""CLI commands: data_cmd (see register)."""
+"""CLI: ``edge-iapp data summary``, ``edge-iapp data split`` and ``edge-iapp preview``."""
 
 from __future__ import annotations
 
+import json
+import random
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .common import console, fail
+
+data_app = typer.Typer(help="Labelled chromosome folders: summaries and group-aware splits.")
+
+_PATTERN_HELP = (
+    "regex with a named group (?P<group>...) (and optionally (?P<cell>...)) searched in each "
+    "file name; default rules handle clase<N>_<k>_<case>.<cell>.<ext> and '<K> <C>[ab].bmp'"
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    """Add ``data`` (summary, split) and ``preview`` to ``app``."""
+    app.add_typer(data_app, name="data")
+    app.command("preview")(preview)
+
+
+def _scan(folder: Path, group_pattern: str | None, verify: bool):
+    from edge_iapp.data.dataset import scan_folder
+
+    try:
+        return scan_folder(folder, group_pattern, verify=verify)
+    except (NotADirectoryError, ValueError) as exc:
+        fail(str(exc))
+
+
+@data_app.command("summary")
+def summary(
+    folder: Annotated[Path, typer.Argument(help="folder with one sub-folder per class")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    group_pattern: Annotated[
+        str | None, typer.Option("--group-pattern", help=_PATTERN_HELP)
+    ] = None,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify/--headers-only", help="decode every image (finds damaged files)"),
+    ] = True,
+) -> None:
+    """Count images per class, groups and cells; list skipped files and warnings."""
+    from edge_iapp.data.dataset import summarize
+
+    scan = _scan(folder, group_pattern, verify)
+    info = summarize(scan)
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    _print_summary(info)
+
+
+_PLAIN = {"markup": False, "highlight": False, "soft_wrap": True}  # paths stay on one line
+
+
+def _print_summary(info: dict) -> None:
+    from rich.console import Console
+
+    out = Console()
+    out.print(f"{info['root']}: [bold]{info['total']}[/] images", highlight=False)
+    items = [f"{name:>2}: {count:>6}" for name, count in info["per_class"].items()]
+    for row in range(0, len(items), 6):
+        out.print("  " + "   ".join(items[row : row + 6]), highlight=False)
+    out.print(
+        f"groups: {info['groups']}  cells: {info['cells']}  "
+        f"ungrouped (group = file stem): {info['ungrouped']}"
+    )
+    if info["skipped"]:
+        out.print(f"[yellow]skipped {len(info['skipped'])} file(s):[/]")
+        for item in info["skipped"]:
+            out.print(f"  {item['path']}: {item['reason']}", **_PLAIN)
+    if info["warnings"]:
+        out.print(f"[yellow]{len(info['warnings'])} warning(s):[/]")
+        for item in info["warnings"][:50]:
+            out.print(f"  {item['path']}: {item['warning']}", **_PLAIN)
+        if len(info["warnings"]) > 50:
+            out.print(f"  ... and {len(info['warnings']) - 50} more (see --json)")
+
+
+@data_app.command("split")
+def split(
+    folder: Annotated[Path, typer.Argument(help="folder with one sub-folder per class")],
+    out: Annotated[Path, typer.Option("--out", help="split file to write (JSON)")],
+    test: Annotated[float, typer.Option("--test", help="fraction of samples for test")] = 0.2,
+    val: Annotated[float, typer.Option("--val", help="fraction of samples for val")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="random seed (deterministic)")] = 0,
+    group_pattern: Annotated[
+        str | None, typer.Option("--group-pattern", help=_PATTERN_HELP)
+    ] = None,
+) -> None:
+    """Write a group-aware train/val/test split: every group goes to one part only."""
+    from edge_iapp.data.split import SplitError, make_split, write_split
+
+    scan = _scan(folder, group_pattern, verify=False)
+    if scan.skipped:
+        console.print(f"[yellow]skipped {len(scan.skipped)} file(s)[/] (see `data summary`)")
+    if scan.ungrouped:
+        console.print(
+            f"[yellow]{len(scan.ungrouped)} file(s) matched no group rule[/]; each is its own group"
+        )
+    try:
+        result = make_split(scan.samples, test=test, val=val, seed=seed, pattern=group_pattern)
+        write_split(result, out)
+    except SplitError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc}")
+    parts = ", ".join(
+        f"{p} {c['samples']} images / {c['groups']} groups" for p, c in result["counts"].items()
+    )
+    console.print(f"wrote {out}: {parts}")
+
+
+def preview(
+    source: Annotated[Path, typer.Argument(help="an image file, or a folder of images")],
+    out: Annotated[Path, typer.Option("--out", help="PNG to write")],
+    threshold: Annotated[
+        str, typer.Option("--threshold", help="eq. 3 reading: paper | foreground")
+    ] = "foreground",
+    n: Annotated[int, typer.Option("--n", help="images on a folder's contact sheet")] = 100,
+    seed: Annotated[int, typer.Option("--seed", help="which random images a sheet shows")] = 0,
+    columns: Annotated[int, typer.Option("--columns", help="images per sheet row")] = 5,
+) -> None:
+    """Global | object | part views of one image, or a contact sheet of a folder.
+
+    The part view uses a centred part mask until a model provides part maps.
+    """
+    from edge_iapp.data.imread import IMAGE_SUFFIXES, ImageReadError, read_image
+    from edge_iapp.preprocess import PreprocessConfig
+    from edge_iapp.preview import compute_views, contact_sheet, strip, write_png
+
+    try:
+        cfg = PreprocessConfig(threshold=threshold)  # type: ignore[arg-type]
+    except ValueError as exc:
+        fail(str(exc))
+    if source.is_dir():
+        paths = sorted(
+            p for p in source.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(source).parts)
+        )
+        if not paths:
+            fail(f"no images (TIFF, BMP, PNG, JPEG) under {source}")
+        paths = sorted(random.Random(seed).sample(paths, min(n, len(paths))))
+    elif source.exists():
+        paths = [source]
+    else:
+        fail(f"{source} does not exist")
+    images, bad = [], []
+    for p in paths:
+        try:
+            images.append(read_image(p))
+        except ImageReadError as exc:
+            bad.append(str(exc))
+    for message in bad:
+        console.print(f"[yellow]skipped[/] {message}", highlight=False, soft_wrap=True)
+    if not images:
+        fail("no readable image to preview")
+    views = compute_views(images, cfg)
+    tiles = [strip(views, k) for k in range(len(images))]
+    picture = tiles[0] if source.is_file() else contact_sheet(tiles, columns)
+    try:
+        write_png(out, picture)
+    except OSError as exc:
+        fail(f"cannot write {out}: {exc}")
+    flagged = int(views.object_fallback.sum())
+    console.print(
+        f"wrote {out}: {len(images)} image(s), global | object | part, threshold={threshold}"
+        + (f", {flagged} object fall-back(s) (empty mask)" if flagged else "")
+    )

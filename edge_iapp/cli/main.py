@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import typer
 
-from . import bench_cmd, data_cmd, deploy_cmd, export_cmd, score_cmd, synth_cmd, train_cmd
+from . import (
+    bench_cmd,
+    data_cmd,
+    deploy_cmd,
+    export_cmd,
+    score_cmd,
+    synth_cmd,
+    train_cmd,
+    watch_cmd,
+)
 
 app = typer.Typer(
     name="edge-iapp",
@@ -18,7 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _module in (data_cmd, synth_cmd, train_cmd, export_cmd, bench_cmd, score_cmd, deploy_cmd):
+for _module in (
+    data_cmd, synth_cmd, train_cmd, export_cmd, bench_cmd, score_cmd, deploy_cmd, watch_cmd,
+):
     _module.register(app)
 
 

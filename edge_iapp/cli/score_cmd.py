@@ -1,9 +1,146 @@
-"""CLI commands: score_cmd (see register)."""
+"""CLI: ``edge-iapp score`` (slide folders) and ``edge-iapp dataset from-karyograms``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from .common import console, fail
+
+dataset_app = typer.Typer(help="Build labelled chromosome folders from other material.")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    """Add ``score`` and ``dataset from-karyograms`` to ``app``."""
+    app.command("score")(score)
+    app.add_typer(dataset_app, name="dataset")
+    dataset_app.command("from-karyograms")(from_karyograms)
+
+
+def score(
+    slides: Annotated[
+        Path, typer.Argument(help="a slide folder (one folder per cell) or a folder of slides")
+    ],
+    bundle: Annotated[
+        Path, typer.Option("--bundle", "-b", help="model bundle folder (edge-iapp export)")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder (outside SLIDES)")],
+    backend: Annotated[
+        str, typer.Option(help="onnxruntime | openvino | tensorrt | torch")
+    ] = "onnxruntime",
+    precision: Annotated[
+        str, typer.Option(help="fp32 | fp16 | int8 (never changed silently)")
+    ] = "fp32",
+    force: Annotated[
+        bool, typer.Option("--force", help="re-score cells that are already finished")
+    ] = False,
+    consistency: Annotated[
+        bool,
+        typer.Option(
+            "--consistency/--no-consistency",
+            help="add the karyotype-level consistency re-assignment beside the plain calls",
+        ),
+    ] = True,
+    threshold: Annotated[
+        float,
+        typer.Option(help="consistency: calls at or above this fused confidence never change"),
+    ] = 0.9,
+    penalty: Annotated[
+        float, typer.Option(help="consistency: log-cost of a copy beyond the normal number")
+    ] = 2.0,
+    batch_size: Annotated[int, typer.Option(help="images per classifier call")] = 64,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="progress bar with ETA")
+    ] = True,
+) -> None:
+    """Score every cell: predictions CSV, summary JSON, karyogram PNG; slide tables and reports.
+
+    Resumable: finished cells (summary.json present) are skipped unless --force.
+    """
+    from edge_iapp.scoring.cell import CellOptions
+    from edge_iapp.scoring.layout import discover
+    from edge_iapp.scoring.score import OutputLockedError, OutputWriteError, run_scoring
+
+    if not 0.0 <= threshold <= 1.0:
+        fail(f"--threshold must be between 0 and 1, got {threshold}")
+    # Cheap checks first, then the bundle: nothing is written before both are fine.
+    try:
+        jobs = discover(slides, out)
+    except (NotADirectoryError, ValueError, OSError) as exc:
+        fail(str(exc))
+    n_cells = sum(len(s.cells) for s in jobs)
+    if n_cells == 0:
+        fail(f"no cell folders found under {slides} "
+             "(expected SLIDE/<cell>/ or SLIDES/<slide>/<cell>/)")
+    clf = _load_classifier(bundle, backend, precision)
+    info = {"bundle": str(bundle), "requested": {"backend": backend, "precision": precision}}
+    try:
+        info["ran"] = clf.describe()
+    except Exception as exc:  # noqa: BLE001 - description is informative only
+        info["ran"] = {"backend": backend, "precision": precision, "describe_error": str(exc)}
+    ran = info["ran"]
+    console.print(
+        f"scoring {n_cells} cell(s) in {len(jobs)} slide(s) with "
+        f"[bold]{ran.get('backend', backend)} {ran.get('precision', precision)}[/] -> {out}"
+    )
+    options = CellOptions(consistency=consistency, threshold=threshold, penalty=penalty,
+                          batch_size=batch_size)
+    try:
+        with clf:
+            stats = run_scoring(slides, out, clf, options, force=force, progress=progress,
+                                run_info=info)
+    except OutputWriteError as exc:
+        fail(str(exc), code=3)
+    except OutputLockedError as exc:
+        fail(str(exc))
+    except (NotADirectoryError, ValueError) as exc:
+        fail(str(exc))
+    console.print(
+        f"done: {stats.scored} scored, {stats.skipped} already finished, {stats.failed} not "
+        f"scored, {stats.errors} error row(s); reports: {Path(out) / 'index.html'}"
+    )
+    if stats.failed or stats.errors:
+        console.print("[yellow]see errors.csv in each slide folder[/]")
+
+
+def _load_classifier(bundle: Path, backend: str, precision: str):
+    """The Classifier, or a clear message (missing/corrupted bundle, backend not here)."""
+    if not bundle.exists():
+        fail(f"bundle {bundle} not found (create one with `edge-iapp export RUN --out {bundle}`)")
+    if not (bundle / "manifest.json").is_file():
+        fail(f"{bundle} is not a model bundle: manifest.json is missing")
+    try:
+        from edge_iapp.runtime.classifier import Classifier
+
+        return Classifier(bundle, backend=backend, precision=precision)
+    except Exception as exc:  # noqa: BLE001 - any load failure is a bundle/backend problem
+        fail(f"cannot load bundle {bundle} with {backend} {precision}: {exc}")
+
+
+def from_karyograms(
+    karyograms: Annotated[Path, typer.Argument(help="a karyogram image or a folder of them")],
+    layout: Annotated[Path, typer.Option("--layout", help="layout JSON (see docs/SCORING.md)")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="output folder: <class>/clase<N>_<k>_<stem>.png")
+    ],
+) -> None:
+    """Cut labelled single-chromosome crops out of karyograms using a layout of class positions."""
+    from edge_iapp.scoring.from_karyograms import LayoutError, cut_karyograms, load_layout
+
+    if not karyograms.exists():
+        fail(f"{karyograms} not found")
+    try:
+        spec = load_layout(layout)
+    except LayoutError as exc:
+        fail(str(exc))
+    try:
+        stats = cut_karyograms(karyograms, spec, out)
+    except OSError as exc:
+        fail(f"cannot write to {out}: {exc.strerror or exc}", code=3)
+    console.print(
+        f"{stats.karyograms} karyogram(s): {stats.crops} crops written, {stats.clusters} "
+        f"cluster(s) skipped, {stats.warnings} warning(s), {stats.errors} unreadable file(s); "
+        f"see {out / 'from_karyograms.csv'}"
+    )

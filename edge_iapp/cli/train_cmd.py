@@ -1,9 +1,237 @@
-"""CLI commands: train_cmd (see register)."""
+"""CLI commands ``train`` and ``evaluate`` (IAPP-CNN training and the paper's evaluation)."""
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import typer
+
+from .common import console, fail
+
+PAPER_INPUT_SIZE = 224
+"""The paper's input size (section 4.2); ``--input-size`` overrides it."""
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is visible to torch")
+    if name not in ("cpu", "cuda"):
+        fail(f"--device must be auto, cpu or cuda, got {name!r}")
+    return name
+
+
+def _prepare(samples, cfg, label: str, cache: Path | None):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..train.data import prepare
+
+    with Progress(TextColumn(f"preprocessing {label}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task(label, total=len(samples))
+        data = prepare(samples, cfg, progress=lambda n: bar.advance(task, n), cache_dir=cache)
+    for path, reason in data.skipped[:10]:
+        console.print(f"[yellow]skipped[/] {path}: {reason}")
+    if len(data.skipped) > 10:
+        console.print(f"[yellow]... and {len(data.skipped) - 10} more unreadable files skipped[/]")
+    console.print(f"{label}: {len(data)} images preprocessed ({len(data.skipped)} unreadable skipped, "
+                  f"{int(data.object_fallback.sum())} object-mask fall-backs, {int(data.shrunk.sum())} shrunk)")
+    return data
+
+
+def _report_scan(parts) -> None:
+    if parts.skipped:
+        console.print(f"[yellow]{len(parts.skipped)} entries of the data folder skipped[/], e.g.:")
+        for path, reason in parts.skipped[:5]:
+            console.print(f"  {path}: {reason}")
+    if parts.unassigned:
+        console.print(f"[yellow]{parts.unassigned} images belong to groups the split does not name "
+                      "(not used)[/]")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file (the split hash quoted in results)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def train_command(
+    data: Path = typer.Argument(..., help="Labelled folder: DATA/<class>/<images>."),
+    split: Path = typer.Option(..., "--split", help="Split file (edge-iapp split)."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create (or to resume)."),
+    input_size: int = typer.Option(PAPER_INPUT_SIZE, help="Network input side (paper: 224)."),
+    canvas: int = typer.Option(176, help="Canvas side in source pixels (crops larger are shrunk)."),
+    threshold: str = typer.Option("foreground", help="Eq. 3 reading: foreground or paper."),
+    backbone: str = typer.Option("resnet18", help="resnet18/34/50, vgg16_bn, densenet121, ..."),
+    weights: Path | None = typer.Option(None, help="Local torchvision ImageNet .pth for every branch."),
+    branches: str = typer.Option("global,object,part",
+                                 help="Branches to train; 'global' is the single-branch baseline."),
+    fusion: str = typer.Option("lambda", help="Fusion used for running accuracy: lambda or sum."),
+    epochs: int | None = typer.Option(None, help="Epochs (paper: 50). With --resume: extend to this."),
+    batch_size: int = typer.Option(26, help="Batch size (paper: 26)."),
+    lr: float = typer.Option(0.02, help="SGD learning rate (paper: 0.02)."),
+    momentum: float = typer.Option(0.9),
+    weight_decay: float = typer.Option(1e-5),
+    schedule: str = typer.Option("cosine", help="cosine, step or constant."),
+    hflip: float = typer.Option(0.5, help="Horizontal flip probability."),
+    r1: int = typer.Option(8, help="Reduction ratio of the first SE block."),
+    r2: int = typer.Option(16, help="Reduction ratio of the second SE block."),
+    seed: int = typer.Option(0),
+    max_per_class: int | None = typer.Option(None, help="Class-balanced random subset of train."),
+    val_max_per_class: int | None = typer.Option(None, help="Same for the val part."),
+    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue RUN from last.pt."),
+    keep: int = typer.Option(2, help="Epoch checkpoints to keep (0 = all); last.pt always."),
+    cache: Path | None = typer.Option(None, help="Folder for preprocessed-image caches (.npz)."),
+) -> None:
+    """Train IAPP-CNN (or one branch) on DATA with the split's train part; val each epoch."""
+    import torch
+
+    from ..preprocess import PreprocessConfig
+    from ..train.data import balanced_subset
+    from ..train.loading import DataProblem, check_training_classes, load_parts
+    from ..train.run import RunConfig
+    from ..train.trainer import RunConflict, TrainingDiverged, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = _device(device)
+    if resume and (out / "config.json").is_file():
+        cfg = RunConfig.load(out)
+        if epochs is not None:
+            cfg.epochs = epochs
+        console.print(f"--resume: using the recipe saved in {out / 'config.json'}")
+    else:
+        try:
+            cfg = RunConfig(
+                backbone=backbone,
+                preprocess=PreprocessConfig(canvas=canvas, input_size=input_size, threshold=threshold),  # type: ignore[arg-type]
+                r1=r1, r2=r2, fusion=fusion, epochs=epochs or 50, batch_size=batch_size, lr=lr,
+                momentum=momentum, weight_decay=weight_decay, schedule=schedule, hflip=hflip, seed=seed,
+                branches=tuple(b.strip() for b in branches.split(",") if b.strip()),
+                extra={"data": str(data), "split_sha256": sha256_file(split) if split.is_file() else None,
+                       "max_per_class": max_per_class, "val_max_per_class": val_max_per_class,
+                       "weights": str(weights) if weights else None},
+            )
+        except ValueError as exc:
+            fail(str(exc))
+    if cfg.fusion not in ("lambda", "sum"):
+        fail(f"--fusion must be lambda or sum, got {cfg.fusion!r}")
+    if weights is not None and not weights.is_file():
+        fail(f"--weights {weights} does not exist; pass a torchvision ImageNet .pth file")
+    try:
+        parts = load_parts(data, split)
+    except DataProblem as exc:
+        fail(str(exc))
+    _report_scan(parts)
+    train_samples, val_samples = parts.parts["train"], parts.parts["val"]
+    if cfg.extra.get("max_per_class"):
+        train_samples = balanced_subset(train_samples, int(cfg.extra["max_per_class"]), cfg.seed)
+    if cfg.extra.get("val_max_per_class"):
+        val_samples = balanced_subset(val_samples, int(cfg.extra["val_max_per_class"]), cfg.seed)
+    try:
+        check_training_classes([s.label for s in train_samples])
+    except DataProblem as exc:
+        fail(str(exc))
+    cache_dir = cache
+    train_data = _prepare(train_samples, cfg.preprocess, "train", cache_dir)
+    val_data = _prepare(val_samples, cfg.preprocess, "val", cache_dir) if val_samples else None
+    try:
+        missing = check_training_classes(train_data.labels)
+    except DataProblem as exc:
+        fail(str(exc))
+    if missing:
+        console.print(f"[yellow]warning:[/] the training part has no images of class(es) "
+                      f"{', '.join(missing)}: the model cannot learn them")
+    console.print(f"training {'+'.join(cfg.branches)} {cfg.backbone} at {cfg.preprocess.input_size} px on "
+                  f"{dev} ({torch.get_num_threads()} threads): {len(train_data)} train, "
+                  f"{len(val_data) if val_data else 0} val images, {cfg.epochs} epochs")
+    try:
+        outcome = train(cfg, train_data, out, val_data, resume=resume, device=dev, weights=weights,
+                        keep=keep, split=parts.split, console=console)
+    except (RunConflict, ValueError) as exc:
+        fail(str(exc))
+    except TrainingDiverged as exc:
+        fail(f"training diverged: {exc}", code=3)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    console.print(f"[green]done[/]: {outcome.epochs_done} epoch(s) this call; {out / 'last.pt'} is epoch "
+                  f"{outcome.last_epoch}")
+
+
+def evaluate_command(
+    run: Path = typer.Argument(..., help="Training run folder."),
+    data: Path = typer.Option(..., "--data", help="Labelled folder."),
+    split: Path = typer.Option(..., "--split", help="Split file."),
+    out: Path = typer.Option(..., "--out", help="Output folder for metrics, report, figures."),
+    subset: str = typer.Option("test", help="Split part: test, val or train."),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint file (default RUN/last.pt)."),
+    baseline: Path | None = typer.Option(None, help="A single-branch run to compare per class."),
+    max_per_class: int | None = typer.Option(None, help="Class-balanced subset (quick checks)."),
+    batch_size: int = typer.Option(64),
+    threads: int | None = typer.Option(None),
+    device: str = typer.Option("auto"),
+    cache: Path | None = typer.Option(None, help="Folder for preprocessed-image caches."),
+) -> None:
+    """Accuracy, macro-F1, Table 3/4, confusion, ROC, reliability and risk-coverage for RUN."""
+    import torch
+
+    from ..train.data import balanced_subset
+    from ..train.evaluate import evaluate_predictions
+    from ..train.loading import DataProblem, load_parts
+    from ..train.predict import predict
+    from ..train.run import RunConfig, load_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = _device(device)
+    if subset not in ("train", "val", "test"):
+        fail(f"--subset must be train, val or test, got {subset!r}")
+    try:
+        model, cfg = load_model(run, checkpoint)
+        base_model, base_cfg = load_model(baseline) if baseline else (None, None)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
+        fail(f"cannot load the run: {exc}")
+    if base_cfg is not None and base_cfg.preprocess != cfg.preprocess:
+        fail("the baseline run uses other preprocessing parameters; compare runs made alike")
+    try:
+        parts = load_parts(data, split)
+    except DataProblem as exc:
+        fail(str(exc))
+    _report_scan(parts)
+    samples = parts.parts[subset]
+    if max_per_class:
+        samples = balanced_subset(samples, max_per_class, 0)
+    if not samples:
+        fail(f"the split's {subset!r} part has no images in {data}")
+    prepared = _prepare(samples, cfg.preprocess, subset, cache)
+    if len(prepared) == 0:
+        fail(f"none of the {len(samples)} {subset} images could be read")
+    console.print(f"evaluating {'+'.join(cfg.branches)} on {len(prepared)} {subset} images ({dev})")
+    preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
+    base_preds = None
+    if base_model is not None:
+        base_preds = predict(base_model.to(dev), prepared, ("global",), device=dev, batch_size=batch_size)
+    info = {"run": str(run), "checkpoint": str(checkpoint or run / "last.pt"), "data": str(data),
+            "split": str(split), "split_sha256": sha256_file(split), "subset": subset,
+            "backbone": cfg.backbone, "input_size": cfg.preprocess.input_size,
+            "canvas": cfg.preprocess.canvas, "device": dev,
+            "unreadable_skipped": len(prepared.skipped)}
+    if baseline:
+        info["baseline"] = str(baseline)
+    record = evaluate_predictions(preds, out, cfg.fusion, f"{run.name} ({subset})", base_preds, info)
+    console.print(f"accuracy {record['main']['accuracy']:.2%}, macro-F1 {record['main']['macro_f1']:.2%}; "
+                  f"report: {out / 'report.md'}")
+    for row in record["ablation"]:
+        console.print(f"  {'+'.join(row['branches']):<20} {row['fusion']:<6} {row['accuracy']:.2%}")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    """Add ``train`` and ``evaluate`` to ``app``."""
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)

@@ -1,0 +1,202 @@
+"""The backend interface: run one branch graph; the pipeline around it is written once here.
+
+A backend loads the three branch graphs of one precision from a bundle and runs them.
+:meth:`Backend.run_pipeline` does the whole batch with the reference preprocessing::
+
+    images -> global canvas -> object zoom -> global + object branches
+           -> part zoom (object branch part maps) -> part branch
+
+A backend that does its own preprocessing (a CUDA backend with device kernels)
+overrides ``run_pipeline`` and returns the same :class:`PipelineOutput`. Heavy imports
+(onnxruntime, openvino, torch, tensorrt) happen in ``load()``, never at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..export.bundle import BRANCHES, Bundle
+
+
+class BackendUnavailable(RuntimeError):
+    """This backend or precision cannot run here; the message says why (never a silent fallback)."""
+
+
+@dataclass
+class FrontBatch:
+    """The reference preprocessing up to the object zoom, for N images.
+
+    Attributes:
+        global_images, object_images: ``(N, S, S)`` uint8.
+        shrunk, inverted, object_fallback: ``(N,)`` bool.
+    """
+
+    global_images: np.ndarray
+    object_images: np.ndarray
+    shrunk: np.ndarray
+    inverted: np.ndarray
+    object_fallback: np.ndarray
+
+
+@dataclass
+class PipelineOutput:
+    """What a backend returns for a batch of N images (fusion is the caller's).
+
+    Attributes:
+        logits: ``{"global", "object", "part"}`` -> ``(N, K)`` float32.
+        part_maps: ``(N, 2, h, w)`` float32 from the object branch.
+        flags: ``(N,)`` bool arrays: ``shrunk``, ``inverted``, ``object_fallback``,
+            ``part_fallback``.
+        timings: seconds for the batch: ``preprocess`` (all host/device preprocessing,
+            part zoom included) and ``branches`` (the three networks).
+    """
+
+    logits: dict[str, np.ndarray]
+    part_maps: np.ndarray
+    flags: dict[str, np.ndarray]
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def reference_front(images: Sequence, cfg) -> FrontBatch:
+    """Global canvas and object zoom for ``ChromosomeImage`` objects (reference NumPy code)."""
+    from ..preprocess import global_canvas, object_zoom
+
+    crops = [im.pixels for im in images]
+    backgrounds = [int(im.polarity.background) for im in images]
+    g = global_canvas(crops, backgrounds, cfg)
+    o = object_zoom(g.images, cfg)
+    return FrontBatch(
+        global_images=g.images, object_images=o.images, shrunk=g.shrunk,
+        inverted=np.array([bool(im.polarity.inverted) for im in images], dtype=bool),
+        object_fallback=o.fallback,
+    )
+
+
+class Backend(ABC):
+    """Runs the branch graphs of one bundle at one precision.
+
+    Subclasses set :attr:`name`, implement :meth:`load` and :meth:`run_branch`, and
+    report what actually ran in :meth:`describe`. ``precision`` is never changed
+    behind the caller's back: a backend that cannot run it raises
+    :class:`BackendUnavailable` from ``__init__`` or ``load``.
+
+    Args:
+        bundle: a loaded :class:`~edge_iapp.export.bundle.Bundle`.
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
+        **options: backend-specific (threads, providers, device...).
+    """
+
+    name: ClassVar[str] = "base"
+    thread_safe: ClassVar[bool] = False
+    """True when :meth:`run_branch` may be called from several threads at once."""
+
+    def __init__(self, bundle: Bundle, precision: str = "fp32", **options: Any) -> None:
+        if precision not in bundle.precisions:
+            raise BackendUnavailable(
+                f"the bundle has no {precision} graphs (it has {', '.join(bundle.precisions)})"
+            )
+        self.bundle = bundle
+        self.precision = precision
+        self.options = options
+        self.cfg = bundle.preprocess
+        self._lock = threading.Lock()
+        self._loaded = False
+
+    # -- to implement -----------------------------------------------------------------
+    @abstractmethod
+    def load(self) -> None:
+        """Import the runtime and load the three graphs (BackendUnavailable if impossible)."""
+
+    @abstractmethod
+    def run_branch(self, branch: str, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Run one branch.
+
+        Args:
+            branch: ``"global"``, ``"object"`` or ``"part"``.
+            x: ``(N, 1, S, S)`` float32 in [0, 1].
+
+        Returns:
+            The outputs in bundle order: ``(logits (N, K),)`` or, for the object
+            branch, ``(logits, part_maps (N, 2, h, w))``; float32 NumPy arrays.
+        """
+
+    def describe(self) -> dict[str, Any]:
+        """What runs: at least ``backend``, ``precision`` and ``device``."""
+        return {"backend": self.name, "precision": self.precision, "device": "cpu"}
+
+    def close(self) -> None:
+        """Release sessions and memory (idempotent)."""
+        self._loaded = False
+
+    # -- shared -------------------------------------------------------------------------
+    def ensure_loaded(self) -> None:
+        if not self._loaded:
+            with self._lock:
+                if not self._loaded:
+                    self.load()
+                    self._loaded = True
+
+    def _branch(self, branch: str, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        if self.thread_safe:
+            return self.run_branch(branch, x)
+        with self._lock:
+            return self.run_branch(branch, x)
+
+    def warmup(self, batch: int = 2) -> None:
+        """Run every branch once on blank inputs (first-call allocation, kernel selection)."""
+        self.ensure_loaded()
+        s = self.bundle.input_size
+        x = np.ones((batch, 1, s, s), dtype=np.float32)
+        for branch in BRANCHES:
+            self._branch(branch, x)
+
+    def run_pipeline(self, images: Sequence, cfg=None) -> PipelineOutput:
+        """The whole batch: reference preprocessing, three branches, part zoom between.
+
+        Args:
+            images: N ``ChromosomeImage`` objects (``.pixels`` ``(H, W)`` uint8 dark on
+                white, ``.polarity``).
+            cfg: preprocessing parameters; default the bundle's.
+
+        Returns:
+            A :class:`PipelineOutput` (no fusion).
+        """
+        from ..preprocess import network_input, part_zoom
+
+        self.ensure_loaded()
+        cfg = cfg or self.cfg
+        t0 = time.perf_counter()
+        front = reference_front(images, cfg)
+        gx = network_input(front.global_images)
+        ox = network_input(front.object_images)
+        t1 = time.perf_counter()
+        (g_logits,) = self._branch("global", gx)[:1]
+        o_logits, part_maps = self._branch("object", ox)[:2]
+        t2 = time.perf_counter()
+        part = part_zoom(front.object_images, np.asarray(part_maps, dtype=np.float32), cfg)
+        px = network_input(part.images)
+        t3 = time.perf_counter()
+        (p_logits,) = self._branch("part", px)[:1]
+        t4 = time.perf_counter()
+        return PipelineOutput(
+            logits={"global": np.asarray(g_logits, np.float32), "object": np.asarray(o_logits, np.float32),
+                    "part": np.asarray(p_logits, np.float32)},
+            part_maps=np.asarray(part_maps, np.float32),
+            flags={"shrunk": front.shrunk, "inverted": front.inverted,
+                   "object_fallback": front.object_fallback, "part_fallback": part.fallback},
+            timings={"preprocess": (t1 - t0) + (t3 - t2), "branches": (t2 - t1) + (t4 - t3)},
+        )
+
+    def __enter__(self) -> Backend:
+        self.ensure_loaded()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

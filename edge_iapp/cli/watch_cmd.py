@@ -1,0 +1,96 @@
+"""CLI command: ``edge-iapp watch DIR --bundle B --out OUT`` (the watched-folder service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, fail
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to app."""
+    app.command("watch")(watch)
+
+
+def watch(
+    folder: Annotated[Path, typer.Argument(help="Folder the capture system writes images to.")],
+    bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle folder.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: results, index, CSVs.")],
+    backend: str = typer.Option("onnxruntime", help="Backend: onnxruntime, openvino, tensorrt."),
+    precision: str = typer.Option("fp32", help="Precision: fp32, fp16, int8."),
+    once: bool = typer.Option(False, "--once", help="Process what is there now and exit."),
+    poll: float = typer.Option(2.0, min=0.05, help="Seconds between scans of the folder."),
+    settle: float = typer.Option(
+        2.0, min=0.0, help="Seconds a file's size and mtime must stay unchanged."
+    ),
+    batch_size: int = typer.Option(46, "--batch-size", min=1, help="Images per backend call."),
+    recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Watch sub-folders."),
+) -> None:
+    """Classify every chromosome image written into FOLDER; restart-safe, never touches inputs.
+
+    Writes OUT/results/<file>.json, OUT/results.csv, OUT/errors.csv and the
+    processed-index OUT/processed.json. A restart skips what the index has. Stops on
+    SIGTERM/SIGINT after the current batch. Bad files go to errors.csv and do not
+    change the exit code (0); a setup error (bundle, folders, full disk) exits 2.
+    """
+    import signal
+    import threading
+
+    from ..runtime.watch import FolderWatcher, PassReport, WatchLocked
+
+    if not folder.is_dir():
+        fail(f"watched folder {folder} does not exist or is not a folder")
+    try:
+        from ..runtime.classifier import Classifier
+
+        classifier = Classifier(bundle, backend=backend, precision=precision)
+    except Exception as exc:  # a missing or corrupted bundle, a backend that is absent
+        fail(f"cannot load bundle {bundle} ({backend}, {precision}): {exc}")
+    ran_backend = getattr(classifier, "backend", backend)
+    ran_precision = getattr(classifier, "precision", precision)
+    ran_backend = ran_backend if isinstance(ran_backend, str) else backend
+    ran_precision = ran_precision if isinstance(ran_precision, str) else precision
+    model = {"bundle": str(bundle.resolve()), "backend": ran_backend, "precision": ran_precision}
+    console.print(f"edge-iapp watch: {folder} -> {out} ({ran_backend}, {ran_precision})")
+
+    def show(report: PassReport) -> None:
+        if report.classified or report.errors:
+            console.print(
+                f"classified {report.classified}, errors {report.errors}, "
+                f"waiting {report.waiting}, done before {report.already_done} "
+                f"({report.seconds:.1f} s)"
+            )
+        for line in report.new_errors:
+            console.print(f"[yellow]bad file[/] {line}")
+
+    try:
+        watcher = FolderWatcher(classifier.predict, folder, out, settle_s=settle,
+                                recursive=recursive, batch_size=batch_size, model=model)
+    except (WatchLocked, ValueError, OSError) as exc:
+        classifier.close()
+        fail(str(exc))
+    with watcher, classifier:
+        if once:
+            try:
+                report = watcher.run_once()
+            except OSError as exc:
+                fail(f"cannot write results to {out}: {exc}; nothing of the failed batch "
+                     "was recorded, rerun to redo it")
+            show(report)
+            console.print(
+                f"done: {report.classified} classified, {report.errors} errors, "
+                f"{report.waiting} still being written, {report.already_done} done before"
+            )
+            return
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: object) -> None:
+            console.print(f"signal {signum}: stopping after the current batch")
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        watcher.run_forever(poll_s=poll, stop=stop, on_pass=show)

@@ -1,0 +1,201 @@
+"""Group-aware train/val/test splits, written to and read from a JSON split file.
+
+Whole groups (cases / karyotypes) go to one part only, so near-duplicate cells of one
+case never sit on both sides. Parts are filled greedily so that each one's class mix
+follows its target fraction ("stratified-ish"); the result depends only on the groups,
+their class counts, the fractions and the seed.
+
+Split file (version 1)::
+
+    {"version": 1, "seed": 0, "pattern": null,
+     "fractions": {"train": 0.7, "val": 0.1, "test": 0.2},
+     "groups": {"train": [...], "val": [...], "test": [...]},
+     "counts": {"train": {"groups": n, "samples": n, "per_class": {...}}, ...}}
+
+:func:`apply_split` raises :class:`SplitError` when the split names groups the data
+lacks (the split was made for other data; ``allow_missing=True`` accepts it, e.g. for a
+subset), and puts data groups the split does not name under ``"unassigned"``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge_iapp.classes import NUM_CLASSES
+from edge_iapp.ioutil import atomic_write_text
+
+from .dataset import Sample, class_counts
+
+PARTS: tuple[str, ...] = ("train", "val", "test")
+SPLIT_VERSION = 1
+
+
+class SplitError(ValueError):
+    """A split cannot be made, read or applied (the message says why)."""
+
+
+def make_split(
+    samples: Sequence[Sample],
+    test: float = 0.2,
+    val: float = 0.1,
+    seed: int = 0,
+    pattern: str | None = None,
+) -> dict:
+    """Assign whole groups to train/val/test.
+
+    Args:
+        samples: labelled samples (their ``group`` is the split unit).
+        test, val: fractions of samples wanted in the test and val parts; train gets
+            the rest. Each part with a non-zero fraction gets at least one group.
+        seed: order in which groups are considered (ties, balance).
+        pattern: the group pattern used, recorded in the file.
+
+    Returns:
+        The split as a JSON-ready dict (see the module docstring).
+
+    Raises:
+        SplitError: bad fractions, no samples, or fewer groups than non-empty parts.
+    """
+    fractions = {"train": 1.0 - test - val, "val": val, "test": test}
+    if not (0.0 <= test < 1.0 and 0.0 <= val < 1.0 and test + val < 1.0):
+        raise SplitError(f"need 0 <= test, val and test + val < 1; got test={test}, val={val}")
+    if not samples:
+        raise SplitError("no samples to split")
+    vectors: dict[str, np.ndarray] = {}
+    for s in samples:
+        vectors.setdefault(s.group, np.zeros(NUM_CLASSES, dtype=np.float64))[s.label] += 1
+    wanted = [p for p in PARTS if fractions[p] > 0]
+    if len(vectors) < len(wanted):
+        raise SplitError(
+            f"{len(vectors)} group(s) cannot fill {len(wanted)} parts {wanted}; "
+            "lower --test/--val to 0 or check --group-pattern"
+        )
+    order = sorted(vectors)
+    random.Random(seed).shuffle(order)
+    # Big groups first (stable, so the seed still orders equal sizes): small ones fill gaps.
+    order.sort(key=lambda g: -vectors[g].sum())
+    total = sum(vectors.values())
+    target = {p: fractions[p] * total for p in PARTS}
+    current = {p: np.zeros(NUM_CLASSES) for p in PARTS}
+    assigned: dict[str, list[str]] = {p: [] for p in PARTS}
+    for g in order:
+        vec = vectors[g]
+        part = max(wanted, key=lambda p: _need(target[p], current[p], vec))
+        assigned[part].append(g)
+        current[part] += vec
+    _fill_empty_parts(assigned, wanted, vectors)
+    return _split_record(assigned, samples, seed, pattern, fractions)
+
+
+def _need(target: np.ndarray, current: np.ndarray, vec: np.ndarray) -> float:
+    """How much a part still needs this group's classes, relative to its size."""
+    missing = np.maximum(target - current, 0.0)
+    room = float(target.sum() - current.sum())
+    return float(np.minimum(missing, vec).sum()) / max(float(vec.sum()), 1.0) + 1e-9 * room
+
+
+def _fill_empty_parts(
+    assigned: dict[str, list[str]], wanted: list[str], vectors: dict[str, np.ndarray]
+) -> None:
+    for part in wanted:
+        if assigned[part]:
+            continue
+        donor = max(wanted, key=lambda p: len(assigned[p]))
+        smallest = min(assigned[donor], key=lambda g: (vectors[g].sum(), g))
+        assigned[donor].remove(smallest)
+        assigned[part].append(smallest)
+
+
+def _split_record(
+    assigned: dict[str, list[str]],
+    samples: Sequence[Sample],
+    seed: int,
+    pattern: str | None,
+    fractions: dict[str, float],
+) -> dict:
+    part_of = {g: p for p, gs in assigned.items() for g in gs}
+    counts = {}
+    for p in PARTS:
+        members = [s for s in samples if part_of.get(s.group) == p]
+        counts[p] = {
+            "groups": len(assigned[p]),
+            "samples": len(members),
+            "per_class": class_counts(members),
+        }
+    return {
+        "version": SPLIT_VERSION,
+        "seed": seed,
+        "pattern": pattern,
+        "fractions": {p: round(fractions[p], 6) for p in PARTS},
+        "groups": {p: sorted(assigned[p]) for p in PARTS},
+        "counts": counts,
+    }
+
+
+def write_split(split: dict, path: str | Path) -> Path:
+    """Write a split file atomically (a killed run leaves the old file or the new one)."""
+    return atomic_write_text(path, json.dumps(split, indent=1) + "\n")
+
+
+def load_split(path: str | Path) -> dict:
+    """Read and check a split file.
+
+    Raises:
+        SplitError: unreadable, not JSON, wrong version, missing parts, or a group that
+            appears in two parts.
+    """
+    path = Path(path)
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SplitError(f"{path}: cannot read split file ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SplitError(f"{path}: not a JSON split file ({exc})") from None
+    if not isinstance(split, dict) or split.get("version") != SPLIT_VERSION:
+        found = split.get("version") if isinstance(split, dict) else type(split).__name__
+        raise SplitError(f"{path}: expected split file version {SPLIT_VERSION}, found {found!r}")
+    groups = split.get("groups")
+    if not isinstance(groups, dict) or any(not isinstance(groups.get(p), list) for p in PARTS):
+        raise SplitError(f"{path}: 'groups' must have lists 'train', 'val' and 'test'")
+    seen: dict[str, str] = {}
+    for p in PARTS:
+        for g in groups[p]:
+            if g in seen:
+                raise SplitError(f"{path}: group {g!r} is in both {seen[g]!r} and {p!r}")
+            seen[str(g)] = p
+    return split
+
+
+def apply_split(
+    samples: Sequence[Sample], split: dict, allow_missing: bool = False
+) -> dict[str, list[Sample]]:
+    """Sort samples into the split's parts.
+
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...], "unassigned": [...]}``;
+        ``unassigned`` holds samples whose group the split does not name (new data):
+        they are in no part, and the caller decides (report them, or make a new split).
+
+    Raises:
+        SplitError: the split names groups that ``samples`` lack, unless
+            ``allow_missing`` (then they are ignored).
+    """
+    part_of = {str(g): p for p in PARTS for g in split["groups"][p]}
+    out: dict[str, list[Sample]] = {p: [] for p in (*PARTS, "unassigned")}
+    present = set()
+    for s in samples:
+        present.add(s.group)
+        out[part_of.get(s.group, "unassigned")].append(s)
+    missing = sorted(set(part_of) - present)
+    if missing and not allow_missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise SplitError(
+            f"the split names {len(missing)} group(s) that the data lacks ({shown}); "
+            "it was made for other data or another --group-pattern"
+        )
+    return out

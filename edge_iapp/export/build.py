@@ -1,0 +1,384 @@
+"""``export_bundle``: a training run -> a verified model bundle (what ``edge-iapp export`` runs).
+
+Steps: load the run -> export the three FP32 graphs -> choose the calibration set
+(training split only) and make every branch's inputs -> FP16 and INT8 graphs ->
+parity against PyTorch on held-out images (the split's ``val`` part) -> manifest.
+The bundle is built in a temporary sibling folder and moved into place at the end,
+so a failed export never leaves a half bundle. Imports torch, onnx, onnxruntime.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .bundle import (
+    BRANCHES,
+    CALIBRATION_FILE,
+    DEFAULT_REVIEW,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PRECISIONS,
+    branch_file_name,
+    load_bundle,
+    sha256_file,
+)
+from .onnx_export import DEFAULT_OPSET, ExportError, export_branch, graph_io
+
+
+def export_bundle(
+    run_dir: str | Path,
+    out: str | Path,
+    precisions: Sequence[str] = ("fp32",),
+    *,
+    calib_data: str | Path | None = None,
+    calib_split: str | Path | None = None,
+    calib_size: int = 256,
+    calib_method: str = "max",
+    calib_seed: int = 0,
+    calib_manifest: str | Path | None = None,
+    parity_size: int = 64,
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "legacy",
+    review: dict | None = None,
+    checkpoint: str | Path | None = None,
+    force: bool = False,
+    log: Callable[[str], None] = print,
+):
+    """Export a run to a bundle folder.
+
+    Args:
+        run_dir: training run folder (``config.json``, ``last.pt``).
+        out: bundle folder to create.
+        precisions: any of ``"fp32"``, ``"fp16"``, ``"int8"`` (fp32 is always included:
+            it is the parity and calibration reference).
+        calib_data: labelled image folder for calibration and parity (needed for int8).
+        calib_split: split file; default ``RUN/split.json``. Calibration uses its
+            ``train`` part only, parity its ``val`` part.
+        calib_size: calibration images.
+        calib_method: ``"max"``, ``"entropy"`` or ``"percentile"``.
+        calib_seed: seed of the selection order.
+        calib_manifest: reuse this manifest when it exists (hashes checked), else
+            write the new selection there (e.g. ``calibration/gband612.json``).
+        parity_size: held-out images for parity.
+        opset, exporter: see :func:`~edge_iapp.export.onnx_export.export_branch`.
+        review: review-flag thresholds for the manifest (default
+            :data:`~edge_iapp.export.bundle.DEFAULT_REVIEW`).
+        checkpoint: default ``RUN/last.pt``.
+        force: replace an existing bundle folder.
+        log: progress messages.
+
+    Returns:
+        The loaded, verified :class:`~edge_iapp.export.bundle.Bundle`.
+
+    Raises:
+        ExportError, CalibrationError, QuantizationError: with a message that says why.
+    """
+    from .calibration import CalibrationError
+
+    precisions = _normalise_precisions(precisions)
+    out = Path(out)
+    if out.exists() and not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
+    if "int8" in precisions and calib_data is None:
+        raise CalibrationError("INT8 needs calibration images: pass --calib-data (and --calib-split)")
+    model, cfg, ckpt = _load_run(run_dir, checkpoint)
+    s = cfg.preprocess.input_size
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        manifest = _build(model, cfg, ckpt, Path(run_dir), tmp, precisions, s, locals(), log)
+        from ..ioutil import atomic_write_text
+
+        atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        load_bundle(tmp)  # verify before moving into place
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"bundle written to {out}")
+    return load_bundle(out)
+
+
+def _normalise_precisions(precisions: Sequence[str]) -> list[str]:
+    wanted = []
+    for p in precisions:
+        for q in str(p).split(","):
+            q = q.strip().lower()
+            if not q:
+                continue
+            if q not in PRECISIONS:
+                raise ExportError(f"unknown precision {q!r}; choose from {', '.join(PRECISIONS)}")
+            if q not in wanted:
+                wanted.append(q)
+    return ["fp32"] + [p for p in ("fp16", "int8") if p in wanted]
+
+
+def _load_run(run_dir, checkpoint):
+    from ..train.run import LAST_CHECKPOINT, load_model
+
+    run_dir = Path(run_dir)
+    ckpt = Path(checkpoint) if checkpoint else run_dir / LAST_CHECKPOINT
+    try:
+        model, cfg = load_model(run_dir, ckpt)
+    except FileNotFoundError as exc:
+        raise ExportError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - corrupted or foreign checkpoint
+        raise ExportError(
+            f"cannot load the model of {run_dir} from {ckpt.name}: the checkpoint is corrupted "
+            f"or does not match config.json ({type(exc).__name__}: {str(exc)[:300]})"
+        ) from None
+    return model, cfg, ckpt
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def _run(sess, x: np.ndarray, batch: int = 32) -> list[np.ndarray]:
+    outs = [sess.run(None, {"input": x[i : i + batch]}) for i in range(0, len(x), batch)]
+    return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+
+
+def _build(model, cfg, ckpt: Path, run_dir: Path, tmp: Path, precisions, s: int, args: dict, log) -> dict:
+    import torch
+
+    from ..preprocess import network_input, part_zoom
+
+    files: dict[str, dict] = {b: {} for b in BRANCHES}
+    io: dict[str, dict] = {}
+    for branch in BRANCHES:
+        path = tmp / branch_file_name(branch, "fp32")
+        log(f"exporting {branch} branch (fp32, opset {args['opset']})")
+        export_branch(model, branch, s, path, opset=args["opset"], exporter=args["exporter"])
+        io[branch] = graph_io(path)
+
+    fp32 = {b: _session(tmp / branch_file_name(b, "fp32")) for b in BRANCHES}
+
+    def run_object(x):
+        return tuple(_run(fp32["object"], x))
+
+    calibration, calib_inputs, parity_images = _calibration(args, cfg, run_object, tmp, log)
+
+    if "fp16" in precisions:
+        from .fp16 import convert_fp16
+
+        for branch in BRANCHES:
+            log(f"converting {branch} branch to fp16")
+            convert_fp16(tmp / branch_file_name(branch, "fp32"), tmp / branch_file_name(branch, "fp16"))
+    if "int8" in precisions:
+        from .quantize import quantize_int8
+
+        calibration["per_branch"] = {}
+        for branch in BRANCHES:
+            log(f"quantizing {branch} branch to int8 ({args['calib_method']}, "
+                f"{len(calib_inputs[branch])} images)")
+            info = quantize_int8(tmp / branch_file_name(branch, "fp32"), tmp / branch_file_name(branch, "int8"),
+                                 calib_inputs[branch], method=args["calib_method"])
+            calibration["per_branch"][branch] = {k: v for k, v in info.items() if k != "excluded_nodes"}
+            calibration["per_branch"][branch]["fp32_nodes_after_backbone"] = len(info["excluded_nodes"])
+
+    # Parity: PyTorch vs every graph, on held-out images (or random inputs without data).
+    log("measuring parity against PyTorch")
+    if parity_images is not None:
+        from ..backends.base import reference_front
+
+        front = reference_front(parity_images, cfg.preprocess)
+        gx, ox = network_input(front.global_images), network_input(front.object_images)
+        parity_source = f"{len(parity_images)} held-out images ({args.get('_parity_part', 'val')} part)"
+    else:
+        rng = np.random.default_rng(0)
+        gx = rng.random((16, 1, s, s), dtype=np.float32)
+        ox = rng.random((16, 1, s, s), dtype=np.float32)
+        front = None
+        parity_source = "16 random inputs (no --calib-data given)"
+    with torch.inference_mode():
+        ref_g = model.global_branch(torch.from_numpy(gx)).numpy()
+        ref_o, ref_maps = (t.numpy() for t in model.object_branch(torch.from_numpy(ox)))
+    pcfg = cfg.preprocess
+    if front is not None:
+        obj_u8 = front.object_images
+    else:
+        obj_u8 = np.clip(np.floor(ox[:, 0] * 255 + 0.5), 0, 255).astype(np.uint8)
+    px = network_input(part_zoom(obj_u8, ref_maps, pcfg).images)
+    with torch.inference_mode():
+        ref_p = model.part_branch(torch.from_numpy(px)).numpy()
+    from .parity import fused_top1, logits_parity, part_maps_parity
+
+    ref_top1 = fused_top1({"global": ref_g, "object": ref_o, "part": ref_p}, cfg.fusion)
+    parity: dict = {"inputs": parity_source}
+    for precision in precisions:
+        sessions = {b: _session(tmp / branch_file_name(b, precision)) for b in BRANCHES}
+        g = _run(sessions["global"], gx)[0]
+        o, maps = _run(sessions["object"], ox)
+        p_same = _run(sessions["part"], px)[0]
+        own_px = network_input(part_zoom(obj_u8, maps, pcfg).images)
+        p_own = _run(sessions["part"], own_px)[0]
+        top1 = fused_top1({"global": g, "object": o, "part": p_own}, cfg.fusion)
+        parity[precision] = {
+            "global": logits_parity(ref_g, g),
+            "object": {**logits_parity(ref_o, o), **part_maps_parity(ref_maps, maps)},
+            "part": logits_parity(ref_p, p_same),
+            "pipeline": {"images": int(len(top1)), "fused_top1_agreement": float((top1 == ref_top1).mean())},
+        }
+        log(f"  {precision}: " + ", ".join(
+            f"{b} max|dlogit| {parity[precision][b]['max_abs_logit_diff']:.4f} "
+            f"top1 {parity[precision][b]['top1_agreement']:.3f}" for b in BRANCHES)
+            + f", pipeline top1 {parity[precision]['pipeline']['fused_top1_agreement']:.3f}")
+
+    for branch in BRANCHES:
+        for precision in precisions:
+            f = tmp / branch_file_name(branch, precision)
+            files[branch][precision] = {"path": f.name, "sha256": sha256_file(f), "bytes": f.stat().st_size}
+    branches = {
+        b: {"input": {"name": "input", **io[b]["inputs"]["input"]},
+            "outputs": {name: spec for name, spec in io[b]["outputs"].items()}}
+        for b in BRANCHES
+    }
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    from ..classes import CLASS_NAMES
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "classes": list(CLASS_NAMES[: cfg.num_classes]),
+        "backbone": cfg.backbone,
+        "preprocess": cfg.preprocess.to_dict(),
+        "fusion": cfg.fusion,
+        "branches": branches,
+        "precisions": list(precisions),
+        "files": files,
+        "calibration": calibration or None,
+        "parity": parity,
+        "review": {**DEFAULT_REVIEW, **(args.get("review") or {})},
+        "source": {
+            "run": str(run_dir.resolve()),
+            "checkpoint": ckpt.name,
+            "checkpoint_sha256": sha256_file(ckpt),
+            "epoch": state.get("epoch") if isinstance(state, dict) else None,
+        },
+        "export": {"opset": args["opset"], "exporter": args["exporter"], "simplifier": "onnxsim",
+                   "dynamic_batch": True},
+        "libraries": _versions(),
+    }
+
+
+def _calibration(args: dict, cfg, run_object, tmp: Path, log):
+    """Choose/reuse the calibration set; return (record, per-branch inputs, parity images)."""
+    from ..data import ImageReadError, apply_split, load_split, read_image, scan_folder
+    from .calibration import (
+        CalibrationError,
+        branch_inputs,
+        build_manifest,
+        read_manifest,
+        select_samples,
+        write_manifest,
+    )
+
+    data = args["calib_data"]
+    if data is None:
+        return {}, {}, None
+    root = Path(data)
+    if not root.is_dir():
+        raise CalibrationError(f"calibration data folder {root} does not exist")
+    split_path = args["calib_split"] or Path(args["run_dir"]) / "split.json"
+    if not Path(split_path).is_file():
+        raise CalibrationError(
+            f"no split file: pass --calib-split (calibration must come from the training split; "
+            f"{split_path} not found)"
+        )
+    scan = scan_folder(root)
+    if not scan.samples:
+        raise CalibrationError(f"no labelled images found under {root}")
+    parts = apply_split(scan.samples, load_split(split_path), allow_missing=True)
+    reuse = args["calib_manifest"] is not None and Path(args["calib_manifest"]).is_file()
+    if reuse:
+        log(f"reusing calibration manifest {args['calib_manifest']}")
+        manifest = json.loads(Path(args["calib_manifest"]).read_text())
+        chosen_paths = [p for p, _ in read_manifest(args["calib_manifest"], root)]
+        train_paths = {Path(s.path).resolve() for s in parts["train"]}
+        leaked = [p for p in chosen_paths if p.resolve() not in train_paths]
+        if leaked:
+            raise CalibrationError(
+                f"{len(leaked)} calibration image(s) in {args['calib_manifest']} are not in the training "
+                f"split (e.g. {leaked[0].name})"
+            )
+    else:
+        chosen = select_samples(parts["train"], int(args["calib_size"]), int(args["calib_seed"]))
+        manifest = build_manifest(chosen, root, int(args["calib_size"]), int(args["calib_seed"]), split_path)
+        chosen_paths = [Path(s.path) for s in chosen]
+        if args["calib_manifest"] is not None:
+            write_manifest(manifest, args["calib_manifest"])
+            log(f"calibration manifest written to {args['calib_manifest']}")
+    write_manifest(manifest, tmp / CALIBRATION_FILE)
+
+    def read_all(paths):
+        out = []
+        for p in paths:
+            try:
+                out.append(read_image(p))
+            except ImageReadError as exc:
+                raise CalibrationError(f"calibration image unreadable: {exc}") from None
+        return out
+
+    log(f"calibration: {len(chosen_paths)} training images, {manifest['classes']} classes, "
+        f"{manifest['groups']} groups")
+    inputs = branch_inputs(read_all(chosen_paths), cfg.preprocess, run_object)
+    held_out = parts["val"]
+    args["_parity_part"] = "val"
+    if not held_out:
+        taken = {p.resolve() for p in chosen_paths}
+        held_out = [s for s in parts["train"] if Path(s.path).resolve() not in taken]
+        args["_parity_part"] = "train, not in the calibration set"
+    parity_images = None
+    if held_out:
+        size = min(int(args["parity_size"]), len(held_out))
+        picked = select_samples(held_out, size, 1, require_all_classes=False) if size >= len(
+            {s.class_name for s in held_out}) else list(held_out)[:size]
+        parity_images = read_all([s.path for s in picked])
+    record = {
+        "manifest": CALIBRATION_FILE,
+        "sha256": sha256_file(tmp / CALIBRATION_FILE),
+        "method": args["calib_method"],
+        "size": manifest["size"],
+        "seed": manifest["seed"],
+        "data_root": manifest["data_root"],
+    }
+    return record, inputs, parity_images
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("edge-iapp", "torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common", "numpy",
+                 "opencv-python-headless"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out

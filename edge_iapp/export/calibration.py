@@ -1,0 +1,256 @@
+"""The chromosome calibration set: which training images calibrate INT8, and their inputs.
+
+Selection rule (deterministic for a given seed, independent of file-system order):
+
+1. Only the split's ``train`` part (never val/test: calibrating on them leaks).
+2. Stratified by class: ``size // C`` images per class, the remainder to classes in a
+   seeded order; a class with too few images gives its share to the others.
+3. Spread over groups (cases/cells): inside a class, groups are visited round-robin
+   in a seeded order (its own per class, so that small quotas still land on different
+   groups), one image per group per round, images in a seeded order.
+
+Every branch calibrates on its own inputs as the runtime makes them: global images,
+object zooms, and part zooms drawn with the FP32 object branch's part maps.
+No torch here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..classes import CLASS_NAMES
+
+MANIFEST_FORMAT = "edge-iapp-calibration"
+MANIFEST_VERSION = 1
+RULE = (
+    "train split only; stratified by class (size // classes each, remainder in seeded "
+    "order, shortfalls redistributed); inside a class, groups round-robin in seeded order, "
+    "images in seeded order; order key = sha256(f'{seed}:{key}')"
+)
+
+
+class CalibrationError(ValueError):
+    """The calibration data cannot give a sound calibration set (the message says why)."""
+
+
+@dataclass(frozen=True)
+class CalibrationImage:
+    """One chosen image: path relative to the data root, class name, group, file sha256."""
+
+    path: str
+    class_name: str
+    group: str
+    sha256: str
+
+
+def _key(seed: int, text: str) -> str:
+    return hashlib.sha256(f"{seed}:{text}".encode()).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def select_samples(
+    samples: Sequence, size: int, seed: int = 0, classes: Sequence[str] = CLASS_NAMES,
+    require_all_classes: bool = True,
+) -> list:
+    """Pick ``size`` samples by the rule in the module docstring.
+
+    Args:
+        samples: objects with ``.path``, ``.class_name`` and ``.group`` (``data.Sample``).
+        size: how many to pick.
+        seed: ordering seed.
+        classes: the classes the model predicts.
+        require_all_classes: a class without samples is an error (else it is skipped).
+
+    Returns:
+        The chosen samples, class by class in ``classes`` order.
+
+    Raises:
+        CalibrationError: no samples, fewer than ``size``, ``size`` smaller than the number
+            of classes, or a class missing.
+    """
+    if not samples:
+        raise CalibrationError("the calibration data has no images in the training split")
+    by_class: dict[str, list] = {c: [] for c in classes}
+    for s in samples:
+        if s.class_name in by_class:
+            by_class[s.class_name].append(s)
+    missing = [c for c, v in by_class.items() if not v]
+    if missing and require_all_classes:
+        raise CalibrationError(
+            f"the calibration data lacks class(es) {', '.join(missing)} in its training split; "
+            "every class must be represented"
+        )
+    present = [c for c in classes if by_class[c]]
+    if size < len(present):
+        raise CalibrationError(
+            f"calibration size {size} is smaller than the {len(present)} classes; use at least one per class"
+        )
+    total = sum(len(by_class[c]) for c in present)
+    if total < size:
+        raise CalibrationError(f"asked for {size} calibration images but the training split has only {total}")
+    quota = _quotas({c: len(by_class[c]) for c in present}, size, seed)
+    chosen: list = []
+    for c in present:
+        chosen.extend(_spread_over_groups(by_class[c], seed, c)[: quota[c]])
+    return chosen
+
+
+def _quotas(available: dict[str, int], size: int, seed: int) -> dict[str, int]:
+    order = sorted(available, key=lambda c: _key(seed, f"class:{c}"))
+    quota = {c: 0 for c in available}
+    left = size
+    while left > 0:
+        open_classes = [c for c in order if quota[c] < available[c]]
+        share = max(1, left // len(open_classes))
+        for c in open_classes:
+            if left == 0:
+                break
+            take = min(share, available[c] - quota[c], left)
+            quota[c] += take
+            left -= take
+    return quota
+
+
+def _spread_over_groups(items: Sequence, seed: int, class_name: str) -> list:
+    groups: dict[str, list] = {}
+    for s in items:
+        groups.setdefault(str(s.group), []).append(s)
+    queues = [sorted(v, key=lambda s: _key(seed, f"file:{Path(s.path).name}:{s.path}"))
+              for _, v in sorted(groups.items(), key=lambda kv: _key(seed, f"group:{class_name}:{kv[0]}"))]
+    out = []
+    for rnd in range(max(len(q) for q in queues)):
+        out.extend(q[rnd] for q in queues if rnd < len(q))
+    return out
+
+
+def build_manifest(
+    chosen: Sequence, data_root: str | Path, size: int, seed: int, split_path: str | Path | None,
+    part: str = "train",
+) -> dict:
+    """The calibration manifest: image list relative to the data root with sha256, and the rule."""
+    root = Path(data_root).resolve()
+    images = []
+    for s in chosen:
+        p = Path(s.path).resolve()
+        try:
+            rel = p.relative_to(root).as_posix()
+        except ValueError as exc:
+            raise CalibrationError(f"{p} is not inside the data root {root}") from exc
+        images.append(CalibrationImage(rel, s.class_name, str(s.group), sha256_file(p)).__dict__)
+    per_class: dict[str, int] = {}
+    for im in images:
+        per_class[im["class_name"]] = per_class.get(im["class_name"], 0) + 1
+    split_info = None
+    if split_path is not None:
+        split_info = {"file": Path(split_path).name, "sha256": sha256_file(split_path), "part": part}
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "data_root": root.name,
+        "split": split_info,
+        "rule": RULE,
+        "size": len(images),
+        "requested_size": int(size),
+        "seed": int(seed),
+        "classes": len(per_class),
+        "groups": len({im["group"] for im in images}),
+        "per_class": per_class,
+        "images": images,
+    }
+
+
+def write_manifest(manifest: dict, path: str | Path) -> Path:
+    from ..ioutil import atomic_write_text
+
+    return atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
+
+
+def read_manifest(path: str | Path, data_root: str | Path, verify: bool = True) -> list[tuple[Path, str]]:
+    """Load a manifest and resolve its images under ``data_root``.
+
+    Returns:
+        ``[(absolute path, class name), ...]`` in manifest order.
+
+    Raises:
+        CalibrationError: not a calibration manifest, a listed file missing, or its
+            sha256 differs (the data changed since the manifest was written).
+    """
+    path = Path(path)
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CalibrationError(f"cannot read calibration manifest {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise CalibrationError(f"{path} is not an edge-iapp calibration manifest")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise CalibrationError(f"{path}: manifest version {manifest.get('version')} is not {MANIFEST_VERSION}")
+    root = Path(data_root)
+    out = []
+    for im in manifest["images"]:
+        p = root / im["path"]
+        if not p.is_file():
+            raise CalibrationError(f"calibration image {im['path']} listed in {path.name} is missing under {root}")
+        if verify and sha256_file(p) != im["sha256"]:
+            raise CalibrationError(f"calibration image {im['path']} differs from {path.name} (sha256 mismatch)")
+        out.append((p, im["class_name"]))
+    return out
+
+
+def choose_from_folder(
+    data_root: str | Path, split_path: str | Path, size: int, seed: int = 0, part: str = "train",
+    require_all_classes: bool = True,
+) -> dict:
+    """Scan ``data_root``, keep the split's ``part``, select, and return the manifest."""
+    from ..data import apply_split, load_split, scan_folder
+
+    root = Path(data_root)
+    if not root.is_dir():
+        raise CalibrationError(f"calibration data folder {root} does not exist")
+    scan = scan_folder(root)
+    if not scan.samples:
+        raise CalibrationError(f"no labelled images found under {root}")
+    parts = apply_split(scan.samples, load_split(split_path), allow_missing=True)
+    chosen = select_samples(parts[part], size, seed, require_all_classes=require_all_classes)
+    return build_manifest(chosen, root, size, seed, split_path, part)
+
+
+def branch_inputs(
+    images: Sequence, cfg, run_object: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    batch_size: int = 32,
+) -> dict[str, np.ndarray]:
+    """Each branch's inputs for a list of images, as the runtime makes them.
+
+    Args:
+        images: ``ChromosomeImage`` objects.
+        cfg: :class:`~edge_iapp.preprocess.PreprocessConfig`.
+        run_object: the FP32 object branch, ``(N, 1, S, S) -> (logits, part_maps)``.
+        batch_size: images per object-branch call.
+
+    Returns:
+        ``{"global", "object", "part"}`` -> ``(M, 1, S, S)`` float32 in [0, 1].
+    """
+    from ..backends.base import reference_front
+    from ..preprocess import network_input, part_zoom
+
+    out: dict[str, list[np.ndarray]] = {"global": [], "object": [], "part": []}
+    for i in range(0, len(images), batch_size):
+        front = reference_front(images[i : i + batch_size], cfg)
+        obj_x = network_input(front.object_images)
+        _, maps = run_object(obj_x)
+        out["global"].append(network_input(front.global_images))
+        out["object"].append(obj_x)
+        out["part"].append(network_input(part_zoom(front.object_images, maps, cfg).images))
+    return {k: np.concatenate(v) for k, v in out.items()}

@@ -1,0 +1,106 @@
+// CPU harness: compiles the kernels' __host__ __device__ logic (iapp_common.cu) with g++
+// into a shared library that the tests load with ctypes and compare to the reference
+// preprocessing. Each host_* function does what the corresponding kernels do, pixel by
+// pixel, with the same per-pixel functions; only the launch glue differs.
+//
+// Build: g++ -std=c++17 -O2 -fPIC -shared -ffp-contract=off harness.cpp -o libiapp_host.so
+
+#include <cmath>
+#include <cstdint>
+
+#define __host__
+#define __device__
+#define __global__
+
+#include "../iapp_common.cu"
+
+extern "C" {
+
+int host_max_grid() { return IAPP_MAX_GRID; }
+
+// iapp_global_canvas + its per-image sums.
+void host_global_canvas(const iapp_u8* crops, const long long* offsets, const int* shapes,
+                        const int* backgrounds, int n, int s, int canvas, int normalize,
+                        iapp_u8* global_u8, unsigned long long* sums) {
+    for (int k = 0; k < n; ++k) {
+        unsigned long long sum = 0;
+        for (int t = 0; t < s * s; ++t) {
+            iapp_u8 p = iapp_global_pixel(crops + offsets[k], shapes[2 * k], shapes[2 * k + 1],
+                                          backgrounds[k], normalize, canvas, s, t / s, t % s);
+            global_u8[(long long)k * s * s + t] = p;
+            sum += p;
+        }
+        sums[k] = sum;
+    }
+}
+
+// iapp_erode + iapp_dilate_box + iapp_object_zoom.
+void host_object_stage(const iapp_u8* global_u8, const unsigned long long* sums, int n, int s,
+                       int mode, int k_size, int margin, iapp_u8* eroded, iapp_u8* mask,
+                       iapp_u8* object_u8, int* out_boxes, iapp_u8* fallback) {
+    for (int k = 0; k < n; ++k) {
+        long long base = (long long)k * s * s;
+        for (int t = 0; t < s * s; ++t)
+            eroded[base + t] = (iapp_u8)iapp_eroded(global_u8 + base, sums[k], s, mode, k_size,
+                                                    t / s, t % s);
+        int inclusive[4] = {0x7fffffff, 0x7fffffff, -1, -1};
+        for (int t = 0; t < s * s; ++t) {
+            int y = t / s, x = t % s;
+            int m = iapp_dilated(eroded + base, s, k_size, y, x);
+            mask[base + t] = (iapp_u8)m;
+            if (m) {
+                inclusive[0] = y < inclusive[0] ? y : inclusive[0];
+                inclusive[1] = x < inclusive[1] ? x : inclusive[1];
+                inclusive[2] = y > inclusive[2] ? y : inclusive[2];
+                inclusive[3] = x > inclusive[3] ? x : inclusive[3];
+            }
+        }
+        int* box = out_boxes + 4 * k;
+        int has_box = iapp_grow_box(inclusive, margin, s, box);
+        fallback[k] = (iapp_u8)(has_box ? 0 : 1);
+        for (int t = 0; t < s * s; ++t)
+            object_u8[base + t] = iapp_zoom_pixel(global_u8 + base, mask + base, box, has_box, s,
+                                                  t / s, t % s);
+    }
+}
+
+// iapp_part_select + iapp_part_zoom.
+int host_part_stage(const void* maps, int maps_half, int n, int h, int w, int s,
+                    const iapp_u8* object_u8, iapp_u8* part_masks, int* out_boxes,
+                    iapp_u8* fallback, iapp_u8* part_u8) {
+    if (h * w > IAPP_MAX_GRID || h < 1 || w < 1) return -1;
+    for (int k = 0; k < n; ++k) {
+        long long offset = (long long)k * 2 * h * w;
+        const void* mine = maps_half ? (const void*)((const iapp_half_bits*)maps + offset)
+                                     : (const void*)((const float*)maps + offset);
+        int* box = out_boxes + 4 * k;
+        int has_box = iapp_part_select(mine, maps_half, h, w, s, part_masks + (long long)k * h * w,
+                                       box);
+        fallback[k] = (iapp_u8)(has_box ? 0 : 1);
+        long long base = (long long)k * s * s;
+        for (int t = 0; t < s * s; ++t)
+            part_u8[base + t] = iapp_zoom_pixel(object_u8 + base, nullptr, box, has_box, s, t / s,
+                                                t % s);
+    }
+    return 0;
+}
+
+// The network-input conversion of the kernels' iapp_store_input.
+void host_network_input(const iapp_u8* images, long long count, float* out_f32,
+                        iapp_half_bits* out_f16) {
+    for (long long i = 0; i < count; ++i) {
+        float v = iapp_unit(images[i]);
+        out_f32[i] = v;
+        out_f16[i] = iapp_float_to_half_bits(v);
+    }
+}
+
+void host_float_to_half(const float* values, long long count, iapp_half_bits* out) {
+    for (long long i = 0; i < count; ++i) out[i] = iapp_float_to_half_bits(values[i]);
+}
+
+double host_pairwise_sum(const double* values, int count) {
+    return iapp_pairwise_sum(values, count);
+}
+
+}  // extern "C"

@@ -1,0 +1,238 @@
+"""Karyogram images in the ISCN layout (OpenCV drawing, no torch).
+
+Rows as on a standard karyogram: ``1 2 3 | 4 5`` (groups A, B); ``6 .. 12 X`` (C);
+``13 14 15 | 16 17 18`` (D, E); ``19 20 | 21 22 Y`` (F, G); then a strip for clusters
+and unclassified objects. Homologues sit side by side in their class slot; extra copies
+share the slot. One scale per cell keeps relative sizes (the tallest crop fills row 1).
+Crops are turned so the long axis is vertical; which end is the p arm is not detected.
+Doubtful calls get a red frame and a ``?``; clusters an orange frame.
+
+The image size depends only on :class:`KaryogramLayout`, never on the cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..ioutil import atomic_write_bytes
+
+#: ISCN rows: each row is a list of groups ``(letter, classes)``.
+ROWS: tuple[tuple[tuple[str, tuple[str, ...]], ...], ...] = (
+    (("A", ("1", "2", "3")), ("B", ("4", "5"))),
+    (("C", ("6", "7", "8", "9", "10", "11", "12", "X")),),
+    (("D", ("13", "14", "15")), ("E", ("16", "17", "18"))),
+    (("F", ("19", "20")), ("G", ("21", "22", "Y"))),
+)
+
+_RED = (0, 0, 220)
+_ORANGE = (0, 140, 255)
+_TEXT = (40, 40, 40)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+@dataclass(frozen=True)
+class KaryogramLayout:
+    """Geometry of the karyogram (pixels).
+
+    Attributes:
+        chrom_width: width of one chromosome's box inside a slot.
+        copies_per_slot: boxes per class slot (2 homologues + room for one extra).
+        slot_gap, group_gap: horizontal gaps between slots and between groups.
+        row_heights: crop area height of the four ISCN rows.
+        cluster_height: height of the cluster strip.
+        margin: border around everything.
+        header: height of the title line.
+        label_height: room for the class label under each slot and the group letter above.
+    """
+
+    chrom_width: int = 40
+    copies_per_slot: int = 3
+    slot_gap: int = 10
+    group_gap: int = 30
+    row_heights: tuple[int, int, int, int] = (170, 140, 110, 90)
+    cluster_height: int = 120
+    margin: int = 20
+    header: int = 40
+    label_height: int = 22
+
+    @property
+    def slot_width(self) -> int:
+        return self.chrom_width * self.copies_per_slot
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the image."""
+        widths = [self._row_width(row) for row in ROWS]
+        width = 2 * self.margin + max(widths)
+        height = self.margin * 2 + self.header
+        height += sum(h + 2 * self.label_height for h in self.row_heights)
+        height += self.cluster_height + 2 * self.label_height
+        return width, height
+
+    def _row_width(self, row: tuple[tuple[str, tuple[str, ...]], ...]) -> int:
+        n = sum(len(classes) for _, classes in row)
+        gaps = (n - len(row)) * self.slot_gap + (len(row) - 1) * self.group_gap
+        return n * self.slot_width + gaps
+
+    def slot_boxes(self) -> dict[str, tuple[int, int, int, int]]:
+        """``{class: (x, y, w, h)}`` crop area of every class slot (labels excluded)."""
+        boxes: dict[str, tuple[int, int, int, int]] = {}
+        y = self.margin + self.header
+        for row, row_h in zip(ROWS, self.row_heights, strict=False):
+            y += self.label_height  # group letters above
+            x = self.margin
+            for g, (_, classes) in enumerate(row):
+                if g:
+                    x += self.group_gap - self.slot_gap
+                for name in classes:
+                    boxes[name] = (x, y, self.slot_width, row_h)
+                    x += self.slot_width + self.slot_gap
+            y += row_h + self.label_height  # class labels below
+        return boxes
+
+    def group_origins(self) -> list[tuple[str, int, int]]:
+        """``(letter, x, y)`` of each group letter."""
+        boxes = self.slot_boxes()
+        return [(letter, boxes[c[0]][0], boxes[c[0]][1] - 6) for row in ROWS for letter, c in row]
+
+    def cluster_box(self) -> tuple[int, int, int, int]:
+        """``(x, y, w, h)`` of the cluster strip's crop area."""
+        _, height = self.size
+        top = height - self.margin - self.label_height - self.cluster_height
+        width, _ = self.size
+        return self.margin, top, width - 2 * self.margin, self.cluster_height
+
+
+@dataclass
+class KaryogramItem:
+    """One object to place.
+
+    Attributes:
+        crop: ``(h, w)`` uint8 dark-on-white crop.
+        class_name: where it goes (``"1"``..``"Y"``); None puts it in the cluster strip.
+        doubtful: draw the review mark.
+        cluster: a cluster of touching chromosomes (drawn in the strip).
+        order: sort key inside a slot (e.g. negative confidence); ties keep input order.
+    """
+
+    crop: np.ndarray
+    class_name: str | None
+    doubtful: bool = False
+    cluster: bool = False
+    order: float = 0.0
+
+
+@dataclass
+class _Placed:
+    items: list[KaryogramItem] = field(default_factory=list)
+
+
+def upright(crop: np.ndarray) -> np.ndarray:
+    """Rotate a crop by 90 degrees when it is wider than tall (long axis vertical)."""
+    return np.ascontiguousarray(np.rot90(crop)) if crop.shape[1] > crop.shape[0] else crop
+
+
+def render(
+    items: list[KaryogramItem],
+    title: str = "",
+    layout: KaryogramLayout | None = None,
+) -> np.ndarray:
+    """Draw a karyogram.
+
+    Args:
+        items: the cell's objects.
+        title: header text (cell id, karyotype, backend).
+        layout: geometry (default :class:`KaryogramLayout`).
+
+    Returns:
+        ``(H, W, 3)`` uint8 BGR image of size ``layout.size``.
+    """
+    layout = layout or KaryogramLayout()
+    width, height = layout.size
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    cv2.putText(canvas, title[:120], (layout.margin, layout.margin + 22), _FONT, 0.6, _TEXT, 1,
+                cv2.LINE_AA)
+    boxes = layout.slot_boxes()
+    slots: dict[str, _Placed] = {name: _Placed() for name in boxes}
+    strip: list[KaryogramItem] = []
+    for item in items:
+        if item.class_name in slots and not item.cluster:
+            slots[item.class_name].items.append(item)
+        else:
+            strip.append(item)
+    scale = _cell_scale([upright(i.crop) for i in items if i.class_name in slots], layout)
+    for letter, x, y in layout.group_origins():
+        cv2.putText(canvas, letter, (x, y), _FONT, 0.55, _TEXT, 1, cv2.LINE_AA)
+    for name, (x, y, w, h) in boxes.items():
+        cv2.line(canvas, (x, y + h + 2), (x + w, y + h + 2), (160, 160, 160), 1)
+        cv2.putText(canvas, name, (x + w // 2 - 6 * len(name), y + h + 18), _FONT, 0.5, _TEXT, 1,
+                    cv2.LINE_AA)
+        placed = sorted(slots[name].items, key=lambda i: i.order)
+        if placed:
+            _place_row(canvas, placed, (x, y, w, h), scale, max(len(placed), 2))
+    cx, cy, cw, ch = layout.cluster_box()
+    label = f"clusters / unclassified: {len(strip)}"
+    cv2.putText(canvas, label, (cx, cy - 6), _FONT, 0.5, _TEXT, 1, cv2.LINE_AA)
+    if strip:
+        per = max(cw // ch, 1)
+        shown = strip[:per]
+        _place_row(canvas, shown, (cx, cy, len(shown) * ch, ch), None, len(shown))
+        if len(strip) > per:
+            cv2.putText(canvas, f"+{len(strip) - per} more", (cx + cw - 90, cy + ch + 16), _FONT,
+                        0.5, _TEXT, 1, cv2.LINE_AA)
+    return canvas
+
+
+def _cell_scale(crops: list[np.ndarray], layout: KaryogramLayout) -> float:
+    """One scale for the cell: the tallest crop fills 95% of row 1, clamped to 0.1..4."""
+    if not crops:
+        return 1.0
+    tallest = max(c.shape[0] for c in crops)
+    return float(np.clip(0.95 * layout.row_heights[0] / max(tallest, 1), 0.1, 4.0))
+
+
+def _place_row(
+    canvas: np.ndarray,
+    items: list[KaryogramItem],
+    box: tuple[int, int, int, int],
+    scale: float | None,
+    n_boxes: int,
+) -> None:
+    x, y, w, h = box
+    sub_w = w // n_boxes
+    for k, item in enumerate(items):
+        crop = upright(item.crop) if scale is not None else item.crop
+        s = scale if scale is not None else 1.0
+        # Shrink further when the crop does not fit its sub-box (never enlarge here).
+        s = min(s, (h - 4) / max(crop.shape[0], 1), (sub_w - 4) / max(crop.shape[1], 1))
+        ch = max(int(round(crop.shape[0] * s)), 1)
+        cw = max(int(round(crop.shape[1] * s)), 1)
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(crop, (cw, ch), interpolation=interp)
+        left = x + k * sub_w + (sub_w - cw) // 2
+        top = y + h - ch  # chromosomes stand on the slot's base line
+        region = canvas[top : top + ch, left : left + cw]
+        region[:] = np.minimum(region, small[:, :, None])
+        if item.cluster or item.class_name is None:
+            cv2.rectangle(canvas, (left - 2, top - 2), (left + cw + 1, top + ch + 1), _ORANGE, 1)
+        elif item.doubtful:
+            cv2.rectangle(canvas, (left - 2, top - 2), (left + cw + 1, top + ch + 1), _RED, 1)
+            cv2.putText(canvas, "?", (left + cw - 2, max(top - 2, y + 12)), _FONT, 0.6, _RED, 2,
+                        cv2.LINE_AA)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an image (deterministic for the same pixels)."""
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError("could not encode the karyogram as PNG")
+    return buf.tobytes()
+
+
+def write_karyogram(path: str | Path, image: np.ndarray) -> Path:
+    """Write ``image`` as a PNG atomically."""
+    return atomic_write_bytes(path, encode_png(image))

@@ -1,0 +1,322 @@
+"""The slide runner: score every cell of one slide or a folder of slides.
+
+Resumable: a cell whose ``summary.json`` exists is skipped (``force=True`` re-scores
+it). Never stops at a bad file or a failing cell; stops only when outputs cannot be
+written (a full disk), keeping every finished cell. Inputs are only read.
+One run per output folder at a time (a lock file guards it).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..ioutil import atomic_write_text
+from .cell import CellOptions, EmptyCellError, Predictor, score_cell
+from .layout import (
+    ERRORS,
+    INDEX,
+    KARYOGRAM,
+    PREDICTIONS,
+    RUN_INFO,
+    SLIDE_REPORT,
+    SLIDE_TABLE,
+    SUMMARY,
+    CellJob,
+    SlideJob,
+    discover,
+)
+from .report import write_index, write_slide_reports
+
+LOCK = ".edge-iapp-score.lock"
+_OUTPUT_NAMES = (
+    SUMMARY, PREDICTIONS, KARYOGRAM, SLIDE_TABLE, SLIDE_REPORT, ERRORS, INDEX, RUN_INFO,
+)
+
+
+class OutputWriteError(Exception):
+    """An output file could not be written; the run stops, finished cells are kept."""
+
+    def __init__(self, path: Path, exc: OSError, finished: int) -> None:
+        self.path, self.exc, self.finished = path, exc, finished
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.ENOSPC:
+            why += " (the output disk is full)"
+        super().__init__(
+            f"cannot write {path}: {why}. {finished} finished cell(s) are kept; fix the output "
+            "folder (free space) and run the same command again to resume"
+        )
+
+
+class OutputLockedError(Exception):
+    """Another scoring run is writing to the same output folder."""
+
+
+@dataclass
+class RunStats:
+    """What a run did.
+
+    Attributes:
+        cells: cells found; scored: scored by this run; skipped: already finished;
+        failed: cells that could not be scored (empty folders included); errors: error rows.
+        seconds: wall time; predict_seconds: time inside ``predictor.predict``.
+    """
+
+    cells: int = 0
+    scored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    predict_seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    slides: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _TimedPredictor:
+    """Wraps a predictor to add up the time spent in ``predict`` (and its own split).
+
+    When the predictor offers ``predict_with_timings`` (the runtime ``Classifier``), its
+    per-stage seconds (``read``, ``preprocess``, ``branches``, ``fusion``) are summed too.
+    """
+
+    def __init__(self, inner: Predictor) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+        self.stages: dict[str, float] = {}
+        self.backend_name = _name_of(inner)
+        self.precision = str(getattr(inner, "precision", ""))
+
+    def predict(self, images: Sequence[Any]) -> list[Any]:
+        t0 = time.perf_counter()
+        try:
+            timed = getattr(self.inner, "predict_with_timings", None)
+            if timed is None:
+                return self.inner.predict(images)
+            results, stages = timed(list(images))
+            for k, v in stages.items():
+                self.stages[k] = self.stages.get(k, 0.0) + float(v)
+            return results
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def _name_of(predictor: Any) -> str:
+    name = getattr(predictor, "backend_name", None) or getattr(predictor, "backend", "")
+    return name if isinstance(name, str) else str(getattr(name, "name", ""))
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Remove temporary files a killed run left (``ioutil`` names them ``.<name>.*.tmp``)."""
+    if not folder.is_dir():
+        return
+    for name in _OUTPUT_NAMES:
+        for p in folder.glob(f".{name}.*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+def _acquire_lock(out: Path) -> Path:
+    lock = out / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise OutputLockedError(
+                    f"another scoring run (pid {pid}) is writing to {out}; wait for it or use "
+                    f"another output folder (remove {lock} if that process is gone)"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a killed run
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return lock
+    raise OutputLockedError(f"could not lock {out}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_scoring(
+    slides: Path,
+    out: Path,
+    predictor: Predictor,
+    options: CellOptions | None = None,
+    force: bool = False,
+    progress: bool = True,
+    run_info: dict[str, Any] | None = None,
+) -> RunStats:
+    """Score all cells under ``slides`` into ``out``.
+
+    Args:
+        slides: one slide folder or a folder of slide folders.
+        out: output root (created; must not overlap ``slides``).
+        predictor: the classifier (``predict(list[ChromosomeImage]) -> list[ChromosomeResult]``).
+        options: cell scoring options.
+        force: re-score finished cells.
+        progress: draw a progress bar with ETA on stderr.
+        run_info: extra facts for ``run_info.json`` (bundle, backend, precision...).
+
+    Returns:
+        :class:`RunStats`.
+
+    Raises:
+        NotADirectoryError, ValueError: bad ``slides``/``out`` (before any work).
+        OutputLockedError: another run holds ``out``.
+        OutputWriteError: an output could not be written (the run stops; finished cells kept).
+    """
+    options = options or CellOptions()
+    jobs = discover(slides, out)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputWriteError(out, exc, 0) from exc
+    lock = _acquire_lock(out)
+    try:
+        return _run(jobs, out, _TimedPredictor(predictor), options, force, progress, run_info or {})
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run(
+    jobs: list[SlideJob],
+    out: Path,
+    predictor: _TimedPredictor,
+    options: CellOptions,
+    force: bool,
+    progress: bool,
+    run_info: dict[str, Any],
+) -> RunStats:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    stats = RunStats(cells=sum(len(s.cells) for s in jobs))
+    t0 = time.perf_counter()
+    info = {
+        "format": "edge-iapp-run-info/1",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "status": "running",
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "options": {k: v for k, v in asdict(options).items() if k != "segment"},
+        "segment": asdict(options.segment),
+        **run_info,
+    }
+    _write(out / RUN_INFO, json.dumps(info, indent=1) + "\n", stats)
+    finished = sum(1 for s in jobs for c in s.cells if c.finished)
+    columns = (
+        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+    )
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task("scoring", total=stats.cells)
+        for slide in jobs:
+            problems: dict[str, str] = {}
+            for job in slide.cells:
+                bar.update(task, description=f"{slide.name}/{job.cell}")
+                _remove_stale_temps(job.out)
+                if job.finished and not force:
+                    stats.skipped += 1
+                    bar.advance(task)
+                    continue
+                finished = _score_one(job, predictor, options, force, problems, stats, finished)
+                bar.advance(task)
+            _remove_stale_temps(slide.out)
+            try:
+                stats.slides.append(write_slide_reports(slide, problems))
+            except OSError as exc:
+                raise OutputWriteError(slide.out, exc, finished) from exc
+    stats.errors = sum(s["errors"] for s in stats.slides)
+    _remove_stale_temps(out)
+    try:
+        write_index(out, stats.slides)
+    except OSError as exc:
+        raise OutputWriteError(out / INDEX, exc, finished) from exc
+    stats.seconds = time.perf_counter() - t0
+    stats.predict_seconds = predictor.seconds
+    stats.stages = dict(predictor.stages)
+    info.update(
+        status="finished",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        stats={k: v for k, v in asdict(stats).items() if k != "slides"},
+    )
+    _write(out / RUN_INFO, json.dumps(info, indent=1) + "\n", stats)
+    return stats
+
+
+def _score_one(
+    job: CellJob,
+    predictor: _TimedPredictor,
+    options: CellOptions,
+    force: bool,
+    problems: dict[str, str],
+    stats: RunStats,
+    finished: int,
+) -> int:
+    try:
+        if force:
+            # The old summary goes first: a forced cell is never half old, half new.
+            job.summary_path.unlink(missing_ok=True)
+        score_cell(job, predictor, options)
+    except EmptyCellError:
+        problems[job.cell] = "empty cell folder (no files); it will be scored on the next run"
+        stats.failed += 1
+        return finished
+    except OSError as exc:
+        if _is_output_error(exc, job.out):
+            raise OutputWriteError(Path(exc.filename or job.out), exc, finished) from exc
+        problems[job.cell] = f"cell could not be read: {exc}"
+        stats.failed += 1
+        return finished
+    except Exception as exc:  # noqa: BLE001 - one bad cell must not stop the slide
+        problems[job.cell] = f"cell failed: {type(exc).__name__}: {exc}"
+        stats.failed += 1
+        return finished
+    stats.scored += 1
+    return finished + 1
+
+
+def _is_output_error(exc: OSError, cell_out: Path) -> bool:
+    """True when ``exc`` concerns the output side (a write under the output folder)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return True
+    name = exc.filename
+    if name is None:
+        return False
+    try:
+        p = Path(name).resolve()
+        return p == cell_out.resolve() or cell_out.resolve() in p.parents
+    except OSError:
+        return True
+
+
+def _write(path: Path, text: str, stats: RunStats) -> None:
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        raise OutputWriteError(path, exc, stats.scored + stats.skipped) from exc

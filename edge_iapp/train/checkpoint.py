@@ -1,0 +1,65 @@
+"""Checkpoints and the per-epoch metrics file of a run, all written atomically."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ..ioutil import atomic_write_bytes, atomic_write_text
+from .run import LAST_CHECKPOINT
+
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.json"
+SPLIT_FILE = "split.json"
+
+
+def epoch_checkpoint(run_dir: str | Path, epoch: int) -> Path:
+    """Path of the checkpoint written after ``epoch`` (1-based)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:03d}.pt"
+
+
+def save_checkpoint(run_dir: str | Path, state: dict[str, Any], keep: int = 0) -> Path:
+    """Write ``checkpoints/epoch_NNN.pt`` and ``last.pt`` (same bytes), each atomically.
+
+    Args:
+        run_dir: the run folder.
+        state: ``{"model", "optimizer", "scheduler", "epoch", "metrics", ...}``.
+        keep: keep only the newest ``keep`` epoch files (0 keeps all); ``last.pt`` stays.
+
+    Returns:
+        The epoch checkpoint path.
+    """
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    path = atomic_write_bytes(epoch_checkpoint(run_dir, int(state["epoch"])), data)
+    atomic_write_bytes(Path(run_dir) / LAST_CHECKPOINT, data)
+    if keep > 0:
+        old = sorted((Path(run_dir) / CHECKPOINT_DIR).glob("epoch_*.pt"))[:-keep]
+        for p in old:
+            p.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint on the CPU (it holds our own dicts, hence ``weights_only=False``)."""
+    import torch
+
+    return torch.load(Path(path), map_location="cpu", weights_only=False)
+
+
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """``RUN/metrics.json`` or an empty record."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return {"status": "new", "epochs": []}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
+    """Write ``RUN/metrics.json`` atomically."""
+    atomic_write_text(Path(run_dir) / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")

@@ -1,0 +1,215 @@
+"""Evaluate a run as the paper does (Tables 3 and 4), plus calibration and the review flag.
+
+Writes ``DIR/metrics.json``, ``DIR/report.md`` and the figures ``confusion.png``,
+``roc.png``, ``reliability.png``, ``risk_coverage.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..classes import CLASS_NAMES
+from ..fusion import fuse, softmax
+from . import metrics as M
+from .predict import Predictions
+
+ABLATION_SUBSETS: tuple[tuple[str, ...], ...] = (
+    ("global",), ("global", "object"), ("global", "part"), ("global", "object", "part"),
+)
+"""Table 4's branch subsets (the part branch needs the object branch to run, not to vote)."""
+
+REVIEW_RISKS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
+
+
+def fused_scores(preds: Predictions, subset: Sequence[str], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(probs (N, K), lambdas (B, N))``: softmax of the fused logits of ``subset``."""
+    fused, lambdas = fuse(preds.select(subset), mode)  # type: ignore[arg-type]
+    return softmax(fused), lambdas
+
+
+def summarize(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class P/R/F1/support/AUC, confusion matrix for one scorer."""
+    k = probs.shape[1]
+    pred = probs.argmax(1)
+    cm = M.confusion_matrix(labels, pred, k)
+    prf = M.per_class_prf(cm)
+    aucs = M.one_vs_all_auc(labels, probs)
+    return {
+        "accuracy": M.accuracy(labels, pred),
+        "macro_f1": M.macro_f1(cm),
+        "macro_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan"),
+        "per_class": {
+            CLASS_NAMES[c]: {
+                "precision": _num(prf["precision"][c]), "recall": _num(prf["recall"][c]),
+                "f1": _num(prf["f1"][c]), "support": int(prf["support"][c]), "auc": _num(aucs[c]),
+            }
+            for c in range(k)
+        },
+        "confusion": cm.tolist(),
+    }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def ablation(preds: Predictions) -> list[dict[str, Any]]:
+    """Table 4: every subset the run has, with sum (eq. 15) and lambda (eq. 17) fusion."""
+    rows = []
+    subsets = [s for s in ABLATION_SUBSETS if all(b in preds.branches for b in s)]
+    subsets += [(b,) for b in preds.branches if (b,) not in subsets]  # single branches too
+    for subset in subsets:
+        for mode in ("sum", "lambda"):
+            probs, _ = fused_scores(preds, subset, mode)
+            cm = M.confusion_matrix(preds.labels, probs.argmax(1), probs.shape[1])
+            rows.append({"branches": list(subset), "fusion": mode,
+                         "accuracy": M.accuracy(preds.labels, probs.argmax(1)), "macro_f1": M.macro_f1(cm)})
+    return rows
+
+
+def review_analysis(preds: Predictions, probs: np.ndarray) -> dict[str, Any]:
+    """Reliability, risk-coverage and branch agreement for the fused confidence."""
+    labels = preds.labels
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == labels
+    rel = M.reliability(confidence, correct)
+    rc = M.risk_coverage(confidence, correct)
+    votes = preds.logits.argmax(2)  # (B, N)
+    agree = (votes == votes[0]).all(axis=0)
+    at_risk = {}
+    for r in REVIEW_RISKS:
+        cov, thr = M.coverage_at_risk(rc, r)
+        at_risk[f"{r:g}"] = {"coverage": cov, "threshold": _num(thr), "review_fraction": 1.0 - cov}
+    return {
+        "ece": rel["ece"],
+        "aurc": rc["aurc"],
+        "coverage_at_risk": at_risk,
+        "branches_agree_fraction": float(agree.mean()) if agree.size else None,
+        "error_when_agree": _num(float((~correct[agree]).mean())) if agree.any() else None,
+        "error_when_disagree": _num(float((~correct[~agree]).mean())) if (~agree).any() else None,
+        "part_fallback_fraction": float(preds.part_fallback.mean()) if preds.part_fallback.size else 0.0,
+        "_reliability": rel,
+        "_risk_coverage": rc,
+    }
+
+
+def evaluate_predictions(
+    preds: Predictions, out_dir: str | Path, fusion: str, title: str,
+    baseline: Predictions | None = None, info: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Compute everything, write the figures, ``metrics.json`` and ``report.md``.
+
+    Args:
+        preds: per-branch logits of the evaluated run.
+        out_dir: output folder.
+        fusion: the run's main fusion (``"lambda"`` or ``"sum"``) over all its branches.
+        title: used in figure titles and the report.
+        baseline: optional logits of a single-branch baseline run on the same images
+            (its ``global`` branch is compared per class, as in Table 3).
+        info: extra facts for the report (run, data, split hash, checkpoint...).
+
+    Returns:
+        The metrics record (as written to ``metrics.json``).
+    """
+    from ..ioutil import atomic_write_text
+    from . import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    main_subset = preds.branches
+    probs, lambdas = fused_scores(preds, main_subset, fusion)
+    main = summarize(preds.labels, probs)
+    review = review_analysis(preds, probs)
+    record: dict[str, Any] = {
+        "info": info or {},
+        "images": int(preds.labels.size),
+        "branches": list(main_subset),
+        "fusion": fusion,
+        "main": main,
+        "ablation": ablation(preds),
+        "review": {k: v for k, v in review.items() if not k.startswith("_")},
+        "mean_lambdas": {b: float(lambdas[i].mean()) for i, b in enumerate(main_subset)} if preds.labels.size else {},
+    }
+    if baseline is not None:
+        if not np.array_equal(baseline.labels, preds.labels):
+            raise ValueError("the baseline was evaluated on different images")
+        bprobs, _ = fused_scores(baseline, ("global",), "sum")
+        record["baseline"] = summarize(baseline.labels, bprobs)
+    # figures
+    names = list(CLASS_NAMES[: probs.shape[1]])
+    plots.confusion_png(np.asarray(main["confusion"]), names, out / "confusion.png",
+                        f"{title}: confusion ({'+'.join(main_subset)}, {fusion})")
+    curves = {}
+    for c, name in enumerate(names):
+        fpr, tpr = M.roc_curve(probs[:, c], preds.labels == c)
+        curves[name] = (fpr, tpr, M.auc(fpr, tpr))
+    plots.roc_png(curves, out / "roc.png", f"{title}: one-vs-all ROC")
+    plots.reliability_png(review["_reliability"], out / "reliability.png", f"{title}: reliability")
+    rc_curves = {f"{'+'.join(main_subset)} {fusion}": review["_risk_coverage"]}
+    if baseline is not None:
+        bconf = bprobs.max(1)
+        rc_curves["baseline (global)"] = M.risk_coverage(bconf, bprobs.argmax(1) == baseline.labels)
+    plots.risk_coverage_png(rc_curves, out / "risk_coverage.png", f"{title}: review flag")
+    atomic_write_text(out / "metrics.json", json.dumps(record, indent=1) + "\n")
+    atomic_write_text(out / "report.md", render_report(record, title))
+    return record
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.2f}"
+
+
+def render_report(record: dict[str, Any], title: str) -> str:
+    """``report.md``: headline, Table 3 (per class), Table 4 (ablation), review flag."""
+    main = record["main"]
+    base = record.get("baseline")
+    lines = [f"# Evaluation: {title}", ""]
+    for k, v in record["info"].items():
+        lines.append(f"- {k}: `{v}`")
+    lines += [
+        f"- images: {record['images']}; branches: {'+'.join(record['branches'])}; fusion: {record['fusion']}",
+        "", "## Headline", "",
+        "| model | accuracy % | macro-F1 % | macro AUC |", "|---|---|---|---|",
+    ]
+    if base:
+        lines.append(f"| baseline (global branch) | {_pct(base['accuracy'])} | {_pct(base['macro_f1'])} "
+                     f"| {base['macro_auc']:.4f} |")
+    lines.append(f"| {'+'.join(record['branches'])} ({record['fusion']}) | {_pct(main['accuracy'])} "
+                 f"| {_pct(main['macro_f1'])} | {main['macro_auc']:.4f} |")
+    lines += ["", "## Per class (layout of the paper's Table 3; values in %)", ""]
+    if base:
+        lines += ["| class | support | P base | R base | F1 base | P | R | F1 | AUC |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+    else:
+        lines += ["| class | support | precision | recall | F1 | AUC |", "|---|---|---|---|---|---|"]
+    for name, row in main["per_class"].items():
+        auc_s = "n/a" if row["auc"] is None else f"{row['auc']:.4f}"
+        cells = [name, str(row["support"])]
+        if base:
+            b = base["per_class"][name]
+            cells += [_pct(b["precision"]), _pct(b["recall"]), _pct(b["f1"])]
+        cells += [_pct(row["precision"]), _pct(row["recall"]), _pct(row["f1"]), auc_s]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Ablation (layout of the paper's Table 4)", "",
+              "| branches | fusion | accuracy % | macro-F1 % |", "|---|---|---|---|"]
+    for row in record["ablation"]:
+        lines.append(f"| {' + '.join(row['branches'])} | {row['fusion']} | {_pct(row['accuracy'])} "
+                     f"| {_pct(row['macro_f1'])} |")
+    rv = record["review"]
+    lines += ["", "## Review flag (fused confidence below a threshold)", "",
+              f"- expected calibration error (15 bins): {rv['ece']:.4f}; AURC: {rv['aurc']:.4f}",
+              f"- branches agree on {_pct(rv['branches_agree_fraction'])}% of images; error when they agree "
+              f"{_pct(rv['error_when_agree'])}%, when they disagree {_pct(rv['error_when_disagree'])}%",
+              f"- part mask fell back to the whole object image on {_pct(rv['part_fallback_fraction'])}%",
+              "", "| target error among accepted | coverage % | review % | confidence threshold |",
+              "|---|---|---|---|"]
+    for risk, row in rv["coverage_at_risk"].items():
+        thr = "n/a" if row["threshold"] is None else f"{row['threshold']:.4f}"
+        lines.append(f"| {100 * float(risk):g}% | {_pct(row['coverage'])} | {_pct(row['review_fraction'])} | {thr} |")
+    lines += ["", "Figures: `confusion.png`, `roc.png`, `reliability.png`, `risk_coverage.png`.", ""]
+    return "\n".join(lines)

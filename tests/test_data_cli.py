@@ -1,0 +1,116 @@
+"""``edge-iapp data summary``, ``data split`` and ``preview`` through the typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge_iapp.cli.main import app
+
+runner = CliRunner()
+
+
+def text(result) -> str:
+    """Output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+@pytest.fixture
+def folder(tmp_path, make_crop) -> Path:
+    """4 cases x 2 cells, classes 1, 2 and X (as 23), plus bad files."""
+    root = tmp_path / "data"
+    for case in range(4):
+        for cell in (1, 2):
+            for cls, folder_name in (("1", "1"), ("2", "2"), ("23", "23")):
+                path = root / folder_name / f"clase{cls}_0_C{case:03d}.{cell}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), make_crop(40 + 5 * case, 16, seed=case * 10 + cell))
+    (root / "1" / "empty.png").write_bytes(b"")
+    (root / "2" / "text.tif").write_text("not a tiff")
+    cv2.imwrite(str(root / "2" / "clase2_1_C000.1.png"), np.full((30, 10), 255, np.uint8))
+    return root
+
+
+def test_summary_json(folder):
+    result = runner.invoke(app, ["data", "summary", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.stdout)
+    assert info["total"] == 25
+    assert info["per_class"]["1"] == 8 and info["per_class"]["2"] == 9
+    assert info["per_class"]["X"] == 8 and info["per_class"]["Y"] == 0
+    assert info["groups"] == 4 and info["cells"] == 8 and info["ungrouped"] == 0
+    assert sorted(Path(s["path"]).name for s in info["skipped"]) == ["empty.png", "text.tif"]
+    assert [w["warning"] for w in info["warnings"]] == ["blank"]
+
+
+def test_summary_text_lists_bad_files(folder):
+    result = runner.invoke(app, ["data", "summary", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert "25" in text(result) and "skipped 2 file(s)" in text(result)
+    assert "file is empty" in text(result) and "blank" in text(result)
+
+
+def test_summary_errors_without_traceback(tmp_path):
+    result = runner.invoke(app, ["data", "summary", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert "is not a folder" in text(result)
+    result = runner.invoke(app, ["data", "summary", str(tmp_path), "--group-pattern", "("])
+    assert result.exit_code == 2 and "not a valid regex" in text(result)
+
+
+def test_split_command(folder, tmp_path):
+    out = tmp_path / "split.json"
+    args = ["data", "split", str(folder), "--out", str(out), "--test", "0.25", "--val", "0.25"]
+    result = runner.invoke(app, [*args, "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    split = json.loads(out.read_text())
+    assert split["seed"] == 1 and split["fractions"]["test"] == 0.25
+    assert sorted(g for p in ("train", "val", "test") for g in split["groups"][p]) == [
+        "C000", "C001", "C002", "C003",
+    ]
+    assert all(len(split["groups"][p]) >= 1 for p in ("train", "val", "test"))
+    bad = runner.invoke(app, [*args[:4], str(tmp_path / "x.json"), "--test", "0.9"])
+    assert bad.exit_code == 2 and "test + val < 1" in text(bad)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_preview_one_image(folder, tmp_path):
+    out = tmp_path / "one.png"
+    image = folder / "1" / "clase1_0_C000.1.png"
+    result = runner.invoke(app, ["preview", str(image), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    picture = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert picture.shape == (128, 3 * 128 + 2 * 2)  # global | object | part
+    # the object view is a zoom: more dark pixels than the global view
+    assert (picture[:, 130:258] < 128).sum() > 2 * (picture[:, :128] < 128).sum()
+
+
+def test_preview_folder_contact_sheet_carries_on(folder, tmp_path):
+    out = tmp_path / "sheet.png"
+    result = runner.invoke(
+        app,
+        ["preview", str(folder), "--out", str(out), "--n", "30", "--threshold", "paper"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "empty" in text(result) and "text.tif" in text(result)  # listed, not fatal
+    sheet = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    # 25 readable of 27 files: 5 rows x 5 columns of (128 x 388) strips, 6 px gaps
+    assert sheet.shape == (5 * 134 + 6, 5 * 394 + 6)
+
+
+def test_preview_bad_threshold_and_source(tmp_path, folder):
+    out = tmp_path / "x.png"
+    bad = runner.invoke(app, ["preview", str(folder), "--out", str(out), "--threshold", "otsu"])
+    assert bad.exit_code == 2 and "threshold must be one of" in text(bad)
+    missing = runner.invoke(app, ["preview", str(tmp_path / "nope.png"), "--out", str(out)])
+    assert missing.exit_code == 2 and "does not exist" in text(missing)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    unreadable = runner.invoke(app, ["preview", str(empty), "--out", str(out)])
+    assert unreadable.exit_code == 2 and "no readable image" in text(unreadable)
+    assert not out.exists()

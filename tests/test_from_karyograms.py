@@ -1,0 +1,118 @@
+"""Cutting labelled crops out of karyogram images with a layout of class positions."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_iapp.classes import CLASS_NAMES
+from edge_iapp.scoring.from_karyograms import (
+    LayoutError,
+    cut_karyograms,
+    layout_of_renderer,
+    load_layout,
+    parse_layout,
+)
+from edge_iapp.scoring.karyogram import KaryogramItem, render
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "layouts" / "edge_iapp_karyogram.json"
+
+
+def _karyogram(make_crop, classes: list[str], seed: int = 0) -> np.ndarray:
+    items = [
+        KaryogramItem(make_crop(100 - 3 * CLASS_NAMES.index(c), 22, seed + i), c)
+        for i, c in enumerate(classes)
+    ]
+    return render(items, title="test karyogram 46,XY")
+
+
+def _normal(sex: str) -> list[str]:
+    return [str(i) for i in range(1, 23) for _ in range(2)] + list(sex)
+
+
+def test_shipped_example_is_the_renderer_layout():
+    spec = load_layout(EXAMPLE)
+    assert spec.slots == layout_of_renderer().slots
+    assert spec.image_size == layout_of_renderer().image_size
+
+
+def test_round_trip_cuts_every_chromosome_into_its_class(tmp_path, make_crop):
+    src = tmp_path / "karyograms"
+    src.mkdir()
+    cv2.imwrite(str(src / "97000001.3.png"), _karyogram(make_crop, _normal("XY")))
+    extra = _normal("XX") + ["21"]
+    image = _karyogram(make_crop, extra, seed=100)
+    big = cv2.resize(image, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_LINEAR)
+    cv2.imwrite(str(src / "case2.png"), big)  # another size: boxes are scaled
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "crops"
+    stats = cut_karyograms(src, load_layout(EXAMPLE), out)
+    assert stats.karyograms == 2 and stats.errors == 1
+    assert stats.crops == 46 + 47
+    for name in CLASS_NAMES[:22]:
+        expected = 4 + (name == "21")
+        assert stats.per_class[name] == expected, name
+        assert len(list((out / name).glob("*.png"))) == expected
+    assert stats.per_class["X"] == 3 and stats.per_class["Y"] == 1
+    assert (out / "1" / "clase1_0_97000001.3.png").is_file()
+    assert (out / "Y" / "clase24_0_97000001.3.png").is_file()
+    crop = cv2.imread(str(out / "1" / "clase1_0_97000001.3.png"), cv2.IMREAD_GRAYSCALE)
+    assert crop.shape[0] > crop.shape[1] and crop.min() < 120
+    with open(out / "from_karyograms.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert any(r["status"] == "error" and r["karyogram"] == "notes.txt" for r in rows)
+    assert sum(r["status"] == "ok" for r in rows) == 93
+    # The Y slot of the female karyogram is empty: a warning, not an error.
+    assert any(r["karyogram"] == "case2.png" and r["class"] == "Y" and r["status"] == "warning"
+               for r in rows)
+
+
+def test_touching_homologues_are_listed_not_written(tmp_path, make_crop):
+    image = _karyogram(make_crop, _normal("XY"))
+    box = layout_of_renderer().slots["2"]
+    x, y, w, h = box
+    # A dark bar joining the two 2s into one component crossing the slot.
+    image[y + h - 60 : y + h - 50, x + 20 : x + w - 20] = 40
+    path = tmp_path / "k.png"
+    cv2.imwrite(str(path), image)
+    stats = cut_karyograms(path, load_layout(EXAMPLE), tmp_path / "out")
+    assert stats.clusters >= 1
+    assert stats.per_class["2"] == 0
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"format": "x"}, "format"),
+        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [0, 5], "slots": {}}, "image_size"),
+        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
+          "slots": {"25": [0, 0, 1, 1]}}, "chromosome class"),
+        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
+          "slots": {"1": [0, 0, 0, 1]}}, "x, y, w, h"),
+        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
+          "slots": {"X": [0, 0, 1, 1], "23": [0, 0, 1, 1]}}, "two slots"),
+        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
+          "slots": {"X": [0, 0, 1, 1]}, "segment": {"bogus": 1}}, "unknown segment"),
+    ],
+)
+def test_bad_layouts_say_what_is_wrong(data, match):
+    with pytest.raises(LayoutError, match=match):
+        parse_layout(data)
+
+
+def test_missing_or_broken_layout_file(tmp_path):
+    with pytest.raises(LayoutError, match="not found"):
+        load_layout(tmp_path / "none.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(LayoutError, match="JSON"):
+        load_layout(bad)
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
+                              "slots": {"1": [0, 0, 5, 5]}, "segment": {"threshold": 128}}))
+    assert load_layout(ok).segment.threshold == 128

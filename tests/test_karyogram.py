@@ -1,0 +1,92 @@
+"""Karyogram PNG: fixed size, ISCN slot order, homologues side by side, marks."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from edge_iapp.classes import CLASS_NAMES
+from edge_iapp.scoring.karyogram import (
+    ROWS,
+    KaryogramItem,
+    KaryogramLayout,
+    render,
+    upright,
+    write_karyogram,
+)
+
+
+def _items(make_crop, doubtful: str = "7") -> list[KaryogramItem]:
+    items = []
+    for k, name in enumerate(CLASS_NAMES[:23]):  # a 46,XX cell
+        for copy in range(2):
+            h = 110 - 3 * k
+            items.append(
+                KaryogramItem(make_crop(h, 22, 10 * k + copy), name,
+                              doubtful=(name == doubtful and copy == 1))
+            )
+    items.append(KaryogramItem(make_crop(50, 60, 7), None, cluster=True))
+    return items
+
+
+def _dark(image: np.ndarray, box: tuple[int, int, int, int]) -> int:
+    x, y, w, h = box
+    region = image[y : y + h, x : x + w]
+    grey = region.min(axis=2)
+    return int((grey < 150).sum())
+
+
+def test_png_written_with_layout_size(tmp_path, make_crop):
+    layout = KaryogramLayout()
+    image = render(_items(make_crop), title="cell 1  46,XX", layout=layout)
+    path = write_karyogram(tmp_path / "karyogram.png", image)
+    back = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert back is not None
+    assert (back.shape[1], back.shape[0]) == layout.size
+    assert np.array_equal(back, image)
+    # The size depends on the layout only.
+    assert render([], layout=layout).shape == image.shape
+    other = KaryogramLayout(chrom_width=30)
+    assert render(_items(make_crop), layout=other).shape[:2] == other.size[::-1]
+
+
+def test_slots_follow_iscn_rows_and_hold_the_right_crops(make_crop):
+    layout = KaryogramLayout()
+    boxes = layout.slot_boxes()
+    assert set(boxes) == set(CLASS_NAMES)
+    # Row order: 1-5, 6-12+X, 13-18, 19-22+Y; left to right inside a row.
+    for row in ROWS:
+        names = [c for _, classes in row for c in classes]
+        xs = [boxes[c][0] for c in names]
+        ys = {boxes[c][1] for c in names}
+        assert xs == sorted(xs) and len(ys) == 1
+    assert boxes["1"][1] < boxes["6"][1] < boxes["13"][1] < boxes["19"][1]
+    image = render(_items(make_crop), layout=layout)
+    for name in CLASS_NAMES[:23]:
+        x, y, w, h = boxes[name]
+        left, right = _dark(image, (x, y, w // 2, h)), _dark(image, (x + w // 2, y, w // 2, h))
+        assert left > 50 and right > 50, name  # two homologues side by side
+    assert _dark(image, boxes["Y"]) == 0  # female cell: empty Y slot
+    assert _dark(image, layout.cluster_box()) > 50
+
+
+def test_doubtful_calls_are_marked_red(make_crop):
+    boxes = KaryogramLayout().slot_boxes()
+
+    def red(image, name):
+        x, y, w, h = boxes[name]
+        r = image[y - 20 : y + h, x : x + w].astype(int)
+        return int(((r[:, :, 2] > 180) & (r[:, :, 1] < 80) & (r[:, :, 0] < 80)).sum())
+
+    marked = render(_items(make_crop, doubtful="7"))
+    assert red(marked, "7") > 20
+    assert red(marked, "8") == 0
+    plain = render(_items(make_crop, doubtful="none"))
+    assert red(plain, "7") == 0
+
+
+def test_upright_turns_wide_crops():
+    wide = np.zeros((10, 30), np.uint8)
+    assert upright(wide).shape == (30, 10)
+    tall = np.zeros((30, 10), np.uint8)
+    assert upright(tall) is tall

@@ -1,0 +1,87 @@
+"""The torch part zoom (training path) draws the same arrays as the reference preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_iapp.model.part_zoom import (  # noqa: E402
+    largest_component_torch,
+    part_inputs,
+    part_zoom_torch,
+)
+from edge_iapp.preprocess import PreprocessConfig, part_zoom  # noqa: E402
+from edge_iapp.preprocess.part_aware import largest_component, part_mask  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _random_case(rng: np.random.Generator, n: int, s: int, grid: int):
+    images = rng.integers(0, 256, size=(n, s, s), dtype=np.uint8)
+    maps = rng.standard_normal((n, 2, grid, grid)).astype(np.float32)
+    # a few constant maps (empty masks -> fallback) and sparse ones (many small regions)
+    maps[0] = 1.0
+    maps[1, 0] = np.where(rng.random((grid, grid)) < 0.3, 5.0, 0.0)
+    maps[1, 1] = np.where(rng.random((grid, grid)) < 0.5, 5.0, 0.0)
+    return images, maps
+
+
+@pytest.mark.parametrize(("s", "grid"), [(64, 2), (96, 3), (128, 4), (224, 7), (100, 5)])
+def test_torch_part_zoom_equals_reference(s: int, grid: int) -> None:
+    rng = np.random.default_rng(s * 10 + grid)
+    images, maps = _random_case(rng, 24, s, grid)
+    ref = part_zoom(images, maps, PreprocessConfig(input_size=max(s, 16)))
+    got = part_zoom_torch(torch.from_numpy(images), torch.from_numpy(maps))
+    np.testing.assert_array_equal(got.masks.numpy(), ref.masks)
+    np.testing.assert_array_equal(got.boxes.numpy(), ref.boxes.astype(np.int64))
+    np.testing.assert_array_equal(got.fallback.numpy(), ref.fallback)
+    assert ref.fallback[0] and not ref.fallback.all()
+    diff = np.abs(got.images.numpy().astype(int) - ref.images.astype(int))
+    assert diff.max() <= 1
+
+
+def test_largest_component_ties_and_diagonals() -> None:
+    rng = np.random.default_rng(7)
+    masks = rng.random((200, 7, 7)) < 0.45
+    # hand-made tie: two 2-pixel regions; the first in raster order wins
+    tie = np.zeros((7, 7), bool)
+    tie[5, 0:2] = True
+    tie[0, 5:7] = True
+    masks[0] = tie
+    # diagonal neighbours are connected (8-connectivity)
+    diag = np.zeros((7, 7), bool)
+    diag[[0, 1, 2, 3], [0, 1, 2, 3]] = True
+    diag[6, 6] = True
+    masks[1] = diag
+    got = largest_component_torch(torch.from_numpy(masks)).numpy()
+    ref = np.stack([largest_component(m) for m in masks])
+    np.testing.assert_array_equal(got, ref)
+    assert got[0, 0, 5] and not got[0, 5, 0]
+    assert got[1].sum() == 4
+
+
+def test_part_inputs_float_roundtrip() -> None:
+    rng = np.random.default_rng(3)
+    images, maps = _random_case(rng, 6, 64, 2)
+    x = torch.from_numpy(images.astype(np.float32) / 255.0)[:, None].requires_grad_(True)
+    m = torch.from_numpy(maps).requires_grad_(True)
+    out = part_inputs(x, m)
+    assert out.shape == (6, 1, 64, 64) and out.dtype == torch.float32
+    assert not out.requires_grad
+    ref = part_zoom(images, maps, PreprocessConfig(input_size=64)).images
+    assert np.abs(np.floor(out[:, 0].numpy() * 255 + 0.5) - ref).max() <= 1
+
+
+def test_part_mask_matches_reference_mask_step() -> None:
+    from edge_iapp.model.part_zoom import part_mask_torch
+
+    rng = np.random.default_rng(11)
+    maps = (rng.standard_normal((50, 2, 4, 4)) * 1e3).astype(np.float32)
+    np.testing.assert_array_equal(part_mask_torch(torch.from_numpy(maps)).numpy(), part_mask(maps))
+    with pytest.raises(ValueError, match="part maps"):
+        part_mask_torch(torch.zeros(2, 3, 4, 4))

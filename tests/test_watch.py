@@ -1,0 +1,179 @@
+"""The watched-folder service: once over good and bad files, restart, inputs untouched."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import chromosome_crop
+from typer.testing import CliRunner
+
+from edge_iapp.cli.main import app
+from edge_iapp.runtime import watch as watch_mod
+from edge_iapp.runtime.watch import FolderWatcher, WatchLocked
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_bundle):
+    from edge_iapp.runtime.classifier import Classifier
+
+    clf = Classifier(tiny_bundle, backend="onnxruntime", precision="fp32")
+    yield clf
+    clf.close()
+
+
+def _png(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), chromosome_crop(40 + seed, 16 + seed % 4, seed=seed))
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mtime of every file, hidden and temporary ones included."""
+    return {
+        p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                           p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture
+def capture(tmp_path: Path) -> Path:
+    """A capture folder: 4 good images (one in a sub-folder), 3 bad ones, 3 ignored."""
+    d = tmp_path / "incoming"
+    for i in range(3):
+        _png(d / f"cell1_chr{i}.png", i)
+    _png(d / "slide2" / "cell1_chr0.png", 7)
+    good = cv2.imencode(".png", chromosome_crop(seed=9))[1].tobytes()
+    (d / "truncated.png").write_bytes(good[: len(good) // 2])
+    (d / "empty.tif").write_bytes(b"")
+    (d / "not_an_image.bmp").write_bytes(b"hello, this is text")
+    (d / "notes.txt").write_text("operator notes")  # not an image suffix: ignored
+    (d / "being_written.png.tmp").write_bytes(good)  # temporary name: ignored
+    (d / ".hidden.png").write_bytes(good)  # hidden: ignored
+    return d
+
+
+GOOD = {"cell1_chr0.png", "cell1_chr1.png", "cell1_chr2.png", "slide2/cell1_chr0.png"}
+BAD = {"truncated.png", "empty.tif", "not_an_image.bmp"}
+
+
+def _watch(capture: Path, out: Path, bundle: Path, *extra: str):
+    return CliRunner().invoke(app, ["watch", str(capture), "--bundle", str(bundle), "--out",
+                                    str(out), "--once", "--settle", "0", *extra])
+
+
+def test_once_then_restart_processes_only_new_files(capture, tmp_path, tiny_bundle, classifier):
+    out = tmp_path / "out"
+    before = _snapshot(capture)
+    res = _watch(capture, out, tiny_bundle)
+    assert res.exit_code == 0, res.output
+    assert "4 classified, 3 errors" in res.output
+
+    rows = {r["file"]: r for r in _rows(out / "results.csv")}
+    assert set(rows) == GOOD
+    errors = {r["file"]: r["error"] for r in _rows(out / "errors.csv")}
+    assert set(errors) == BAD
+    assert all(msg.strip() for msg in errors.values())
+    assert "0 bytes" in errors["empty.tif"]
+    # The CSV row and the per-file JSON are the classifier's own call for that file.
+    ref = classifier.predict([capture / "cell1_chr1.png"])[0]
+    data = json.loads((out / "results" / "cell1_chr1.png.json").read_text())
+    assert data["class_name"] == ref.class_name == rows["cell1_chr1.png"]["class"]
+    np.testing.assert_allclose(data["probabilities"], ref.probabilities, atol=1e-5)
+    assert data["backend"] == "onnxruntime" and data["precision"] == "fp32"
+    assert _snapshot(capture) == before  # inputs untouched
+
+    # Restart: one new file, one changed file; nothing else is redone.
+    first_index = json.loads((out / "processed.json").read_text())["files"]
+    _png(capture / "slide2" / "cell1_chr1.png", 11)
+    _png(capture / "cell1_chr2.png", 12)  # rewritten by the capture system
+    os.utime(capture / "cell1_chr2.png", ns=(1, 1))  # a different mtime for sure
+    res = _watch(capture, out, tiny_bundle)
+    assert res.exit_code == 0, res.output
+    assert "2 classified, 0 errors" in res.output
+    index = json.loads((out / "processed.json").read_text())["files"]
+    redone = {k for k in index if index[k] != first_index.get(k)}
+    assert redone == {"slide2/cell1_chr1.png", "cell1_chr2.png"}
+    assert set(r["file"] for r in _rows(out / "results.csv")) == GOOD | {"slide2/cell1_chr1.png"}
+    assert set(r["file"] for r in _rows(out / "errors.csv")) == BAD
+
+    # A third run has nothing to do.
+    res = _watch(capture, out, tiny_bundle)
+    assert "0 classified, 0 errors" in res.output and "8 done before" in res.output
+
+
+def test_a_file_still_being_written_waits(capture, tmp_path, classifier):
+    out = tmp_path / "out"
+    with FolderWatcher(classifier.predict, capture, out, settle_s=3600) as w:
+        report = w.process_ready()  # first sighting of every file: none is ready
+        assert report.classified == report.errors == 0 and report.waiting == 7
+        report = w.process_ready()  # unchanged, but not for settle_s yet
+        assert report.classified == 0 and report.waiting == 7
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0) as w:
+        w.scan()
+        # The capture software renames its temporary file: picked up after it settles.
+        os.replace(capture / "being_written.png.tmp", capture / "renamed.png")
+        _png(capture / "cell1_chr0.png", 20)  # rewritten between the two scans: not ready
+        report = w.process_ready()
+        assert report.classified == 3  # 2 unchanged good ones + slide2's
+        assert report.errors == 3 and report.waiting == 2
+        report = w.process_ready()
+        assert report.classified == 2  # renamed.png and the grown file, now stable
+
+
+def test_an_output_write_failure_loses_nothing(capture, tmp_path, classifier, monkeypatch):
+    out = tmp_path / "out"
+    real = watch_mod.atomic_write_text
+    calls = {"n": 0}
+
+    def disk_full_on_third_write(path, text):
+        # A full disk cannot be made here: fail the third output write instead.
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(28, "No space left on device")
+        return real(path, text)
+
+    monkeypatch.setattr(watch_mod, "atomic_write_text", disk_full_on_third_write)
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0, batch_size=46) as w:
+        with pytest.raises(OSError, match="No space"):
+            w.run_once()
+        assert not (out / "processed.json").exists()  # nothing recorded as done
+        monkeypatch.setattr(watch_mod, "atomic_write_text", real)
+        report = w.run_once()
+    assert report.classified == 4 and report.errors == 3
+
+
+def test_two_watchers_cannot_share_an_output_folder(capture, tmp_path, classifier):
+    out = tmp_path / "out"
+    with FolderWatcher(classifier.predict, capture, out), pytest.raises(WatchLocked):
+        FolderWatcher(classifier.predict, capture, out)
+
+
+def test_output_inside_the_watched_folder_is_not_scanned(capture, classifier):
+    out = capture / "edge-iapp-results"
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0) as w:
+        assert w.run_once().classified == 4
+        assert w.run_once().classified == 0
+
+
+def test_cli_errors_are_clear(tmp_path, tiny_bundle):
+    res = CliRunner().invoke(app, ["watch", str(tmp_path / "nope"), "--bundle", str(tiny_bundle),
+                                   "--out", str(tmp_path / "o"), "--once"])
+    assert res.exit_code == 2 and "does not exist" in res.output
+    (tmp_path / "in").mkdir()
+    res = CliRunner().invoke(app, ["watch", str(tmp_path / "in"), "--bundle",
+                                   str(tmp_path / "no_bundle"), "--out", str(tmp_path / "o"),
+                                   "--once"])
+    assert res.exit_code == 2 and "cannot load bundle" in res.output
+    assert "Traceback" not in res.output
