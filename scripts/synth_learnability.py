@@ -48,9 +48,11 @@ def length_baselines(f_tr, y_tr, f_te, y_te) -> dict[str, float]:
     classes = np.unique(y_tr)
     cents = np.stack([a[y_tr == c].mean(0) for c in classes])
     pred_nc = classes[np.argmin(((b[:, None, :] - cents[None]) ** 2).sum(-1), 1)]
+
     # Multinomial logistic regression (quadratic features), plain gradient descent.
     def expand(x):
         return np.concatenate([x, x**2, x[:, :1] * x[:, 1:2], np.ones((len(x), 1))], 1)
+
     xa, xb = expand(a), expand(b)
     w = np.zeros((xa.shape[1], 24))
     onehot = np.eye(24)[y_tr]
@@ -76,11 +78,23 @@ def train_cnn(x_tr, y_tr, x_te, y_te, epochs: int = 25, seed: int = 0) -> float:
     torch.manual_seed(seed)
 
     def block(cin, cout):
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
 
-    net = nn.Sequential(*block(1, 16), *block(16, 32), *block(32, 64), *block(64, 64),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(64, 24))
+    net = nn.Sequential(
+        *block(1, 16),
+        *block(16, 32),
+        *block(32, 64),
+        *block(64, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(64, 24),
+    )
     xt = torch.from_numpy(1.0 - x_tr.astype(np.float32) / 255.0).unsqueeze(1)
     yt = torch.from_numpy(y_tr).long()
     xe = torch.from_numpy(1.0 - x_te.astype(np.float32) / 255.0).unsqueeze(1)
@@ -107,15 +121,26 @@ def train_cnn(x_tr, y_tr, x_te, y_te, epochs: int = 25, seed: int = 0) -> float:
     return float((pred == y_te).mean())
 
 
-def run(train_cells: int, test_cells: int, seed: int, canvas: int, epochs: int,
-        config: SynthConfig | None = None) -> dict:
+def run(
+    train_cells: int,
+    test_cells: int,
+    seed: int,
+    canvas: int,
+    epochs: int,
+    config: SynthConfig | None = None,
+) -> dict:
     t0 = time.time()
     cells = synth_cells(train_cells + test_cells, seed, config)
     x_tr, y_tr, f_tr = cells_to_arrays(cells[:train_cells], canvas)
     x_te, y_te, f_te = cells_to_arrays(cells[train_cells:], canvas)
     t1 = time.time()
-    result = {"seed": seed, "train_images": len(y_tr), "test_images": len(y_te),
-              "canvas": canvas, "epochs": epochs}
+    result = {
+        "seed": seed,
+        "train_images": len(y_tr),
+        "test_images": len(y_te),
+        "canvas": canvas,
+        "epochs": epochs,
+    }
     result.update(length_baselines(f_tr, y_tr, f_te, y_te))
     result["cnn"] = train_cnn(x_tr, y_tr, x_te, y_te, epochs, seed)
     result["seconds_render"] = round(t1 - t0, 1)
@@ -132,8 +157,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=25)
     args = ap.parse_args()
     for seed in args.seeds:
-        print(json.dumps(run(args.train_cells, args.test_cells, seed, args.canvas, args.epochs)),
-              flush=True)
+        print(
+            json.dumps(run(args.train_cells, args.test_cells, seed, args.canvas, args.epochs)),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -264,3 +264,46 @@ def test_runtime_modules_import_no_torch_and_start_no_threads():
         "assert threading.active_count() == 1, threading.enumerate()\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_submit_from_a_callback_never_deadlocks(classifier, crops):
+    outcome: dict = {}
+    called = threading.Event()
+
+    def callback(_future):
+        # Runs on the only worker: B fills the queue; a blocking submit of C would
+        # wait for that worker forever, so it must raise QueueFull at once instead.
+        outcome["b"] = ex.submit(crops[1])
+        try:
+            ex.submit(crops[2])
+        except QueueFull as exc:
+            outcome["c"] = exc
+        called.set()
+
+    ex = BatchExecutor(classifier.predict, batch_size=1, max_queue=1)
+    with ex:
+        ex.submit(crops[0], callback=callback).result(timeout=60)
+        assert called.wait(60)  # result() can return before the callback has run
+        _same(outcome["b"].result(timeout=60)[0], classifier.predict([crops[1]])[0])
+    assert isinstance(outcome.get("c"), QueueFull)
+
+
+def test_requests_of_an_unclosed_classifier_finish_at_interpreter_exit(tiny_bundle):
+    import subprocess
+    import sys
+
+    code = (
+        "import atexit, numpy as np\n"
+        "calls = []\n"
+        "atexit.register(lambda: print('called back', len(calls)))  # runs last (LIFO)\n"
+        "from edge_iapp.runtime.classifier import Classifier\n"
+        f"clf = Classifier({str(tiny_bundle)!r})\n"
+        "img = np.full((40, 16), 243, np.uint8); img[5:35, 4:12] = 60\n"
+        "for _ in range(3):\n"
+        "    clf.submit(img, callback=lambda f: calls.append(f.result()[0].class_name))\n"
+        "# no close(): the program just ends\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "called back 3" in proc.stdout

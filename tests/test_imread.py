@@ -193,6 +193,31 @@ def tiff_claiming(path: Path, crop: np.ndarray, width: int, height: int) -> None
     path.write_bytes(bytes(data))
 
 
+def tiff_ifd_at_end(path: Path, pixels: np.ndarray, claim: tuple[int, int] | None = None) -> None:
+    """An uncompressed 8-bit grey TIFF whose IFD follows the pixel data (as many writers do)."""
+    h, w = pixels.shape
+    width, height = claim or (w, h)
+    ifd_at = 8 + pixels.size
+    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1),
+               (273, 4, 8), (277, 3, 1), (278, 4, h), (279, 4, pixels.size)]
+    ifd = struct.pack("<H", len(entries))
+    for code, typ, value in entries:
+        ifd += struct.pack("<HHII", code, typ, 1, value)
+    ifd += struct.pack("<I", 0)
+    path.write_bytes(b"II*\x00" + struct.pack("<I", ifd_at) + pixels.tobytes() + ifd)
+
+
+def test_tiff_with_ifd_after_64k_of_pixels(tmp_path, make_crop):
+    pixels = make_crop(300, 260)  # 78,000 bytes of pixels before the IFD
+    path = tmp_path / "late_ifd.tif"
+    tiff_ifd_at_end(path, pixels)
+    assert (read_header(path).width, read_header(path).height) == (260, 300)
+    np.testing.assert_array_equal(read_image(path).pixels, pixels)
+    tiff_ifd_at_end(path, pixels, claim=(20000, 20000))
+    with pytest.raises(ImageReadError, match="20000 x 20000 px, larger than max_side"):
+        read_image(path)
+
+
 @pytest.mark.parametrize("maker", ["png", "bmp", "tiff"])
 def test_huge_image_refused_before_decoding(tmp_path, crop, maker):
     path = tmp_path / f"huge.{maker}"

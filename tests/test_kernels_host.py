@@ -188,3 +188,46 @@ def test_float_to_half_rounding(hk):
     with np.errstate(over="ignore"):
         want = values.astype(np.float16)
     assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+
+
+@pytest.mark.parametrize("half", [False, True])
+def test_device_preprocessor_glue_emulated(hk, monkeypatch, half):
+    """DevicePreprocessor's launches (argument order, buffer layout, grid) on emulated kernels.
+
+    The kernels run as the harness's emu_* functions (kernels.cu's signatures) on host
+    memory: what a GPU would run except the block-level parallelism itself.
+    """
+    from edge_iapp.backends.tensorrt import device_preprocess
+    from edge_iapp.kernels.host import EmulatedKernelModule, HostMemoryCudart
+
+    monkeypatch.setattr(device_preprocess, "cudart", HostMemoryCudart)
+    rng = np.random.default_rng(11)
+    cfg = PreprocessConfig(input_size=64, canvas=96)
+    crops, bgs = random_crops(rng, 9)
+    emu = EmulatedKernelModule(hk)
+    pre = device_preprocess.DevicePreprocessor(emu, max_batch=12, size=64, input_half=half)
+    for batch in (crops[:5], crops):  # the second batch grows the crops buffer
+        n = pre.upload(batch, bgs[: len(batch)], stream=None)
+        pre.global_stage(n, cfg, None)
+        pre.object_stage(n, cfg, None)
+        maps = part_maps_cases(rng, n, 2, 2)
+        maps_buf = HostMemoryCudart.DeviceBuffer(maps.nbytes)
+        HostMemoryCudart.copy_sync(maps_buf.ptr, maps.ctypes.data, maps.nbytes, "h2d")
+        pre.part_stage(n, maps_buf.ptr, False, (2, 2), None)
+        got = pre.fetch(n, None, part=True)
+        g = global_canvas(batch, bgs[: len(batch)], cfg)
+        o = object_zoom(g.images, cfg)
+        p = part_zoom(o.images, maps, cfg)
+        assert np.array_equal(got.global_images, g.images)
+        assert np.array_equal(got.object_masks, o.masks) and np.array_equal(got.object_boxes, o.boxes)
+        assert np.array_equal(got.object_fallback, o.fallback)
+        assert_pixels_close(got.object_images, o.images)
+        assert np.array_equal(got.part_masks, p.masks) and np.array_equal(got.part_boxes, p.boxes)
+        assert np.array_equal(got.part_fallback, p.fallback)
+        assert_pixels_close(got.part_images, p.images)
+        want_in = network_input(g.images)
+        assert np.array_equal(got.global_input, want_in.astype(np.float16) if half else want_in)
+    names = [name for name, _, _ in emu.launches]
+    assert names[:7] == ["iapp_reset", "iapp_global_canvas", "iapp_erode", "iapp_dilate_box",
+                         "iapp_object_zoom", "iapp_part_select", "iapp_part_zoom"]
+    pre.close()

@@ -43,7 +43,7 @@ def test_ideogram_bands_cover_each_chromosome(level):
     for name, chrom in ideogram.all_facts(level).items():
         bands = chrom.bands
         assert bands[0].start == 0.0 and bands[-1].end == pytest.approx(1.0), name
-        for a, b in zip(bands, bands[1:]):
+        for a, b in zip(bands[:-1], bands[1:], strict=True):
             assert a.end == pytest.approx(b.start), (name, a, b)
             assert a.end > a.start
         assert {b.stain for b in bands} <= set(ideogram.STAINS)
@@ -67,7 +67,7 @@ def test_ideogram_facts_are_plausible():
     assert n["850"] == 862 and n["850"] > n["550"] > n["350"] > 300
     prof = ideogram.darkness_profile(f["21"], 100)
     assert prof.shape == (100,) and prof.dtype == np.float32
-    assert prof.max() == 1.0 and 0.0 <= prof.min()  # 21q21 is gpos100
+    assert prof.max() == 1.0 and prof.min() >= 0.0  # 21q21 is gpos100
     with pytest.raises(ValueError):
         ideogram.facts("1", "400")
     with pytest.raises(ValueError):
@@ -81,12 +81,13 @@ def test_cells_are_deterministic_by_seed():
     a = synth_cells(2, seed=7)
     b = synth_cells(3, seed=7)  # cell i does not depend on how many were asked for
     c = synth_cells(2, seed=8)
-    for cell_a, cell_b in zip(a, b[:2]):
+    for cell_a, cell_b in zip(a, b[:2], strict=True):
         assert [n for n, _ in cell_a] == [n for n, _ in cell_b]
-        for (_, x), (_, y) in zip(cell_a, cell_b):
+        for (_, x), (_, y) in zip(cell_a, cell_b, strict=True):
             assert x.dtype == np.uint8 and np.array_equal(x, y)
     assert any(
-        x.shape != y.shape or not np.array_equal(x, y) for (_, x), (_, y) in zip(a[0], c[0])
+        x.shape != y.shape or not np.array_equal(x, y)
+        for (_, x), (_, y) in zip(a[0], c[0], strict=False)
     )
 
 
@@ -139,12 +140,12 @@ def test_gband_dark_on_white_and_qband_bright_on_black():
             img = render_chromosome(name, rng, style)
             assert img.ndim == 2 and img.dtype == np.uint8 and min(img.shape) >= 5
             border = border_median(img)
-            centre = float(np.median(img[img.shape[0] // 3 : 2 * img.shape[0] // 3,
-                                         img.shape[1] // 3 : 2 * img.shape[1] // 3]))
             if qband:
-                assert border <= 20 and centre > border + 60, (name, border, centre)
+                assert border <= 20, (name, border)
+                assert np.percentile(img, 95) > border + 100 and img.mean() > border + 30
             else:
-                assert border >= 235 and centre < border - 60, (name, border, centre)
+                assert border >= 235, (name, border)
+                assert np.percentile(img, 5) < border - 100 and img.mean() < border - 30
 
 
 def test_crop_sizes_and_grey_levels_resemble_gband612():
@@ -224,8 +225,11 @@ def test_slide_layout_hides_labels_and_records_truth(tmp_path, three_cells):
     cells = _read_csv(out / "truth_cells.csv")
     assert len(truth) == n == len(list(out.rglob("*.png")))
     assert [(c["slide"], c["cell"]) for c in cells] == [
-        ("slide_001", "cell_001"), ("slide_001", "cell_002"), ("slide_002", "cell_001")]
-    for c, cell in zip(cells, three_cells):
+        ("slide_001", "cell_001"),
+        ("slide_001", "cell_002"),
+        ("slide_002", "cell_001"),
+    ]
+    for c, cell in zip(cells, three_cells, strict=True):
         names = [nm for nm, _ in cell]
         assert int(c["count"]) == len(names) and c["karyotype"] == karyotype(names)
         folder = out / c["slide"] / c["cell"]
@@ -280,8 +284,21 @@ def test_cli_synth_labelled_and_slide(tmp_path):
     assert runner.invoke(app, ["synth", str(out), "--cells", "2", "--seed", "3"]).exit_code == 0
     res = runner.invoke(app, ["synth", str(out), "--cells", "2", "--seed", "4"])
     assert res.exit_code == 2 and "force" in res.output and "Traceback" not in res.output
-    res = runner.invoke(app, ["synth", str(out), "--cells", "1", "--layout", "slide", "--qband",
-                              "--aneuploid", "1", "--force"])
+    res = runner.invoke(
+        app,
+        [
+            "synth",
+            str(out),
+            "--cells",
+            "1",
+            "--layout",
+            "slide",
+            "--qband",
+            "--aneuploid",
+            "1",
+            "--force",
+        ],
+    )
     assert res.exit_code == 0, res.output
     (cell,) = _read_csv(out / "truth_cells.csv")
     assert int(cell["count"]) in (45, 47)

@@ -16,7 +16,13 @@ from typer.testing import CliRunner
 
 from edge_iapp.cli.main import app
 from edge_iapp.runtime import watch as watch_mod
-from edge_iapp.runtime.watch import FolderWatcher, WatchLocked
+from edge_iapp.runtime.watch import (
+    INDEX_FILE,
+    RESULTS_DIR,
+    FolderWatcher,
+    WatchLocked,
+    read_index,
+)
 
 
 @pytest.fixture(scope="module")
@@ -93,16 +99,21 @@ def test_once_then_restart_processes_only_new_files(capture, tmp_path, tiny_bund
     np.testing.assert_allclose(data["probabilities"], ref.probabilities, atol=1e-5)
     assert data["backend"] == "onnxruntime" and data["precision"] == "fp32"
     assert _snapshot(capture) == before  # inputs untouched
+    # Outputs get the mode open() would give (mkstemp alone would make them 0600).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (out / "results.csv").stat().st_mode & 0o777 == 0o666 & ~umask
 
     # Restart: one new file, one changed file; nothing else is redone.
-    first_index = json.loads((out / "processed.json").read_text())["files"]
+    first_index = read_index(out)
     _png(capture / "slide2" / "cell1_chr1.png", 11)
     _png(capture / "cell1_chr2.png", 12)  # rewritten by the capture system
     os.utime(capture / "cell1_chr2.png", ns=(1, 1))  # a different mtime for sure
     res = _watch(capture, out, tiny_bundle)
     assert res.exit_code == 0, res.output
     assert "2 classified, 0 errors" in res.output
-    index = json.loads((out / "processed.json").read_text())["files"]
+    index = read_index(out)
+    assert len((out / INDEX_FILE).read_text().splitlines()) == 1 + len(index)  # compacted
     redone = {k for k in index if index[k] != first_index.get(k)}
     assert redone == {"slide2/cell1_chr1.png", "cell1_chr2.png"}
     assert set(r["file"] for r in _rows(out / "results.csv")) == GOOD | {"slide2/cell1_chr1.png"}
@@ -137,21 +148,51 @@ def test_an_output_write_failure_loses_nothing(capture, tmp_path, classifier, mo
     real = watch_mod.atomic_write_text
     calls = {"n": 0}
 
-    def disk_full_on_third_write(path, text):
-        # A full disk cannot be made here: fail the third output write instead.
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise OSError(28, "No space left on device")
+    def disk_full_on_a_result(path, text):
+        # A full disk cannot be made here: fail the second per-file result write.
+        if Path(path).suffix == ".json" and RESULTS_DIR in Path(path).parts:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(28, "No space left on device")
         return real(path, text)
 
-    monkeypatch.setattr(watch_mod, "atomic_write_text", disk_full_on_third_write)
+    monkeypatch.setattr(watch_mod, "atomic_write_text", disk_full_on_a_result)
     with FolderWatcher(classifier.predict, capture, out, settle_s=0, batch_size=46) as w:
         with pytest.raises(OSError, match="No space"):
             w.run_once()
-        assert not (out / "processed.json").exists()  # nothing recorded as done
-        monkeypatch.setattr(watch_mod, "atomic_write_text", real)
-        report = w.run_once()
+        assert read_index(out) == {}  # nothing of the failed batch recorded as done
+        report = w.run_once()  # the disk has room again: the whole batch is redone
     assert report.classified == 4 and report.errors == 3
+    assert set(read_index(out)) == GOOD | BAD
+
+
+def test_a_line_cut_short_by_a_kill_is_redone(capture, tmp_path, classifier):
+    out = tmp_path / "out"
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0) as w:
+        assert w.run_once().classified == 4
+    lines = (out / INDEX_FILE).read_text().splitlines(keepends=True)
+    cut = next(i for i, ln in enumerate(lines) if '"cell1_chr2.png"' in ln)
+    # A kill while appending: the last line is half written.
+    (out / INDEX_FILE).write_text("".join(lines[:cut] + lines[cut + 1:]) + lines[cut][:40])
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0) as w:
+        assert "cell1_chr2.png" not in w.index["files"]
+        report = w.run_once()
+    assert report.classified == 1 and report.errors == 0
+    assert {r["file"] for r in _rows(out / "results.csv")} == GOOD
+    assert len(_rows(out / "results.csv")) == 4  # no duplicate rows
+
+
+def test_retry_errors_classifies_failed_files_again(capture, tmp_path, classifier):
+    out = tmp_path / "out"
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0) as w:
+        assert w.run_once().errors == 3
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0) as w:
+        assert w.run_once().errors == 0  # failed files are not retried by default
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0, retry_errors=True) as w:
+        report = w.run_once()
+        assert report.errors == 3 and report.classified == 0
+        assert w.run_once().errors == 0  # once each: not again at every poll
+    assert len(_rows(out / "errors.csv")) == 3  # rebuilt, not appended twice
 
 
 def test_two_watchers_cannot_share_an_output_folder(capture, tmp_path, classifier):
@@ -177,3 +218,42 @@ def test_cli_errors_are_clear(tmp_path, tiny_bundle):
                                    "--once"])
     assert res.exit_code == 2 and "cannot load bundle" in res.output
     assert "Traceback" not in res.output
+
+
+def test_service_mode_picks_up_new_files_and_stops_cleanly_on_sigterm(capture, tmp_path,
+                                                                      tiny_bundle):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_iapp.cli.main", "watch", str(capture), "--bundle",
+         str(tiny_bundle), "--out", str(out), "--poll", "0.2", "--settle", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+    def wait_for_rows(n: int) -> set[str]:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "results.csv").exists():
+                files = {r["file"] for r in _rows(out / "results.csv")}
+                if len(files) >= n:
+                    return files
+            time.sleep(0.2)
+        raise AssertionError(f"no {n} results; watcher output:\n{proc.communicate()[0]}")
+
+    try:
+        assert wait_for_rows(4) == GOOD
+        _png(capture / "late.png", 30)  # arrives while the service runs
+        assert wait_for_rows(5) == GOOD | {"late.png"}
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, output
+    assert "stopping after the current batch" in output
+    assert {r["file"] for r in _rows(out / "errors.csv")} == BAD

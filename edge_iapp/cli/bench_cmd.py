@@ -83,7 +83,7 @@ def _print(report: dict) -> None:
     for r in report["rows"]:
         ok = r["status"] == "ok"
         table.add_row(
-            r["backend"], r["precision"], r["status"] if not ok else "ok", _fmt(r["file_mb"], ".1f"),
+            r["backend"], r["precision"], r["status"].split(":")[0], _fmt(r["file_mb"], ".1f"),
             _fmt(r["accuracy"], ".4f"), _fmt(r["macro_f1"], ".4f"), _fmt(r["drop_points"], "+.2f"),
             _fmt(r["agreement"], ".4f"), _fmt(r["img_per_s"], ".1f"),
             "/".join(_fmt(r[k], ".0f") for k in ("batch_p50_ms", "batch_p95_ms", "batch_p99_ms")) if ok else "",
@@ -92,7 +92,11 @@ def _print(report: dict) -> None:
                                                  "fusion_ms_per_img")) if ok else "",
             _fmt(100 * r["preprocess_share"] if r["preprocess_share"] is not None else None, ".0f"),
         )
-    Console().print(table)
+    out = Console(width=max(160, Console().width))
+    out.print(table)
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            out.print(f"{r['backend']} {r['precision']}: {r['status']}")
 
 
 def register(app: typer.Typer) -> None:

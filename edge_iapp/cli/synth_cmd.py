@@ -79,11 +79,13 @@ def synth(
             progress.advance(task)
     try:
         if layout == "labelled":
-            n = write_labelled(out, rendered, seed, cells_per_case=per_group, config=config,
-                               force=force)
+            n = write_labelled(
+                out, rendered, seed, cells_per_case=per_group, config=config, force=force
+            )
         else:
-            n = write_slides(out, rendered, seed, cells_per_slide=per_group, config=config,
-                             force=force)
+            n = write_slides(
+                out, rendered, seed, cells_per_slide=per_group, config=config, force=force
+            )
     except (SynthOutputError, OSError) as exc:
         fail(f"writing {out} failed: {exc}")
     counts = sorted({len(c) for c in rendered})

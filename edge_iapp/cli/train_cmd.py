@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,6 +12,8 @@ from .common import console, fail
 
 PAPER_INPUT_SIZE = 224
 """The paper's input size (section 4.2); ``--input-size`` overrides it."""
+BRANCHES = "global,object,part"
+Opt = typer.Option
 
 
 def _device(name: str) -> str:
@@ -30,17 +33,26 @@ def _prepare(samples, cfg, label: str, cache: Path | None):
 
     from ..train.data import prepare
 
-    with Progress(TextColumn(f"preprocessing {label}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
+    with Progress(
+        TextColumn(f"preprocessing {label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
         task = bar.add_task(label, total=len(samples))
         data = prepare(samples, cfg, progress=lambda n: bar.advance(task, n), cache_dir=cache)
     for path, reason in data.skipped[:10]:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
     if len(data.skipped) > 10:
         console.print(f"[yellow]... and {len(data.skipped) - 10} more unreadable files skipped[/]")
-    console.print(f"{label}: {len(data)} images preprocessed ({len(data.skipped)} unreadable skipped, "
-                  f"{int(data.object_fallback.sum())} object-mask fall-backs, {int(data.shrunk.sum())} shrunk)")
+    console.print(
+        f"{label}: {len(data)} images preprocessed ({len(data.skipped)} unreadable skipped, "
+        f"{int(data.object_fallback.sum())} object-mask fall-backs, "
+        f"{int(data.shrunk.sum())} shrunk)"
+    )
     return data
 
 
@@ -50,8 +62,10 @@ def _report_scan(parts) -> None:
         for path, reason in parts.skipped[:5]:
             console.print(f"  {path}: {reason}")
     if parts.unassigned:
-        console.print(f"[yellow]{parts.unassigned} images belong to groups the split does not name "
-                      "(not used)[/]")
+        console.print(
+            f"[yellow]{parts.unassigned} images belong to groups the split does not name "
+            "(not used)[/]"
+        )
 
 
 def sha256_file(path: str | Path) -> str:
@@ -60,34 +74,33 @@ def sha256_file(path: str | Path) -> str:
 
 
 def train_command(
-    data: Path = typer.Argument(..., help="Labelled folder: DATA/<class>/<images>."),
-    split: Path = typer.Option(..., "--split", help="Split file (edge-iapp split)."),
-    out: Path = typer.Option(..., "--out", help="Run folder to create (or to resume)."),
-    input_size: int = typer.Option(PAPER_INPUT_SIZE, help="Network input side (paper: 224)."),
-    canvas: int = typer.Option(176, help="Canvas side in source pixels (crops larger are shrunk)."),
-    threshold: str = typer.Option("foreground", help="Eq. 3 reading: foreground or paper."),
-    backbone: str = typer.Option("resnet18", help="resnet18/34/50, vgg16_bn, densenet121, ..."),
-    weights: Path | None = typer.Option(None, help="Local torchvision ImageNet .pth for every branch."),
-    branches: str = typer.Option("global,object,part",
-                                 help="Branches to train; 'global' is the single-branch baseline."),
-    fusion: str = typer.Option("lambda", help="Fusion used for running accuracy: lambda or sum."),
-    epochs: int | None = typer.Option(None, help="Epochs (paper: 50). With --resume: extend to this."),
-    batch_size: int = typer.Option(26, help="Batch size (paper: 26)."),
-    lr: float = typer.Option(0.02, help="SGD learning rate (paper: 0.02)."),
-    momentum: float = typer.Option(0.9),
-    weight_decay: float = typer.Option(1e-5),
-    schedule: str = typer.Option("cosine", help="cosine, step or constant."),
-    hflip: float = typer.Option(0.5, help="Horizontal flip probability."),
-    r1: int = typer.Option(8, help="Reduction ratio of the first SE block."),
-    r2: int = typer.Option(16, help="Reduction ratio of the second SE block."),
-    seed: int = typer.Option(0),
-    max_per_class: int | None = typer.Option(None, help="Class-balanced random subset of train."),
-    val_max_per_class: int | None = typer.Option(None, help="Same for the val part."),
-    threads: int | None = typer.Option(None, help="torch CPU threads."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    resume: bool = typer.Option(False, "--resume", help="Continue RUN from last.pt."),
-    keep: int = typer.Option(2, help="Epoch checkpoints to keep (0 = all); last.pt always."),
-    cache: Path | None = typer.Option(None, help="Folder for preprocessed-image caches (.npz)."),
+    data: Annotated[Path, typer.Argument(help="Labelled folder: DATA/<class>/<images>.")],
+    split: Annotated[Path, Opt("--split", help="Split file (edge-iapp data split).")],
+    out: Annotated[Path, Opt("--out", help="Run folder to create (or to resume).")],
+    input_size: Annotated[int, Opt(help="Network input side (paper: 224).")] = PAPER_INPUT_SIZE,
+    canvas: Annotated[int, Opt(help="Canvas side, source px (larger crops shrink).")] = 176,
+    threshold: Annotated[str, Opt(help="Eq. 3 reading: foreground or paper.")] = "foreground",
+    backbone: Annotated[str, Opt(help="resnet18/34/50, vgg16_bn, densenet121, ...")] = "resnet18",
+    weights: Annotated[Path | None, Opt(help="Local torchvision ImageNet .pth.")] = None,
+    branches: Annotated[str, Opt(help="Branches to train; 'global' = baseline.")] = BRANCHES,
+    fusion: Annotated[str, Opt(help="Fusion for running accuracy: lambda or sum.")] = "lambda",
+    epochs: Annotated[int | None, Opt(help="Epochs (paper 50; with --resume: extend).")] = None,
+    batch_size: Annotated[int, Opt(help="Batch size (paper: 26).")] = 26,
+    lr: Annotated[float, Opt(help="SGD learning rate (paper: 0.02).")] = 0.02,
+    momentum: Annotated[float, Opt(help="SGD momentum (paper: 0.9).")] = 0.9,
+    weight_decay: Annotated[float, Opt(help="Weight decay (paper: 1e-5).")] = 1e-5,
+    schedule: Annotated[str, Opt(help="cosine, step or constant.")] = "cosine",
+    hflip: Annotated[float, Opt(help="Horizontal flip probability.")] = 0.5,
+    r1: Annotated[int, Opt(help="Reduction ratio of the first SE block.")] = 8,
+    r2: Annotated[int, Opt(help="Reduction ratio of the second SE block.")] = 16,
+    seed: Annotated[int, Opt(help="Seed for weights, batches and flips.")] = 0,
+    max_per_class: Annotated[int | None, Opt(help="Class-balanced subset of train.")] = None,
+    val_max_per_class: Annotated[int | None, Opt(help="Same for the val part.")] = None,
+    threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+    resume: Annotated[bool, Opt("--resume", help="Continue RUN from last.pt.")] = False,
+    keep: Annotated[int, Opt(help="Epoch checkpoints kept (0 = all); last.pt always.")] = 2,
+    cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
 ) -> None:
     """Train IAPP-CNN (or one branch) on DATA with the split's train part; val each epoch."""
     import torch
@@ -110,13 +123,28 @@ def train_command(
         try:
             cfg = RunConfig(
                 backbone=backbone,
-                preprocess=PreprocessConfig(canvas=canvas, input_size=input_size, threshold=threshold),  # type: ignore[arg-type]
-                r1=r1, r2=r2, fusion=fusion, epochs=epochs or 50, batch_size=batch_size, lr=lr,
-                momentum=momentum, weight_decay=weight_decay, schedule=schedule, hflip=hflip, seed=seed,
+                preprocess=PreprocessConfig(
+                    canvas=canvas, input_size=input_size, threshold=threshold
+                ),  # type: ignore[arg-type]
+                r1=r1,
+                r2=r2,
+                fusion=fusion,
+                epochs=epochs or 50,
+                batch_size=batch_size,
+                lr=lr,
+                momentum=momentum,
+                weight_decay=weight_decay,
+                schedule=schedule,
+                hflip=hflip,
+                seed=seed,
                 branches=tuple(b.strip() for b in branches.split(",") if b.strip()),
-                extra={"data": str(data), "split_sha256": sha256_file(split) if split.is_file() else None,
-                       "max_per_class": max_per_class, "val_max_per_class": val_max_per_class,
-                       "weights": str(weights) if weights else None},
+                extra={
+                    "data": str(data),
+                    "split_sha256": sha256_file(split) if split.is_file() else None,
+                    "max_per_class": max_per_class,
+                    "val_max_per_class": val_max_per_class,
+                    "weights": str(weights) if weights else None,
+                },
             )
         except ValueError as exc:
             fail(str(exc))
@@ -146,37 +174,53 @@ def train_command(
     except DataProblem as exc:
         fail(str(exc))
     if missing:
-        console.print(f"[yellow]warning:[/] the training part has no images of class(es) "
-                      f"{', '.join(missing)}: the model cannot learn them")
-    console.print(f"training {'+'.join(cfg.branches)} {cfg.backbone} at {cfg.preprocess.input_size} px on "
-                  f"{dev} ({torch.get_num_threads()} threads): {len(train_data)} train, "
-                  f"{len(val_data) if val_data else 0} val images, {cfg.epochs} epochs")
+        console.print(
+            f"[yellow]warning:[/] the training part has no images of class(es) "
+            f"{', '.join(missing)}: the model cannot learn them"
+        )
+    console.print(
+        f"training {'+'.join(cfg.branches)} {cfg.backbone} at {cfg.preprocess.input_size} px on "
+        f"{dev} ({torch.get_num_threads()} threads): {len(train_data)} train, "
+        f"{len(val_data) if val_data else 0} val images, {cfg.epochs} epochs"
+    )
     try:
-        outcome = train(cfg, train_data, out, val_data, resume=resume, device=dev, weights=weights,
-                        keep=keep, split=parts.split, console=console)
+        outcome = train(
+            cfg,
+            train_data,
+            out,
+            val_data,
+            resume=resume,
+            device=dev,
+            weights=weights,
+            keep=keep,
+            split=parts.split,
+            console=console,
+        )
     except (RunConflict, ValueError) as exc:
         fail(str(exc))
     except TrainingDiverged as exc:
         fail(f"training diverged: {exc}", code=3)
     except FileNotFoundError as exc:
         fail(str(exc))
-    console.print(f"[green]done[/]: {outcome.epochs_done} epoch(s) this call; {out / 'last.pt'} is epoch "
-                  f"{outcome.last_epoch}")
+    console.print(
+        f"[green]done[/]: {outcome.epochs_done} epoch(s) this call; {out / 'last.pt'} is epoch "
+        f"{outcome.last_epoch}"
+    )
 
 
 def evaluate_command(
-    run: Path = typer.Argument(..., help="Training run folder."),
-    data: Path = typer.Option(..., "--data", help="Labelled folder."),
-    split: Path = typer.Option(..., "--split", help="Split file."),
-    out: Path = typer.Option(..., "--out", help="Output folder for metrics, report, figures."),
-    subset: str = typer.Option("test", help="Split part: test, val or train."),
-    checkpoint: Path | None = typer.Option(None, help="Checkpoint file (default RUN/last.pt)."),
-    baseline: Path | None = typer.Option(None, help="A single-branch run to compare per class."),
-    max_per_class: int | None = typer.Option(None, help="Class-balanced subset (quick checks)."),
-    batch_size: int = typer.Option(64),
-    threads: int | None = typer.Option(None),
-    device: str = typer.Option("auto"),
-    cache: Path | None = typer.Option(None, help="Folder for preprocessed-image caches."),
+    run: Annotated[Path, typer.Argument(help="Training run folder.")],
+    data: Annotated[Path, Opt("--data", help="Labelled folder.")],
+    split: Annotated[Path, Opt("--split", help="Split file.")],
+    out: Annotated[Path, Opt("--out", help="Output folder: metrics, report, figures.")],
+    subset: Annotated[str, Opt(help="Split part: test, val or train.")] = "test",
+    checkpoint: Annotated[Path | None, Opt(help="Checkpoint (default RUN/last.pt).")] = None,
+    baseline: Annotated[Path | None, Opt(help="Single-branch run to compare with.")] = None,
+    max_per_class: Annotated[int | None, Opt(help="Class-balanced subset (quick).")] = None,
+    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 64,
+    threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+    cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
 ) -> None:
     """Accuracy, macro-F1, Table 3/4, confusion, ROC, reliability and risk-coverage for RUN."""
     import torch
@@ -185,7 +229,7 @@ def evaluate_command(
     from ..train.evaluate import evaluate_predictions
     from ..train.loading import DataProblem, load_parts
     from ..train.predict import predict
-    from ..train.run import RunConfig, load_model
+    from ..train.run import load_model
 
     if threads:
         torch.set_num_threads(threads)
@@ -216,17 +260,31 @@ def evaluate_command(
     preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
     base_preds = None
     if base_model is not None:
-        base_preds = predict(base_model.to(dev), prepared, ("global",), device=dev, batch_size=batch_size)
-    info = {"run": str(run), "checkpoint": str(checkpoint or run / "last.pt"), "data": str(data),
-            "split": str(split), "split_sha256": sha256_file(split), "subset": subset,
-            "backbone": cfg.backbone, "input_size": cfg.preprocess.input_size,
-            "canvas": cfg.preprocess.canvas, "device": dev,
-            "unreadable_skipped": len(prepared.skipped)}
+        base_preds = predict(
+            base_model.to(dev), prepared, ("global",), device=dev, batch_size=batch_size
+        )
+    info = {
+        "run": str(run),
+        "checkpoint": str(checkpoint or run / "last.pt"),
+        "data": str(data),
+        "split": str(split),
+        "split_sha256": sha256_file(split),
+        "subset": subset,
+        "backbone": cfg.backbone,
+        "input_size": cfg.preprocess.input_size,
+        "canvas": cfg.preprocess.canvas,
+        "device": dev,
+        "unreadable_skipped": len(prepared.skipped),
+    }
     if baseline:
         info["baseline"] = str(baseline)
-    record = evaluate_predictions(preds, out, cfg.fusion, f"{run.name} ({subset})", base_preds, info)
-    console.print(f"accuracy {record['main']['accuracy']:.2%}, macro-F1 {record['main']['macro_f1']:.2%}; "
-                  f"report: {out / 'report.md'}")
+    record = evaluate_predictions(
+        preds, out, cfg.fusion, f"{run.name} ({subset})", base_preds, info
+    )
+    console.print(
+        f"accuracy {record['main']['accuracy']:.2%}, macro-F1 {record['main']['macro_f1']:.2%}; "
+        f"report: {out / 'report.md'}"
+    )
     for row in record["ablation"]:
         console.print(f"  {'+'.join(row['branches']):<20} {row['fusion']:<6} {row['accuracy']:.2%}")
 

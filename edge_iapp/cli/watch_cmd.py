@@ -28,11 +28,14 @@ def watch(
     ),
     batch_size: int = typer.Option(46, "--batch-size", min=1, help="Images per backend call."),
     recursive: bool = typer.Option(True, "--recursive/--no-recursive", help="Watch sub-folders."),
+    retry_errors: bool = typer.Option(
+        False, "--retry-errors", help="Classify again the files listed in errors.csv."
+    ),
 ) -> None:
     """Classify every chromosome image written into FOLDER; restart-safe, never touches inputs.
 
     Writes OUT/results/<file>.json, OUT/results.csv, OUT/errors.csv and the
-    processed-index OUT/processed.json. A restart skips what the index has. Stops on
+    processed-index OUT/processed.jsonl. A restart skips what the index has. Stops on
     SIGTERM/SIGINT after the current batch. Bad files go to errors.csv and do not
     change the exit code (0); a setup error (bundle, folders, full disk) exits 2.
     """
@@ -68,7 +71,8 @@ def watch(
 
     try:
         watcher = FolderWatcher(classifier.predict, folder, out, settle_s=settle,
-                                recursive=recursive, batch_size=batch_size, model=model)
+                                recursive=recursive, batch_size=batch_size, model=model,
+                                retry_errors=retry_errors)
     except (WatchLocked, ValueError, OSError) as exc:
         classifier.close()
         fail(str(exc))

@@ -191,7 +191,5 @@ def darkness_profile(chrom: ChromosomeFacts, n: int) -> np.ndarray:
     ends = np.array([b.end for b in chrom.bands])
     idx = np.minimum(np.searchsorted(ends, pos, side="right"), len(chrom.bands) - 1)
     gvar = GVAR_DARKNESS.get(chrom.name, STAIN_DARKNESS["gvar"])
-    values = np.array(
-        [gvar if b.stain == "gvar" else STAIN_DARKNESS[b.stain] for b in chrom.bands]
-    )
+    values = np.array([gvar if b.stain == "gvar" else STAIN_DARKNESS[b.stain] for b in chrom.bands])
     return values[idx].astype(np.float32)

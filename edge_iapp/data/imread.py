@@ -17,6 +17,7 @@ import logging
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,9 +156,8 @@ def read_image(path: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> Chromosome
             decoder could read it; the message names the file.
     """
     path = Path(path)
+    header = read_header(path, max_side)  # before reading a possibly huge file
     data = _read_bytes(path)
-    header = parse_header(data, path)
-    _check_size(header, path, max_side)
     _check_complete(data, header, path)
     pixels = _decode(data, header, path)
     if min(pixels.shape[:2]) == 0:
@@ -176,16 +176,21 @@ def read_header(path: str | Path, max_side: int | None = None) -> ImageHeader:
     try:
         with open(path, "rb") as fh:
             head = fh.read(_HEAD_BYTES)
+
+            def read_at(offset: int, size: int) -> bytes:
+                # A TIFF's first IFD may sit anywhere in the file: fetch just that.
+                if offset + size <= len(head):
+                    return head[offset : offset + size]
+                fh.seek(offset)
+                return fh.read(size)
+
+            header = parse_header(head, path, read_at)
     except FileNotFoundError:
         raise ImageReadError(path, "file not found") from None
     except IsADirectoryError:
         raise ImageReadError(path, "is a folder, not an image file") from None
     except OSError as exc:
         raise ImageReadError(path, f"cannot read file ({exc.strerror or exc})") from None
-    if len(head) == _HEAD_BYTES and head[:2] in (b"II", b"MM"):
-        # A TIFF's first IFD may sit anywhere; these files are small, read it all.
-        head = _read_bytes(path)
-    header = parse_header(head, path)
     if max_side is not None:
         _check_size(header, path, max_side)
     return header
@@ -208,8 +213,16 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def parse_header(data: bytes, path: str | Path = "<bytes>") -> ImageHeader:
+def parse_header(
+    data: bytes, path: str | Path = "<bytes>", read_at: Callable[[int, int], bytes] | None = None
+) -> ImageHeader:
     """Format and size from the leading bytes of an image file.
+
+    Args:
+        data: the first bytes of the file (64 KiB is plenty, except for TIFF).
+        path: for messages.
+        read_at: ``read_at(offset, size)`` fetches more of the file (a TIFF's first
+            IFD may be anywhere); by default ``data`` is all there is.
 
     Raises:
         ImageReadError: empty data, or not a TIFF, BMP, PNG or JPEG.
@@ -224,7 +237,7 @@ def parse_header(data: bytes, path: str | Path = "<bytes>") -> ImageHeader:
         if data.startswith(b"\xff\xd8"):
             return _jpeg_header(data, path)
         if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-            return _tiff_header(data)
+            return _tiff_header(read_at or (lambda offset, size: data[offset : offset + size]))
     except struct.error:
         raise ImageReadError(path, "image header is truncated") from None
     raise ImageReadError(
@@ -278,29 +291,32 @@ def _jpeg_header(data: bytes, path: str | Path) -> ImageHeader:
 _TIFF_TYPES = {1: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE, SHORT, LONG, LONG8
 
 
-def _tiff_header(data: bytes) -> ImageHeader:
+def _tiff_header(read_at: Callable[[int, int], bytes]) -> ImageHeader:
     """ImageWidth/ImageLength of the first IFD; None when the IFD cannot be parsed.
 
     Tolerant on purpose (wrong tag types are common in microscope TIFFs): a tag is
     read with whatever integer type it declares.
     """
-    order = "<" if data[:2] == b"II" else ">"
-    big = data[2:4] in (b"+\x00", b"\x00+")
+    head = read_at(0, 16)
+    order = "<" if head[:2] == b"II" else ">"
+    big = head[2:4] in (b"+\x00", b"\x00+")
     try:
         if big:
-            (ifd,) = struct.unpack_from(order + "Q", data, 8)
-            (count,) = struct.unpack_from(order + "Q", data, ifd)
+            (ifd,) = struct.unpack_from(order + "Q", head, 8)
+            (count,) = struct.unpack_from(order + "Q", read_at(ifd, 8))
             entry, first, value_at = 20, ifd + 8, 12
         else:
-            (ifd,) = struct.unpack_from(order + "I", data, 4)
-            (count,) = struct.unpack_from(order + "H", data, ifd)
+            (ifd,) = struct.unpack_from(order + "I", head, 4)
+            (count,) = struct.unpack_from(order + "H", read_at(ifd, 2))
             entry, first, value_at = 12, ifd + 2, 8
+        entries = read_at(first, min(count, 4096) * entry)
         dims: dict[int, int] = {}
-        for k in range(min(count, 4096)):
-            off = first + k * entry
-            code, typ = struct.unpack_from(order + "HH", data, off)
+        for k in range(len(entries) // entry):
+            off = k * entry
+            code, typ = struct.unpack_from(order + "HH", entries, off)
             if code in (256, 257) and typ in _TIFF_TYPES:
-                (dims[code],) = struct.unpack_from(order + _TIFF_TYPES[typ], data, off + value_at)
+                fmt = order + _TIFF_TYPES[typ]
+                (dims[code],) = struct.unpack_from(fmt, entries, off + value_at)
         return ImageHeader("tiff", dims.get(256), dims.get(257))
     except struct.error:
         return ImageHeader("tiff", None, None)

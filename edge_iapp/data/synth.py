@@ -69,7 +69,7 @@ class SynthConfig:
     male_fraction: float = 0.5
     chr1_length: float = 110.0
     scale_range: tuple[float, float] = (0.72, 1.3)
-    width: float = 16.0
+    width: float = 14.5
     length_jitter: float = 0.05
     band_level: str = "550"
     p_bent: float = 0.3
@@ -80,8 +80,14 @@ class SynthConfig:
     p_masked: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("aneuploid", "male_fraction", "p_bent", "p_any_rotation", "p_upside_down",
-                     "p_masked"):
+        for name in (
+            "aneuploid",
+            "male_fraction",
+            "p_bent",
+            "p_any_rotation",
+            "p_upside_down",
+            "p_masked",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -141,7 +147,7 @@ def draw_cell_style(rng: np.random.Generator, config: SynthConfig | None = None)
     cfg = config or SynthConfig()
     scale = float(rng.uniform(*cfg.scale_range))
     # Condensed (short) chromosomes are a little wider.
-    width = cfg.width * float(rng.uniform(0.88, 1.12)) * scale ** -0.25
+    width = cfg.width * float(rng.uniform(0.88, 1.12)) * scale**-0.25
     return CellStyle(
         scale=scale,
         width=width,
@@ -177,9 +183,9 @@ def _axis(length: float, ext: float, step: float, rng: np.random.Generator, cfg:
     elif shape < 0.65:
         phi = theta + rng.uniform(-1, 1) * np.deg2rad(rng.uniform(25, 80)) * (u - 0.5)
     else:  # hinge: a bend concentrated at one point, like a folded arm
-        turn = rng.choice([-1, 1]) * np.deg2rad(rng.uniform(40, 110))
+        turn = rng.choice([-1, 1]) * np.deg2rad(rng.uniform(40, 100))
         at = rng.uniform(0.3, 0.7)
-        phi = theta + turn * 0.5 * np.tanh((u - at) / rng.uniform(0.04, 0.12))
+        phi = theta + turn * 0.5 * np.tanh((u - at) / rng.uniform(0.07, 0.15))
     dx, dy = np.cos(phi) * step, np.sin(phi) * step
     pts = np.stack([np.cumsum(dx), np.cumsum(dy)], axis=1)
     return pts, s, phi
@@ -207,8 +213,14 @@ def _smooth_noise(rng: np.random.Generator, n: int, corr: float) -> np.ndarray:
     return y / max(float(np.sqrt((k**2).sum())), 1e-6)
 
 
-def _shape_profiles(chrom: ChromosomeFacts, u: np.ndarray, r0: float, c0: float, length: float,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _shape_profiles(
+    chrom: ChromosomeFacts,
+    u: np.ndarray,
+    r0: float,
+    c0: float,
+    length: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Chromatid radius ``r(u)`` and half separation ``c(u)`` along ``u`` (pixels)."""
     ci = chrom.centromere_index * length
     pinch = np.exp(-(((u - ci) / max(0.7 * r0, 1.0)) ** 2))
@@ -218,8 +230,16 @@ def _shape_profiles(chrom: ChromosomeFacts, u: np.ndarray, r0: float, c0: float,
     for band in chrom.bands:
         if band.stain == "stalk":
             # Thin stalk between the centromere and the satellite.
-            m = np.clip(1 - np.abs(u / length - 0.5 * (band.start + band.end))
-                        / max(0.5 * (band.end - band.start), 1e-3), 0, 1) ** 0.5
+            m = (
+                np.clip(
+                    1
+                    - np.abs(u / length - 0.5 * (band.start + band.end))
+                    / max(0.5 * (band.end - band.start), 1e-3),
+                    0,
+                    1,
+                )
+                ** 0.5
+            )
             r = r * (1 - 0.45 * m)
             c = c * (1 - 0.6 * m)
     return r, c
@@ -243,8 +263,13 @@ def render_chromosome(
     cfg = cell_style.config
     chrom = facts(canonical_class(class_name), cfg.band_level)
     ss = cfg.supersample
-    length_px = (cfg.chr1_length * cell_style.scale * chrom.relative_length / _CHR1_RL
-                 * float(np.clip(rng.normal(1, cfg.length_jitter), 0.8, 1.2)))
+    length_px = (
+        cfg.chr1_length
+        * cell_style.scale
+        * chrom.relative_length
+        / _CHR1_RL
+        * float(np.clip(rng.normal(1, cfg.length_jitter), 0.8, 1.2))
+    )
     width_px = cell_style.width * float(np.clip(rng.normal(1, 0.04), 0.85, 1.15))
     length, width = length_px * ss, width_px * ss
     gap = cell_style.gap * width * float(rng.uniform(0.5, 1.5))
@@ -274,8 +299,9 @@ def render_chromosome(
     r_prof, c_prof = _shape_profiles(chrom, u_grid, r0, c0, length, rng)
     dark = darkness_profile(chrom, n * 4).reshape(n, 4).mean(1)
     sigma = cell_style.band_blur * ss
-    dark = cv2.GaussianBlur(dark.reshape(1, -1), (0, 0), sigmaX=sigma,
-                            borderType=cv2.BORDER_REPLICATE).ravel()
+    dark = cv2.GaussianBlur(
+        dark.reshape(1, -1), (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REPLICATE
+    ).ravel()
 
     u = np.clip(s, 0.0, length)
     c = np.interp(u, u_grid, c_prof)
@@ -357,8 +383,9 @@ def draw_karyotype(rng: np.random.Generator, config: SynthConfig | None = None) 
     return [name for name in CLASS_NAMES for _ in range(counts[name])]
 
 
-def synth_cell(rng: np.random.Generator, config: SynthConfig | None = None,
-               classes: list[str] | None = None) -> Cell:
+def synth_cell(
+    rng: np.random.Generator, config: SynthConfig | None = None, classes: list[str] | None = None
+) -> Cell:
     """One metaphase: every chromosome of a drawn (or given) karyotype, in karyotype order.
 
     Args:
@@ -402,14 +429,22 @@ def file_number(class_name: str) -> int:
     return CLASS_NAMES.index(canonical_class(class_name)) + 1
 
 
-def manifest_for(layout: str, n_cells: int, seed: int, config: SynthConfig | None,
-                 per_group: int) -> dict:
+def manifest_for(
+    layout: str, n_cells: int, seed: int, config: SynthConfig | None, per_group: int
+) -> dict:
     """The record written to ``OUT/synth.json``: everything that determines the content."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     key = "cells_per_case" if layout == "labelled" else "cells_per_slide"
-    return {"format": _FORMAT, "version": 1, "layout": layout, "cells": int(n_cells),
-            "seed": int(seed), key: int(per_group), "config": (config or SynthConfig()).to_dict()}
+    return {
+        "format": _FORMAT,
+        "version": 1,
+        "layout": layout,
+        "cells": int(n_cells),
+        "seed": int(seed),
+        key: int(per_group),
+        "config": (config or SynthConfig()).to_dict(),
+    }
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -479,8 +514,15 @@ def _csv(header: Sequence[str], rows: list[Sequence]) -> str:
     return buf.getvalue()
 
 
-def write_labelled(out: str | Path, cells: Sequence[Cell], seed: int, *, cells_per_case: int = 2,
-                   config: SynthConfig | None = None, force: bool = False) -> int:
+def write_labelled(
+    out: str | Path,
+    cells: Sequence[Cell],
+    seed: int,
+    *,
+    cells_per_case: int = 2,
+    config: SynthConfig | None = None,
+    force: bool = False,
+) -> int:
     """Write cells as a labelled folder in gband612's naming.
 
     Layout: ``OUT/<class>/clase<N>_<k>_S<case:04d>.<cell>.png`` (N = 1..24 with 23 = X,
@@ -501,8 +543,9 @@ def write_labelled(out: str | Path, cells: Sequence[Cell], seed: int, *, cells_p
     """
     if cells_per_case < 1:
         raise ValueError(f"cells_per_case must be >= 1, got {cells_per_case}")
-    out = check_output(out, manifest_for("labelled", len(cells), seed, config, cells_per_case),
-                       force)
+    out = check_output(
+        out, manifest_for("labelled", len(cells), seed, config, cells_per_case), force
+    )
     rows = []
     for i, cell in enumerate(cells):
         case = f"S{i // cells_per_case + 1:04d}"
@@ -519,8 +562,15 @@ def write_labelled(out: str | Path, cells: Sequence[Cell], seed: int, *, cells_p
     return len(rows)
 
 
-def write_slides(out: str | Path, cells: Sequence[Cell], seed: int, *, cells_per_slide: int = 5,
-                 config: SynthConfig | None = None, force: bool = False) -> int:
+def write_slides(
+    out: str | Path,
+    cells: Sequence[Cell],
+    seed: int,
+    *,
+    cells_per_slide: int = 5,
+    config: SynthConfig | None = None,
+    force: bool = False,
+) -> int:
     """Write cells as slide folders of unlabelled crops, with the truth in side files.
 
     Layout: ``OUT/slide_001/cell_001/001.png ...`` (crops of one cell in a seeded random
@@ -540,8 +590,7 @@ def write_slides(out: str | Path, cells: Sequence[Cell], seed: int, *, cells_per
     """
     if cells_per_slide < 1:
         raise ValueError(f"cells_per_slide must be >= 1, got {cells_per_slide}")
-    out = check_output(out, manifest_for("slide", len(cells), seed, config, cells_per_slide),
-                       force)
+    out = check_output(out, manifest_for("slide", len(cells), seed, config, cells_per_slide), force)
     truth, per_cell = [], []
     for i, cell in enumerate(cells):
         slide = f"slide_{i // cells_per_slide + 1:03d}"
@@ -555,6 +604,7 @@ def write_slides(out: str | Path, cells: Sequence[Cell], seed: int, *, cells_per
             truth.append((slide, cell_dir, rel, name))
         per_cell.append((slide, cell_dir, len(cell), karyotype([name for name, _ in cell])))
     atomic_write_text(out / "truth.csv", _csv(("slide", "cell", "file", "class"), truth))
-    atomic_write_text(out / "truth_cells.csv",
-                      _csv(("slide", "cell", "count", "karyotype"), per_cell))
+    atomic_write_text(
+        out / "truth_cells.csv", _csv(("slide", "cell", "count", "karyotype"), per_cell)
+    )
     return len(truth)

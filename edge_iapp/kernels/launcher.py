@@ -117,6 +117,21 @@ def pack_args(params: list[Param], values: tuple[Any, ...]) -> tuple[np.ndarray,
     return pointers, storage
 
 
+def pack_crops(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pack N ``(h_i, w_i)`` uint8 crops the way ``iapp_global_canvas`` reads them.
+
+    Returns:
+        ``(buffer uint8 (sum h*w,), offsets int64 (N,), shapes int32 (N, 2))``.
+    """
+    shapes = np.array([c.shape for c in crops], dtype=np.int32).reshape(-1, 2)
+    sizes = shapes[:, 0].astype(np.int64) * shapes[:, 1]
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)[: len(crops)]
+    buffer = np.empty(int(sizes.sum()), dtype=np.uint8)
+    for crop, off, size in zip(crops, offsets, sizes):
+        buffer[off : off + size] = np.ascontiguousarray(crop, dtype=np.uint8).reshape(-1)
+    return buffer, offsets, shapes
+
+
 # ---------------------------------------------------------------- NVRTC
 
 

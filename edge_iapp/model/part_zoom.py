@@ -127,7 +127,9 @@ def _zoom_boxes(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> tor
 
     def read(ry: torch.Tensor, rx: torch.Tensor) -> torch.Tensor:
         # ry (N, S_out), rx (N, S_out): crop coordinates; outside the crop reads the fill
-        valid = ((ry >= 0) & (ry < bh[:, None]))[:, :, None] & ((rx >= 0) & (rx < bw[:, None]))[:, None, :]
+        valid = ((ry >= 0) & (ry < bh[:, None]))[:, :, None] & ((rx >= 0) & (rx < bw[:, None]))[
+            :, None, :
+        ]
         gy = (ry + y0[:, None]).clamp(0, s - 1)
         gx = (rx + x0[:, None]).clamp(0, s - 1)
         idx = (gy[:, :, None] * s + gx[:, None, :]).reshape(n, -1)
@@ -147,7 +149,8 @@ def part_zoom_torch(object_images: torch.Tensor, part_maps: torch.Tensor) -> Tor
     """Part-scale images from ``(N, S, S)`` uint8 object images and ``(N, 2, h, w)`` maps."""
     if object_images.ndim != 3 or object_images.dtype != torch.uint8:
         raise ValueError(
-            f"expected (N, S, S) uint8 object images, got {object_images.dtype} {tuple(object_images.shape)}"
+            "expected (N, S, S) uint8 object images, "
+            f"got {object_images.dtype} {tuple(object_images.shape)}"
         )
     n, s, _ = object_images.shape
     if part_maps.shape[0] != n:

@@ -16,7 +16,8 @@ Guarantees:
       merged batch raises, its requests are re-run one by one so that only the
       request that caused the error gets it.
     - ``close()`` (or leaving the ``with`` block) refuses new requests, lets the
-      workers finish everything queued (drain) and joins them.
+      workers finish everything queued (drain) and joins them. An executor that is
+      never closed is drained at interpreter exit.
     - Per-call latency (submit to result, queue wait included) is recorded on the
       Future (``future.latency_s``) and summarised by ``latency_stats()``.
 
@@ -25,10 +26,12 @@ No torch, no heavy imports: this module only needs the standard library.
 
 from __future__ import annotations
 
+import atexit
 import itertools
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -123,6 +126,11 @@ class BatchExecutor:
         ]
         for thread in self._threads:
             thread.start()
+        # Workers are daemon threads (a forgotten close must not hang the program), so
+        # drain at interpreter exit: accepted requests still get their results.
+        ref = weakref.ref(self)
+        self._atexit = lambda: (ex := ref()) is not None and ex.close()
+        atexit.register(self._atexit)
 
     # -- public API ---------------------------------------------------------------------
 
@@ -138,7 +146,9 @@ class BatchExecutor:
             images: one image or a list of images (see ``as_image_list``).
             callback: called as ``callback(future)`` when the request ends (results,
                 error or cancel), on the worker thread: keep it short, hand heavy
-                work to your own thread. Exceptions it raises are logged.
+                work to your own thread. Exceptions it raises are logged. A submit
+                from a callback never blocks (it would wait on its own worker): it
+                raises ``QueueFull`` at once when the queue is full.
             timeout: seconds to wait for room in a full queue; default: the
                 executor's ``submit_timeout``; ``None`` waits; ``0`` never waits.
 
@@ -152,6 +162,8 @@ class BatchExecutor:
             ExecutorClosed: after ``close()``.
         """
         wait = self.submit_timeout if timeout is ... else timeout
+        if threading.current_thread() in self._threads:
+            wait = 0  # from a callback: blocking would wait on ourselves forever
         request = _Request(as_image_list(images), Future(), time.perf_counter(), callback)
         if callback is not None:
             request.future.add_done_callback(self._guard(callback))
@@ -188,6 +200,7 @@ class BatchExecutor:
                 cancels those not yet started (their Futures raise ``CancelledError``).
             timeout: seconds to wait for the workers; None waits for all.
         """
+        atexit.unregister(self._atexit)
         with self._cond:
             self._closed = True
             if not drain:

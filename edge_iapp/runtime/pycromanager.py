@@ -112,8 +112,11 @@ class PycroManagerHook:
         self.keep_results = keep_results
         self.results: dict[str, list[Any]] = {}
         self.errors: dict[str, BaseException] = {}
-        self._pending: set[Future] = set()
+        # Calls whose callback has not finished; Future.done() alone is not enough:
+        # concurrent.futures wakes waiters before it runs the callbacks.
+        self._pending = 0
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._counter = 0
 
     def __call__(self, image: Any, metadata: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
@@ -126,6 +129,7 @@ class PycroManagerHook:
         with self._lock:
             self._counter += 1
             key = frame_key(metadata, self._counter)
+            self._pending += 1
         meta_copy = dict(metadata)
         try:
             crops = self.segment(image) if self.segment is not None else [image]
@@ -134,14 +138,12 @@ class PycroManagerHook:
             log.warning("edge-iapp: frame %s not classified: %s", key, exc)
             with self._lock:
                 self.errors[key] = exc
+                self._pending -= 1
+                self._idle.notify_all()
             metadata[f"{PREFIX}Status"] = "error"
             metadata[f"{PREFIX}Error"] = f"{type(exc).__name__}: {exc}"
             metadata[f"{PREFIX}Key"] = key
             return image, metadata
-        with self._lock:
-            self._pending.add(future)
-            if future.done():  # its callback may have run before the add
-                self._pending.discard(future)
         metadata[f"{PREFIX}Key"] = key
         done, _ = wait([future], timeout=self.wait_s)
         if not done:
@@ -157,8 +159,14 @@ class PycroManagerHook:
 
     def _done(self, key: str, metadata: dict[str, Any]) -> Callable[[Future], None]:
         def callback(future: Future) -> None:
-            with self._lock:
-                self._pending.discard(future)
+            try:
+                deliver(future)
+            finally:
+                with self._lock:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+        def deliver(future: Future) -> None:
             if future.cancelled():
                 exc: BaseException | None = RuntimeError("cancelled at close")
             else:
@@ -179,11 +187,9 @@ class PycroManagerHook:
         return callback
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait for the calls still running; True when none is left."""
-        with self._lock:
-            pending = list(self._pending)
-        _, not_done = wait(pending, timeout=timeout)
-        return not not_done
+        """Wait until every submitted frame's call is delivered; True when none is left."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout=timeout)
 
 
 def frame_ready_handler(

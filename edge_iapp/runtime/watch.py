@@ -5,8 +5,8 @@ Commercial capture systems expose no plugin API; what they can do is write files
 the new ones in batches, and writes:
 
     OUT/results/<relative path>.json   one ChromosomeResult per image (atomic)
-    OUT/processed.json                 the processed-index (atomic, after each batch)
-    OUT/results.csv                    one row per classified image (rebuilt from the index)
+    OUT/processed.jsonl                the processed-index (one line per file)
+    OUT/results.csv                    one row per classified image
     OUT/errors.csv                     one row per file that could not be classified
 
 Rules:
@@ -16,10 +16,12 @@ Rules:
       ``.part``, ``.partial``, ``.crdownload``, ``.filepart`` or ``~`` and hidden
       files are ignored: capture software that writes ``x.tif.tmp`` then renames it
       is picked up at the rename. Non-image suffixes (``.xml``, ``.txt``) are ignored.
-    - The index is written after each batch's results, so a restart skips what is
-      in the index and redoes at most the batch that was running (its results are
-      rewritten identically, never duplicated). A file whose size or modification
-      time changed since it was indexed is classified again.
+    - A batch's lines are appended to the index (and fsynced) after its result files
+      are written, so a restart skips what is in the index and redoes at most the
+      batch that was running (its results are rewritten, never duplicated). Opening
+      the folder compacts the index and rebuilds both CSVs from it, so a line cut
+      short by a kill is harmless. A file whose size or modification time changed
+      since it was indexed is classified again.
     - A bad file (unreadable, truncated, empty) goes to ``errors.csv``; the run goes on.
     - An output folder that cannot be written (full disk) raises ``OSError`` before
       the index records anything of that batch: nothing is lost, the batch is redone.
@@ -29,6 +31,7 @@ No torch: the classifier is passed in as a ``predict(paths) -> results`` callabl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -45,7 +48,8 @@ from ..ioutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "processed.json"
+INDEX_FILE = "processed.jsonl"
+INDEX_FORMAT = "edge-iapp-watch-index"
 RESULTS_CSV = "results.csv"
 ERRORS_CSV = "errors.csv"
 RESULTS_DIR = "results"
@@ -104,6 +108,8 @@ class FolderWatcher:
         recursive: also watch sub-folders (one per slide or session, say).
         batch_size: images per ``predict`` call.
         model: a description stored in the index (bundle, backend, precision).
+        retry_errors: classify again the files that failed before (after a backend
+            problem was fixed); by default a failed file is retried only if it changes.
     """
 
     def __init__(
@@ -116,8 +122,10 @@ class FolderWatcher:
         recursive: bool = True,
         batch_size: int = 46,
         model: dict[str, Any] | None = None,
+        retry_errors: bool = False,
     ) -> None:
         self.predict = predict
+        self.retry_errors = retry_errors
         self.in_dir = Path(in_dir).resolve()
         self.out_dir = Path(out_dir).resolve()
         if not self.in_dir.is_dir():
@@ -135,51 +143,81 @@ class FolderWatcher:
         self._seen: dict[str, tuple[int, int, float]] = {}
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fh = _lock(self.out_dir / LOCK_FILE)
+        self._csv_stale = False
         self.index = self._load_index()
+        # Retry the files that failed before this watcher started, once each (a file
+        # that fails again is not retried at every poll).
+        self._retry = {rel for rel, e in self.index["files"].items()
+                       if retry_errors and e["status"] == "error"}
 
     # -- index ------------------------------------------------------------------------
+    # processed.jsonl: a header line, then one JSON line per processed file (the last
+    # line for a file wins). A batch appends its lines (fsync) after its result files
+    # are on disk, so the cost per batch does not grow with the folder; the file is
+    # compacted, and the CSVs rebuilt from it, when a watcher opens the folder.
 
     def _load_index(self) -> dict[str, Any]:
-        path = self.out_dir / INDEX_FILE
-        if not path.exists():
-            return {"version": INDEX_VERSION, "input": str(self.in_dir), "model": self.model,
-                    "files": {}}
-        try:
-            index = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"{path} is not a readable processed-index ({exc}); move it away to "
-                f"start over (results already in {RESULTS_DIR}/ are kept and rewritten)"
-            ) from exc
-        if index.get("version") != INDEX_VERSION or not isinstance(index.get("files"), dict):
-            raise ValueError(f"{path}: unknown processed-index version {index.get('version')!r}")
-        if self.model and index.get("model") and index["model"] != self.model:
+        files = read_index(self.out_dir)
+        header = _read_header(self.out_dir / INDEX_FILE)
+        if self.model and header.get("model") and header["model"] != self.model:
             log.warning("the index in %s was made with %s; now running %s (already "
-                        "processed files are not redone)", self.out_dir, index["model"],
+                        "processed files are not redone)", self.out_dir, header["model"],
                         self.model)
+        index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "input": str(self.in_dir),
+                 "model": self.model or header.get("model", {}), "files": files}
+        self._compact(index)
         return index
 
-    def _save(self) -> None:
-        """Write the index, then the CSVs rebuilt from it (all atomic).
-
-        Called after a batch's result files are written, so the index never names a
-        result that is not on disk.
-        """
-        self.index["model"] = self.model or self.index.get("model", {})
-        atomic_write_text(self.out_dir / INDEX_FILE,
-                          json.dumps(self.index, indent=1, sort_keys=True))
-        files = self.index["files"]
-        ok = [(rel, e) for rel, e in sorted(files.items()) if e["status"] == "ok"]
-        bad = [(rel, e) for rel, e in sorted(files.items()) if e["status"] == "error"]
+    def _compact(self, index: dict[str, Any]) -> None:
+        """Rewrite the index (one line per file) and both CSVs from it, atomically."""
+        header = {k: v for k, v in index.items() if k != "files"}
+        lines = [json.dumps(header, sort_keys=True)]
+        lines += [json.dumps({"file": rel, **e}, sort_keys=True)
+                  for rel, e in sorted(index["files"].items())]
+        atomic_write_text(self.out_dir / INDEX_FILE, "\n".join(lines) + "\n")
+        files = sorted(index["files"].items())
         atomic_write_text(self.out_dir / RESULTS_CSV, _csv(
-            RESULT_COLUMNS, ([rel, *[e["row"].get(c, "") for c in RESULT_COLUMNS[1:-1]],
-                              e["processed_at"]] for rel, e in ok)))
+            RESULT_COLUMNS, (_result_row(rel, e) for rel, e in files if e["status"] == "ok")))
         atomic_write_text(self.out_dir / ERRORS_CSV, _csv(
-            ERROR_COLUMNS, ([rel, e["error"], e["size"], e["processed_at"]] for rel, e in bad)))
+            ERROR_COLUMNS, (_error_row(rel, e) for rel, e in files if e["status"] == "error")))
+
+    def _record(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Add a batch to the index (append + fsync), then to the CSVs.
+
+        Called after the batch's result files are written, so the index never names a
+        result that is not on disk. A file processed again (it changed) already has
+        CSV rows: the CSVs are then rebuilt instead of appended to.
+        """
+        again = any(rel in self.index["files"] for rel in entries)
+        _append(self.out_dir / INDEX_FILE, "".join(
+            json.dumps({"file": rel, **e}, sort_keys=True) + "\n" for rel, e in entries.items()))
+        self.index["files"].update(entries)
+        self._retry.difference_update(entries)
+        if again or self._csv_stale:
+            self._compact(self.index)
+            self._csv_stale = False
+            return
+        ok = [_result_row(r, e) for r, e in entries.items() if e["status"] == "ok"]
+        bad = [_error_row(r, e) for r, e in entries.items() if e["status"] == "error"]
+        try:
+            if ok:
+                _append(self.out_dir / RESULTS_CSV, _csv(None, ok))
+            if bad:
+                _append(self.out_dir / ERRORS_CSV, _csv(None, bad))
+        except OSError as exc:
+            # The index has the batch (nothing is lost); rebuild the CSVs from it with
+            # the next batch, or at the next open.
+            self._csv_stale = True
+            log.error("cannot append to the CSVs in %s (%s); they will be rebuilt from "
+                      "the index", self.out_dir, exc)
 
     def is_done(self, rel: str, size: int, mtime_ns: int) -> bool:
+        """The index has this file with this size and mtime (and it is not a failed
+        file to retry)."""
         entry = self.index["files"].get(rel)
-        return bool(entry) and entry["size"] == size and entry["mtime_ns"] == mtime_ns
+        if not entry or entry["size"] != size or entry["mtime_ns"] != mtime_ns:
+            return False
+        return rel not in self._retry
 
     # -- scanning ---------------------------------------------------------------------
 
@@ -321,8 +359,7 @@ class FolderWatcher:
             entries[rel] = {"status": "ok", "size": size, "mtime_ns": mtime_ns,
                             "processed_at": stamp, "result": out.relative_to(self.out_dir)
                             .as_posix(), "row": _row(data)}
-        self.index["files"].update(entries)
-        self._save()
+        self._record(entries)
         for rel, entry in entries.items():
             self._seen.pop(rel, None)
             if entry["status"] == "ok":
@@ -341,6 +378,77 @@ class FolderWatcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _result_row(rel: str, entry: dict[str, Any]) -> list[Any]:
+    return [rel, *[entry["row"].get(c, "") for c in RESULT_COLUMNS[1:-1]],
+            entry["processed_at"]]
+
+
+def _error_row(rel: str, entry: dict[str, Any]) -> list[Any]:
+    return [rel, entry["error"], entry["size"], entry["processed_at"]]
+
+
+def read_index(out_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The processed files recorded in ``OUT/processed.jsonl``: ``{relative path: entry}``.
+
+    A line cut short by a kill (or any unreadable line) is skipped with a warning: its
+    file is simply processed again. An index of another format is an error.
+    """
+    path = Path(out_dir) / INDEX_FILE
+    if not path.exists():
+        return {}
+    _read_header(path)
+    files: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        next(fh, None)
+        for number, line in enumerate(fh, start=2):
+            try:
+                entry = json.loads(line)
+                rel = entry.pop("file")
+                if entry["status"] not in ("ok", "error"):
+                    raise ValueError(entry["status"])
+                int(entry["size"]), int(entry["mtime_ns"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("%s line %d is incomplete or unreadable; its file is redone",
+                            path, number)
+                continue
+            files[rel] = entry
+    return files
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            header = json.loads(fh.readline())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a processed-index ({exc}); move it away to start "
+                         f"over (results in {RESULTS_DIR}/ are kept and rewritten)") from exc
+    if not isinstance(header, dict) or header.get("format") != INDEX_FORMAT:
+        raise ValueError(f"{path} is not an edge-iapp watch index; move it away to start over")
+    if header.get("version") != INDEX_VERSION:
+        raise ValueError(f"{path}: index version {header.get('version')!r}; this edge-iapp "
+                         f"reads version {INDEX_VERSION}")
+    return header
+
+
+def _append(path: Path, text: str) -> None:
+    """Append ``text`` durably; on failure (full disk) cut the file back to where it was,
+    so a half-written line never sits in front of the next append."""
+    data = text.encode("utf-8")
+    with open(path, "ab", buffering=0) as fh:  # unbuffered: nothing left to flush on error
+        size = fh.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[fh.write(view):]
+            os.fsync(fh.fileno())
+        except OSError:
+            with contextlib.suppress(OSError):  # else read_index skips the broken line
+                os.ftruncate(fh.fileno(), size)
+            raise
 
 
 def _error_entry(size: int, mtime_ns: int, stamp: str, error: str) -> dict[str, Any]:
@@ -384,10 +492,11 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
-def _csv(columns: Sequence[str], rows: Any) -> str:
+def _csv(columns: Sequence[str] | None, rows: Any) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(columns)
+    if columns is not None:
+        writer.writerow(columns)
     writer.writerows(rows)
     return buf.getvalue()
 

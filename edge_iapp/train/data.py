@@ -55,8 +55,11 @@ def _empty(size: int) -> PreparedImages:
     return PreparedImages(
         global_images=np.zeros((0, size, size), np.uint8),
         object_images=np.zeros((0, size, size), np.uint8),
-        labels=np.zeros(0, np.int64), paths=[], groups=[],
-        object_fallback=np.zeros(0, bool), shrunk=np.zeros(0, bool),
+        labels=np.zeros(0, np.int64),
+        paths=[],
+        groups=[],
+        object_fallback=np.zeros(0, bool),
+        shrunk=np.zeros(0, bool),
     )
 
 
@@ -101,7 +104,7 @@ def prepare(
     out = _empty(cfg.input_size)
     globals_, objects, labels, fallback, shrunk = [], [], [], [], []
     for start in range(0, len(samples), CHUNK):
-        chunk = samples[start:start + CHUNK]
+        chunk = samples[start : start + CHUNK]
         crops, backgrounds, kept = [], [], []
         for s in chunk:
             try:
@@ -141,9 +144,14 @@ def _save_cache(path: Path, data: PreparedImages) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(
-                fh, global_images=data.global_images, object_images=data.object_images,
-                labels=data.labels, object_fallback=data.object_fallback, shrunk=data.shrunk,
-                paths=np.asarray(data.paths, dtype=str), groups=np.asarray(data.groups, dtype=str),
+                fh,
+                global_images=data.global_images,
+                object_images=data.object_images,
+                labels=data.labels,
+                object_fallback=data.object_fallback,
+                shrunk=data.shrunk,
+                paths=np.asarray(data.paths, dtype=str),
+                groups=np.asarray(data.groups, dtype=str),
                 skipped=np.asarray([f"{p}\t{r}" for p, r in data.skipped], dtype=str),
             )
 
@@ -154,9 +162,13 @@ def _load_cache(path: Path) -> PreparedImages:
     with np.load(path, allow_pickle=False) as z:
         skipped = [tuple(line.split("\t", 1)) for line in z["skipped"].tolist()]
         return PreparedImages(
-            global_images=z["global_images"], object_images=z["object_images"],
-            labels=z["labels"], paths=z["paths"].tolist(), groups=z["groups"].tolist(),
-            object_fallback=z["object_fallback"], shrunk=z["shrunk"],
+            global_images=z["global_images"],
+            object_images=z["object_images"],
+            labels=z["labels"],
+            paths=z["paths"].tolist(),
+            groups=z["groups"].tolist(),
+            object_fallback=z["object_fallback"],
+            shrunk=z["shrunk"],
             skipped=skipped,  # type: ignore[arg-type]
         )
 
@@ -234,7 +246,10 @@ class ChromosomeDataset:
 
 
 def batches(
-    dataset: ChromosomeDataset, batch_size: int, shuffle: bool, rng: np.random.Generator | None = None,
+    dataset: ChromosomeDataset,
+    batch_size: int,
+    shuffle: bool,
+    rng: np.random.Generator | None = None,
     drop_last: bool = False,
 ):
     """Yield batches (dicts as in :class:`ChromosomeDataset`) without worker processes.
@@ -246,4 +261,4 @@ def batches(
     order = (rng or np.random.default_rng()).permutation(n) if shuffle else np.arange(n)
     stop = n - (n % batch_size) if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
-        yield dataset.__getitems__(order[start:start + batch_size])
+        yield dataset.__getitems__(order[start : start + batch_size])

@@ -19,14 +19,19 @@ from . import metrics as M
 from .predict import Predictions
 
 ABLATION_SUBSETS: tuple[tuple[str, ...], ...] = (
-    ("global",), ("global", "object"), ("global", "part"), ("global", "object", "part"),
+    ("global",),
+    ("global", "object"),
+    ("global", "part"),
+    ("global", "object", "part"),
 )
 """Table 4's branch subsets (the part branch needs the object branch to run, not to vote)."""
 
 REVIEW_RISKS: tuple[float, ...] = (0.005, 0.01, 0.02, 0.05)
 
 
-def fused_scores(preds: Predictions, subset: Sequence[str], mode: str) -> tuple[np.ndarray, np.ndarray]:
+def fused_scores(
+    preds: Predictions, subset: Sequence[str], mode: str
+) -> tuple[np.ndarray, np.ndarray]:
     """``(probs (N, K), lambdas (B, N))``: softmax of the fused logits of ``subset``."""
     fused, lambdas = fuse(preds.select(subset), mode)  # type: ignore[arg-type]
     return softmax(fused), lambdas
@@ -45,8 +50,11 @@ def summarize(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         "macro_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan"),
         "per_class": {
             CLASS_NAMES[c]: {
-                "precision": _num(prf["precision"][c]), "recall": _num(prf["recall"][c]),
-                "f1": _num(prf["f1"][c]), "support": int(prf["support"][c]), "auc": _num(aucs[c]),
+                "precision": _num(prf["precision"][c]),
+                "recall": _num(prf["recall"][c]),
+                "f1": _num(prf["f1"][c]),
+                "support": int(prf["support"][c]),
+                "auc": _num(aucs[c]),
             }
             for c in range(k)
         },
@@ -67,8 +75,14 @@ def ablation(preds: Predictions) -> list[dict[str, Any]]:
         for mode in ("sum", "lambda"):
             probs, _ = fused_scores(preds, subset, mode)
             cm = M.confusion_matrix(preds.labels, probs.argmax(1), probs.shape[1])
-            rows.append({"branches": list(subset), "fusion": mode,
-                         "accuracy": M.accuracy(preds.labels, probs.argmax(1)), "macro_f1": M.macro_f1(cm)})
+            rows.append(
+                {
+                    "branches": list(subset),
+                    "fusion": mode,
+                    "accuracy": M.accuracy(preds.labels, probs.argmax(1)),
+                    "macro_f1": M.macro_f1(cm),
+                }
+            )
     return rows
 
 
@@ -92,15 +106,21 @@ def review_analysis(preds: Predictions, probs: np.ndarray) -> dict[str, Any]:
         "branches_agree_fraction": float(agree.mean()) if agree.size else None,
         "error_when_agree": _num(float((~correct[agree]).mean())) if agree.any() else None,
         "error_when_disagree": _num(float((~correct[~agree]).mean())) if (~agree).any() else None,
-        "part_fallback_fraction": float(preds.part_fallback.mean()) if preds.part_fallback.size else 0.0,
+        "part_fallback_fraction": float(preds.part_fallback.mean())
+        if preds.part_fallback.size
+        else 0.0,
         "_reliability": rel,
         "_risk_coverage": rc,
     }
 
 
 def evaluate_predictions(
-    preds: Predictions, out_dir: str | Path, fusion: str, title: str,
-    baseline: Predictions | None = None, info: dict[str, Any] | None = None,
+    preds: Predictions,
+    out_dir: str | Path,
+    fusion: str,
+    title: str,
+    baseline: Predictions | None = None,
+    info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute everything, write the figures, ``metrics.json`` and ``report.md``.
 
@@ -133,7 +153,9 @@ def evaluate_predictions(
         "main": main,
         "ablation": ablation(preds),
         "review": {k: v for k, v in review.items() if not k.startswith("_")},
-        "mean_lambdas": {b: float(lambdas[i].mean()) for i, b in enumerate(main_subset)} if preds.labels.size else {},
+        "mean_lambdas": {b: float(lambdas[i].mean()) for i, b in enumerate(main_subset)}
+        if preds.labels.size
+        else {},
     }
     if baseline is not None:
         if not np.array_equal(baseline.labels, preds.labels):
@@ -142,8 +164,12 @@ def evaluate_predictions(
         record["baseline"] = summarize(baseline.labels, bprobs)
     # figures
     names = list(CLASS_NAMES[: probs.shape[1]])
-    plots.confusion_png(np.asarray(main["confusion"]), names, out / "confusion.png",
-                        f"{title}: confusion ({'+'.join(main_subset)}, {fusion})")
+    plots.confusion_png(
+        np.asarray(main["confusion"]),
+        names,
+        out / "confusion.png",
+        f"{title}: confusion ({'+'.join(main_subset)}, {fusion})",
+    )
     curves = {}
     for c, name in enumerate(names):
         fpr, tpr = M.roc_curve(probs[:, c], preds.labels == c)
@@ -172,21 +198,34 @@ def render_report(record: dict[str, Any], title: str) -> str:
     for k, v in record["info"].items():
         lines.append(f"- {k}: `{v}`")
     lines += [
-        f"- images: {record['images']}; branches: {'+'.join(record['branches'])}; fusion: {record['fusion']}",
-        "", "## Headline", "",
-        "| model | accuracy % | macro-F1 % | macro AUC |", "|---|---|---|---|",
+        f"- images: {record['images']}; branches: {'+'.join(record['branches'])}; "
+        f"fusion: {record['fusion']}",
+        "",
+        "## Headline",
+        "",
+        "| model | accuracy % | macro-F1 % | macro AUC |",
+        "|---|---|---|---|",
     ]
     if base:
-        lines.append(f"| baseline (global branch) | {_pct(base['accuracy'])} | {_pct(base['macro_f1'])} "
-                     f"| {base['macro_auc']:.4f} |")
-    lines.append(f"| {'+'.join(record['branches'])} ({record['fusion']}) | {_pct(main['accuracy'])} "
-                 f"| {_pct(main['macro_f1'])} | {main['macro_auc']:.4f} |")
+        lines.append(
+            f"| baseline (global branch) | {_pct(base['accuracy'])} | {_pct(base['macro_f1'])} "
+            f"| {base['macro_auc']:.4f} |"
+        )
+    lines.append(
+        f"| {'+'.join(record['branches'])} ({record['fusion']}) | {_pct(main['accuracy'])} "
+        f"| {_pct(main['macro_f1'])} | {main['macro_auc']:.4f} |"
+    )
     lines += ["", "## Per class (layout of the paper's Table 3; values in %)", ""]
     if base:
-        lines += ["| class | support | P base | R base | F1 base | P | R | F1 | AUC |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            "| class | support | P base | R base | F1 base | P | R | F1 | AUC |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
     else:
-        lines += ["| class | support | precision | recall | F1 | AUC |", "|---|---|---|---|---|---|"]
+        lines += [
+            "| class | support | precision | recall | F1 | AUC |",
+            "|---|---|---|---|---|---|",
+        ]
     for name, row in main["per_class"].items():
         auc_s = "n/a" if row["auc"] is None else f"{row['auc']:.4f}"
         cells = [name, str(row["support"])]
@@ -195,21 +234,41 @@ def render_report(record: dict[str, Any], title: str) -> str:
             cells += [_pct(b["precision"]), _pct(b["recall"]), _pct(b["f1"])]
         cells += [_pct(row["precision"]), _pct(row["recall"]), _pct(row["f1"]), auc_s]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Ablation (layout of the paper's Table 4)", "",
-              "| branches | fusion | accuracy % | macro-F1 % |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Ablation (layout of the paper's Table 4)",
+        "",
+        "| branches | fusion | accuracy % | macro-F1 % |",
+        "|---|---|---|---|",
+    ]
     for row in record["ablation"]:
-        lines.append(f"| {' + '.join(row['branches'])} | {row['fusion']} | {_pct(row['accuracy'])} "
-                     f"| {_pct(row['macro_f1'])} |")
+        lines.append(
+            f"| {' + '.join(row['branches'])} | {row['fusion']} | {_pct(row['accuracy'])} "
+            f"| {_pct(row['macro_f1'])} |"
+        )
     rv = record["review"]
-    lines += ["", "## Review flag (fused confidence below a threshold)", "",
-              f"- expected calibration error (15 bins): {rv['ece']:.4f}; AURC: {rv['aurc']:.4f}",
-              f"- branches agree on {_pct(rv['branches_agree_fraction'])}% of images; error when they agree "
-              f"{_pct(rv['error_when_agree'])}%, when they disagree {_pct(rv['error_when_disagree'])}%",
-              f"- part mask fell back to the whole object image on {_pct(rv['part_fallback_fraction'])}%",
-              "", "| target error among accepted | coverage % | review % | confidence threshold |",
-              "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Review flag (fused confidence below a threshold)",
+        "",
+        f"- expected calibration error (15 bins): {rv['ece']:.4f}; AURC: {rv['aurc']:.4f}",
+        f"- branches agree on {_pct(rv['branches_agree_fraction'])}% of images; "
+        "error when they agree "
+        f"{_pct(rv['error_when_agree'])}%, when they disagree {_pct(rv['error_when_disagree'])}%",
+        f"- part mask fell back to the whole object image on {_pct(rv['part_fallback_fraction'])}%",
+        "",
+        "| target error among accepted | coverage % | review % | confidence threshold |",
+        "|---|---|---|---|",
+    ]
     for risk, row in rv["coverage_at_risk"].items():
         thr = "n/a" if row["threshold"] is None else f"{row['threshold']:.4f}"
-        lines.append(f"| {100 * float(risk):g}% | {_pct(row['coverage'])} | {_pct(row['review_fraction'])} | {thr} |")
-    lines += ["", "Figures: `confusion.png`, `roc.png`, `reliability.png`, `risk_coverage.png`.", ""]
+        lines.append(
+            f"| {100 * float(risk):g}% | {_pct(row['coverage'])} "
+            f"| {_pct(row['review_fraction'])} | {thr} |"
+        )
+    lines += [
+        "",
+        "Figures: `confusion.png`, `roc.png`, `reliability.png`, `risk_coverage.png`.",
+        "",
+    ]
     return "\n".join(lines)

@@ -29,7 +29,9 @@ class SplitSamples:
     split: dict = field(default_factory=dict)
 
 
-def load_parts(data: str | Path, split_path: str | Path, allow_missing: bool = False) -> SplitSamples:
+def load_parts(
+    data: str | Path, split_path: str | Path, allow_missing: bool = False
+) -> SplitSamples:
     """Scan ``data``, read ``split_path``, sort the samples into train/val/test.
 
     Raises:
@@ -66,7 +68,9 @@ def check_training_classes(labels) -> list[str]:
     """
     seen = sorted(set(int(x) for x in labels))
     if not seen:
-        raise DataProblem("the training part is empty: the split puts no readable images in 'train'")
+        raise DataProblem(
+            "the training part is empty: the split puts no readable images in 'train'"
+        )
     if len(seen) == 1:
         raise DataProblem(
             f"the training part has a single class ({CLASS_NAMES[seen[0]]}); a classifier "

@@ -89,7 +89,13 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> 
         mean_acc = np.where(count > 0, acc_sum / count, np.nan)
     n = max(int(count.sum()), 1)
     ece = float(np.nansum(count / n * np.abs(mean_acc - mean_conf)))
-    return {"edges": edges, "confidence": mean_conf, "accuracy": mean_acc, "count": count, "ece": ece}
+    return {
+        "edges": edges,
+        "confidence": mean_conf,
+        "accuracy": mean_acc,
+        "count": count,
+        "ece": ece,
+    }
 
 
 def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> dict:
@@ -113,7 +119,7 @@ def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> dict:
 
 
 def coverage_at_risk(rc: dict, max_risk: float) -> tuple[float, float]:
-    """Largest coverage whose accepted error rate is at most ``max_risk``: ``(coverage, threshold)``.
+    """Largest coverage with accepted error rate <= ``max_risk``: ``(coverage, threshold)``.
 
     ``(0.0, inf)`` when even the single most confident call is wrong.
     """

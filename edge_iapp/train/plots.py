@@ -42,13 +42,22 @@ def confusion_png(cm: np.ndarray, names: Sequence[str], path: str | Path, title:
     for i in range(k):
         for j in range(k):
             if cm[i, j] and (i != j or norm[i, j] < 0.995):
-                ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=5,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(int(cm[i, j])),
+                    ha="center",
+                    va="center",
+                    fontsize=5,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of the true class")
     return _save(plt, fig, Path(path))
 
 
-def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str) -> Path:
+def roc_png(
+    curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str
+) -> Path:
     """One-vs-all ROC curves, one per class, AUC in the legend."""
     plt, fig = _figure(8, 7)
     ax = fig.add_subplot(111)
@@ -56,8 +65,14 @@ def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str |
     for n, (name, (fpr, tpr, area)) in enumerate(curves.items()):
         if np.isnan(area):
             continue
-        ax.plot(fpr, tpr, lw=1, color=cmap(n % 20), ls="-" if n < 20 else "--",
-                label=f"{name} ({area:.3f})")
+        ax.plot(
+            fpr,
+            tpr,
+            lw=1,
+            color=cmap(n % 20),
+            ls="-" if n < 20 else "--",
+            label=f"{name} ({area:.3f})",
+        )
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls=":")
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
@@ -84,7 +99,7 @@ def reliability_png(rel: dict, path: str | Path, title: str) -> Path:
     acc = np.nan_to_num(rel["accuracy"], nan=0.0)
     ax.bar(centres, acc, width=width * 0.9, color="tab:blue", alpha=0.8, label="accuracy")
     ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
-    for c, a, n in zip(centres, acc, rel["count"]):
+    for c, a, n in zip(centres, acc, rel["count"], strict=True):
         if n:
             ax.text(c, a + 0.01, str(int(n)), ha="center", fontsize=6)
     ax.set_xlabel("fused confidence")

@@ -78,7 +78,11 @@ class Predictions:
 
 
 def predict(
-    model, data: PreparedImages, branches: Sequence[str], device: str = "cpu", batch_size: int = 64,
+    model,
+    data: PreparedImages,
+    branches: Sequence[str],
+    device: str = "cpu",
+    batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> Predictions:
     """Logits of every active branch for every image of ``data`` (eval mode, no gradient)."""
@@ -100,9 +104,12 @@ def predict(
             if progress:
                 progress(n)
     k = model.global_branch.head.out_features
-    logits = np.stack([np.concatenate(chunks[b]) if chunks[b] else np.zeros((0, k), np.float32)
-                       for b in branches])
+    logits = np.stack(
+        [np.concatenate(chunks[b]) if chunks[b] else np.zeros((0, k), np.float32) for b in branches]
+    )
     return Predictions(
-        branches=branches, logits=logits, labels=data.labels.copy(),
+        branches=branches,
+        logits=logits,
+        labels=data.labels.copy(),
         part_fallback=np.concatenate(fallback) if fallback else np.zeros(0, bool),
     )

@@ -53,7 +53,7 @@ class TrainOutcome:
 
 
 def lr_factor(schedule: str, step: int, total_steps: int, epoch: int, epochs: int) -> float:
-    """Learning-rate multiplier: ``cosine`` per step to 0, ``step`` x0.1 at 1/2 and 3/4, ``constant``."""
+    """LR multiplier: ``cosine`` per step to 0, ``step`` x0.1 at 1/2 and 3/4, ``constant``."""
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
     if schedule == "step":
@@ -67,7 +67,9 @@ def build_model(cfg: RunConfig, weights: str | Path | None = None):
     """The IAPP-CNN of ``cfg`` (all three branches; only ``cfg.branches`` are trained)."""
     from ..model import create_model
 
-    return create_model(cfg.backbone, num_classes=cfg.num_classes, weights=weights, r1=cfg.r1, r2=cfg.r2)
+    return create_model(
+        cfg.backbone, num_classes=cfg.num_classes, weights=weights, r1=cfg.r1, r2=cfg.r2
+    )
 
 
 def _check_config(cfg: RunConfig) -> None:
@@ -75,7 +77,10 @@ def _check_config(cfg: RunConfig) -> None:
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
     if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
-        raise ValueError(f"epochs, batch size and lr must be positive (got {cfg.epochs}, {cfg.batch_size}, {cfg.lr})")
+        raise ValueError(
+            "epochs, batch size and lr must be positive "
+            f"(got {cfg.epochs}, {cfg.batch_size}, {cfg.lr})"
+        )
 
 
 def _same_recipe(a: RunConfig, b: RunConfig) -> list[str]:
@@ -85,7 +90,9 @@ def _same_recipe(a: RunConfig, b: RunConfig) -> list[str]:
     return sorted(k for k in da if k not in ignore and da[k] != db.get(k))
 
 
-def evaluate_subset(model, data: PreparedImages, branches, device: str, batch_size: int = 64) -> dict:
+def evaluate_subset(
+    model, data: PreparedImages, branches, device: str, batch_size: int = 64
+) -> dict:
     """Loss and accuracy of each branch and of both fusions on ``data``."""
     preds = predict(model, data, branches, device=device, batch_size=batch_size)
     labels = preds.labels
@@ -94,10 +101,12 @@ def evaluate_subset(model, data: PreparedImages, branches, device: str, batch_si
         return result
     from ..fusion import softmax
 
-    for b, logits in zip(preds.branches, preds.logits):
+    for b, logits in zip(preds.branches, preds.logits, strict=True):
         p = softmax(logits)
         result[f"{b}_acc"] = float((logits.argmax(1) == labels).mean())
-        result[f"{b}_loss"] = float(-np.log(np.maximum(p[np.arange(labels.size), labels], 1e-12)).mean())
+        result[f"{b}_loss"] = float(
+            -np.log(np.maximum(p[np.arange(labels.size), labels], 1e-12)).mean()
+        )
     for mode in ("sum", "lambda"):
         fused, _ = fuse(preds.logits, mode)
         result[f"{mode}_acc"] = float((fused.argmax(1) == labels).mean())
@@ -117,7 +126,7 @@ def train(
     split: dict | None = None,
     console=None,
     log_every: int = 50,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[dict, Any], None] | None = None,
 ) -> TrainOutcome:
     """Train (or resume) the run in ``run_dir``.
 
@@ -132,7 +141,7 @@ def train(
         split: the split record, copied to ``RUN/split.json``.
         console: a rich console for progress bars and messages.
         log_every: when the console is not a terminal, print a line every this many steps.
-        on_epoch: called with each epoch's metrics entry.
+        on_epoch: called with each epoch's metrics entry and the model, after its checkpoint.
 
     Raises:
         TrainingDiverged: non-finite loss (last good checkpoint kept, metrics say so).
@@ -150,12 +159,16 @@ def train(
     run_dir = Path(run_dir)
     last = run_dir / LAST_CHECKPOINT
     if last.exists() and not resume:
-        raise RunConflict(f"{run_dir} already holds a run ({last} exists); pass --resume or choose a new --out")
+        raise RunConflict(
+            f"{run_dir} already holds a run ({last} exists); pass --resume or choose a new --out"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
 
     model = build_model(cfg, weights if not (resume and last.exists()) else None).to(device)
     params = [p for b in branches for p in getattr(model, f"{b}_branch").parameters()]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     steps_per_epoch = max(1, math.ceil(len(train_data) / cfg.batch_size))
     total_steps = steps_per_epoch * cfg.epochs
     start_epoch = 0
@@ -173,46 +186,92 @@ def train(
         metrics["epochs"] = [e for e in metrics.get("epochs", []) if e["epoch"] <= start_epoch]
         console.print(f"resuming {run_dir} after epoch {start_epoch} of {cfg.epochs}")
     elif resume:
-        console.print(f"[yellow]--resume: {run_dir} has no {LAST_CHECKPOINT}; starting a new run[/]")
+        console.print(
+            f"[yellow]--resume: {run_dir} has no {LAST_CHECKPOINT}; starting a new run[/]"
+        )
     cfg.save(run_dir)
     if split is not None:
         import json
 
         atomic_write_text(run_dir / SPLIT_FILE, json.dumps(split, indent=1) + "\n")
-    metrics.update(status="running", device=device, branches=list(branches),
-                   train_images=len(train_data), val_images=len(val_data) if val_data else 0)
+    metrics.update(
+        status="running",
+        device=device,
+        branches=list(branches),
+        train_images=len(train_data),
+        val_images=len(val_data) if val_data else 0,
+    )
     write_metrics(run_dir, metrics)
 
     done = 0
     for epoch in range(start_epoch, cfg.epochs):
-        entry = _train_epoch(model, optimizer, cfg, branches, train_data, epoch, steps_per_epoch,
-                             total_steps, device, console, log_every)
+        entry = _train_epoch(
+            model,
+            optimizer,
+            cfg,
+            branches,
+            train_data,
+            epoch,
+            steps_per_epoch,
+            total_steps,
+            device,
+            console,
+            log_every,
+        )
         if entry.get("diverged"):
             metrics["status"] = "diverged"
             metrics["message"] = entry["diverged"]
             write_metrics(run_dir, metrics)
-            raise TrainingDiverged(entry["diverged"] + f"; the last good checkpoint is {last}"
-                                   if last.exists() else entry["diverged"] + "; no epoch had finished")
+            raise TrainingDiverged(
+                entry["diverged"] + f"; the last good checkpoint is {last}"
+                if last.exists()
+                else entry["diverged"] + "; no epoch had finished"
+            )
         if val_data is not None and len(val_data):
             entry["val"] = evaluate_subset(model, val_data, branches, device)
         metrics["epochs"].append(entry)
-        save_checkpoint(run_dir, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                  "epoch": epoch + 1, "metrics": entry, "config": cfg.to_dict()},
-                        keep=keep)
+        save_checkpoint(
+            run_dir,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "metrics": entry,
+                "config": cfg.to_dict(),
+            },
+            keep=keep,
+        )
         write_metrics(run_dir, metrics)
         done += 1
         _print_epoch(console, entry, cfg.epochs)
         if on_epoch:
-            on_epoch(entry)
+            on_epoch(entry, model)
     metrics["status"] = "finished"
     write_metrics(run_dir, metrics)
     return TrainOutcome("finished", done, max(start_epoch + done, start_epoch), metrics)
 
 
-def _train_epoch(model, optimizer, cfg, branches, data, epoch, steps_per_epoch, total_steps, device,
-                 console, log_every) -> dict:
+def _train_epoch(
+    model,
+    optimizer,
+    cfg,
+    branches,
+    data,
+    epoch,
+    steps_per_epoch,
+    total_steps,
+    device,
+    console,
+    log_every,
+) -> dict:
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     torch.manual_seed(cfg.seed * 100003 + epoch)
     rng = np.random.default_rng([cfg.seed, epoch])
@@ -221,25 +280,38 @@ def _train_epoch(model, optimizer, cfg, branches, data, epoch, steps_per_epoch, 
     loss_sum, seen = 0.0, 0
     correct = {b: 0 for b in (*branches, "fused")}
     t0 = time.perf_counter()
-    columns = (TextColumn(f"epoch {epoch + 1}/{cfg.epochs}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.1%}"),
-               TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+    columns = (
+        TextColumn(f"epoch {epoch + 1}/{cfg.epochs}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:.1%}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(
+        *columns, console=console, transient=True, disable=not console.is_terminal
+    ) as bar:
         task = bar.add_task("train", total=steps_per_epoch, loss=float("nan"), acc=0.0)
         for step, batch in enumerate(batches(dataset, cfg.batch_size, shuffle=True, rng=rng)):
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(cfg.schedule, global_step, total_steps, epoch, cfg.epochs)
+                group["lr"] = cfg.lr * lr_factor(
+                    cfg.schedule, global_step, total_steps, epoch, cfg.epochs
+                )
             x = {k: batch[k].to(device, non_blocking=True) for k in ("global", "object")}
             y = batch["label"].to(device)
             out = forward_branches(model, x, branches)
             losses = [torch.nn.functional.cross_entropy(out[b], y) for b in branches]
             loss = torch.stack(losses).sum()  # eq. 14
             if not torch.isfinite(loss):
-                return {"epoch": epoch + 1, "diverged": (
-                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                    f"(branch losses {[round(v.item(), 4) for v in losses]}); training stopped. "
-                    "Try a lower --lr")}
+                return {
+                    "epoch": epoch + 1,
+                    "diverged": (
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
+                        f"(branch losses {[round(v.item(), 4) for v in losses]}); "
+                        "training stopped. "
+                        "Try a lower --lr"
+                    ),
+                }
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -248,14 +320,16 @@ def _train_epoch(model, optimizer, cfg, branches, data, epoch, steps_per_epoch, 
             seen += n
             logits = torch.stack([out[b].detach() for b in branches]).float().cpu().numpy()
             labels = y.cpu().numpy()
-            for b, lg in zip(branches, logits):
+            for b, lg in zip(branches, logits, strict=True):
                 correct[b] += int((lg.argmax(1) == labels).sum())
             correct["fused"] += int((fuse(logits, cfg.fusion)[0].argmax(1) == labels).sum())
             bar.update(task, advance=1, loss=loss_sum / seen, acc=correct["fused"] / seen)
             if not console.is_terminal and log_every and (step + 1) % log_every == 0:
                 rate = seen / (time.perf_counter() - t0)
-                console.print(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} "
-                              f"loss {loss_sum / seen:.3f} acc {correct['fused'] / seen:.1%} {rate:.1f} img/s")
+                console.print(
+                    f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} "
+                    f"loss {loss_sum / seen:.3f} acc {correct['fused'] / seen:.1%} {rate:.1f} img/s"
+                )
     seconds = time.perf_counter() - t0
     return {
         "epoch": epoch + 1,
@@ -268,8 +342,10 @@ def _train_epoch(model, optimizer, cfg, branches, data, epoch, steps_per_epoch, 
 
 
 def _print_epoch(console, entry: dict, epochs: int) -> None:
-    msg = (f"epoch {entry['epoch']}/{epochs}: loss {entry['train_loss']:.3f}, "
-           f"train acc {entry['train_acc']['fused']:.1%}, {entry['images_per_s']:.1f} img/s")
+    msg = (
+        f"epoch {entry['epoch']}/{epochs}: loss {entry['train_loss']:.3f}, "
+        f"train acc {entry['train_acc']['fused']:.1%}, {entry['images_per_s']:.1f} img/s"
+    )
     val = entry.get("val")
     if val and val.get("images"):
         accs = ", ".join(f"{k[:-4]} {v:.1%}" for k, v in val.items() if k.endswith("_acc"))

@@ -16,10 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..launcher import Compiled, pack_args, pack_crops, parse_signatures
+
 HOST_DIR = Path(__file__).resolve().parent
 HARNESS = HOST_DIR / "harness.cpp"
 COMMON = HOST_DIR.parent / "iapp_common.cu"
 CXXFLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-Wall", "-Wextra")
+
+__all__ = [
+    "EmulatedKernelModule", "HostKernels", "HostMemoryCudart", "build_host_library", "pack_crops",
+]
 
 MODES = {"paper": 0, "foreground": 1}
 """Threshold readings as the kernels number them."""
@@ -40,21 +46,6 @@ def build_host_library(out_dir: Path, compiler: str = "g++") -> Path:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr}")
         tmp.replace(lib)
     return lib
-
-
-def pack_crops(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pack N ``(h_i, w_i)`` uint8 crops the way ``iapp_global_canvas`` reads them.
-
-    Returns:
-        ``(buffer uint8 (sum h*w,), offsets int64 (N,), shapes int32 (N, 2))``.
-    """
-    shapes = np.array([c.shape for c in crops], dtype=np.int32).reshape(-1, 2)
-    sizes = shapes[:, 0].astype(np.int64) * shapes[:, 1]
-    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-    buffer = np.empty(int(sizes.sum()), dtype=np.uint8)
-    for crop, off, size in zip(crops, offsets, sizes):
-        buffer[off : off + size] = np.ascontiguousarray(crop, dtype=np.uint8).reshape(-1)
-    return buffer, offsets, shapes
 
 
 def _ptr(a: np.ndarray) -> ctypes.c_void_p:
@@ -161,3 +152,115 @@ class HostKernels:
     def pairwise_sum(self, values: np.ndarray) -> float:
         v = np.ascontiguousarray(values, dtype=np.float64)
         return float(self.lib.host_pairwise_sum(_ptr(v), int(v.size)))
+
+
+PIXEL_KERNELS = {"iapp_global_canvas", "iapp_erode", "iapp_dilate_box", "iapp_object_zoom",
+                 "iapp_part_zoom"}
+BLOCK_REDUCTION = {"iapp_global_canvas", "iapp_dilate_box"}
+
+
+class EmulatedKernelModule:
+    """Stands in for :class:`~edge_iapp.kernels.launcher.KernelModule` without a GPU.
+
+    ``launch`` packs the arguments with the real :func:`pack_args` (same signatures),
+    checks that the grid covers the work the way kernels.cu indexes it, and runs the
+    harness's ``emu_<kernel>`` (same C signature) on host memory.
+    """
+
+    def __init__(self, host: HostKernels):
+        self.lib = host.lib
+        self.signatures = parse_signatures()
+        self.compiled = Compiled(image=b"", kind="emulated", arch=0, log="")
+        self.launches: list[tuple[str, tuple, tuple]] = []
+
+    def launch(self, name: str, grid: tuple[int, int, int], block: tuple[int, int, int],
+               args: tuple, stream: int = 0) -> None:
+        from ..launcher import BLOCK
+
+        params = self.signatures[name]
+        pack_args(params, args)
+        values = dict(zip([p.name for p in params], args, strict=True))
+        n = int(values["n"])
+        if name in PIXEL_KERNELS:
+            s = int(values["s"])
+            assert grid[1] == n and grid[0] * block[0] >= s * s, (name, grid, block, n, s)
+        else:
+            assert grid[0] * block[0] >= n, (name, grid, block, n)
+        if name in BLOCK_REDUCTION:
+            assert block == (BLOCK, 1, 1), (name, block)
+        c_args = [ctypes.c_void_p(int(v)) if p.is_pointer else np.ctypeslib.as_ctypes_type(p.dtype)(v)
+                  for p, v in zip(params, args, strict=True)]
+        getattr(self.lib, f"emu_{name}")(*c_args)
+        self.launches.append((name, grid, block))
+
+    def close(self) -> None:
+        pass
+
+
+class HostMemoryCudart:
+    """The subset of ``backends/tensorrt/cudart`` the preprocessor uses, on host memory.
+
+    "Device" buffers are plain host allocations, copies are memmoves, streams and
+    events do nothing (the emulated kernels run synchronously).
+    """
+
+    class DeviceBuffer:
+        def __init__(self, nbytes: int):
+            self.nbytes = max(int(nbytes), 1)
+            self._mem = np.zeros(self.nbytes, dtype=np.uint8)
+            self.ptr = self._mem.ctypes.data
+
+        def free(self) -> None:
+            self.ptr = 0
+
+    class PinnedBuffer(DeviceBuffer):
+        def __init__(self, nbytes: int):
+            super().__init__(nbytes)
+            self.array = self._mem
+
+        def view(self, dtype, count: int, offset: int = 0) -> np.ndarray:
+            size = np.dtype(dtype).itemsize * int(count)
+            if offset + size > self.nbytes:
+                raise ValueError(f"pinned buffer of {self.nbytes} bytes is too small")
+            return self.array[offset : offset + size].view(dtype)
+
+    @staticmethod
+    def copy_async(dst: int, src: int, nbytes: int, kind: str, stream) -> None:
+        ctypes.memmove(dst, src, int(nbytes))
+
+    @staticmethod
+    def copy_sync(dst: int, src: int, nbytes: int, kind: str) -> None:
+        ctypes.memmove(dst, src, int(nbytes))
+
+    @staticmethod
+    def synchronize(stream) -> None:
+        pass
+
+    @staticmethod
+    def handle(stream) -> int:
+        return 0
+
+    # streams, events, devices: nothing to do when everything runs synchronously on the host
+    @staticmethod
+    def set_device(index: int) -> None:
+        pass
+
+    @staticmethod
+    def new_stream() -> object:
+        return object()
+
+    @staticmethod
+    def new_event(timing: bool = False) -> object:
+        return object()
+
+    @staticmethod
+    def record(event, stream) -> None:
+        pass
+
+    @staticmethod
+    def wait(stream, event) -> None:
+        pass
+
+    @staticmethod
+    def elapsed_ms(start, end) -> float:
+        return 0.0

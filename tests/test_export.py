@@ -1,0 +1,135 @@
+"""Export of a tiny run: three graphs per precision, dynamic batch, parity stored, clean errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from export_helpers import INPUT_SIZE, make_run, shared, tiny_bundle
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from edge_iapp.export.bundle import BRANCHES, load_bundle  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return load_bundle(tiny_bundle(tmp_path_factory))
+
+
+def _session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_three_graphs_per_precision_with_dynamic_batch(bundle):
+    assert bundle.precisions == ["fp32", "fp16", "int8"]
+    for branch in BRANCHES:
+        io = bundle.manifest["branches"][branch]
+        assert io["input"]["name"] == "input"
+        assert io["input"]["shape"] == ["batch", 1, INPUT_SIZE, INPUT_SIZE]
+        expected = ["logits", "part_maps"] if branch == "object" else ["logits"]
+        assert bundle.output_names(branch) == expected
+        for precision in bundle.precisions:
+            model = onnx.load(str(bundle.file(branch, precision)))
+            assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+            sess = _session(bundle.file(branch, precision))
+            for n in (1, 3):
+                outs = sess.run(None, {"input": np.full((n, 1, INPUT_SIZE, INPUT_SIZE), 0.5, np.float32)})
+                assert outs[0].shape == (n, 24)
+                assert all(o.dtype == np.float32 for o in outs)
+                if branch == "object":
+                    assert outs[1].shape[:2] == (n, 2)
+
+
+def test_simplified_graph_has_no_batchnorm_or_junk(bundle):
+    ops = {n.op_type for n in onnx.load(str(bundle.file("object", "fp32"))).graph.node}
+    assert "BatchNormalization" not in ops and "Identity" not in ops
+    assert {"Conv", "ReduceSum", "Gemm"} <= ops
+
+
+def test_parity_is_stored_and_plausible(bundle):
+    parity = bundle.parity
+    assert "held-out" in parity["inputs"]
+    for branch in BRANCHES:
+        fp32 = parity["fp32"][branch]
+        assert fp32["images"] > 0
+        assert fp32["max_abs_logit_diff"] < 1e-3 and fp32["top1_agreement"] == 1.0
+        assert parity["fp16"][branch]["max_abs_logit_diff"] < 0.05
+        int8 = parity["int8"][branch]
+        assert 0.0 < int8["max_abs_logit_diff"] < 5.0  # quantized: not bit-equal, not garbage
+        assert 0.0 <= int8["top1_agreement"] <= 1.0
+    assert parity["fp32"]["object"]["part_mask_agreement"] == 1.0
+    assert "fused_top1_agreement" in parity["int8"]["pipeline"]
+
+
+def test_fp16_graph_is_typed_with_fp32_io_and_fp32_part_maps(bundle):
+    from onnx import TensorProto
+
+    model = onnx.load(str(bundle.file("object", "fp16")))
+    assert any(t.data_type == TensorProto.FLOAT16 for t in model.graph.initializer)
+    for v in list(model.graph.input) + list(model.graph.output):
+        assert v.type.tensor_type.elem_type == TensorProto.FLOAT, v.name
+    # The channel sums that make part_maps read float32 tensors (Cast to float before them).
+    prod = {o: n for n in model.graph.node for o in n.output}
+    sums = [n for n in model.graph.node if n.op_type == "ReduceSum"]
+    assert sums
+    for n in sums:
+        src = prod[n.input[0]]
+        assert src.op_type == "Cast" and src.attribute[0].i == TensorProto.FLOAT
+
+
+def test_manifest_records_calibration_versions_and_source(bundle):
+    m = bundle.manifest
+    cal = m["calibration"]
+    assert cal["method"] == "max" and cal["size"] == 24
+    assert set(cal["per_branch"]) == set(BRANCHES)
+    assert m["libraries"]["onnxruntime"] and m["libraries"]["torch"]
+    assert m["preprocess"]["input_size"] == INPUT_SIZE
+    assert len(m["source"]["checkpoint_sha256"]) == 64
+    manifest = json.loads((bundle.path / "calibration.json").read_text())
+    assert manifest["size"] == 24 and len(manifest["per_class"]) == 24
+
+
+def test_int8_without_calibration_data_is_a_clear_error(tmp_path_factory, tmp_path):
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.export.calibration import CalibrationError
+
+    run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+    with pytest.raises(CalibrationError, match="calib-data"):
+        export_bundle(run, tmp_path / "b", ["int8"], log=lambda _m: None)
+    assert not (tmp_path / "b").exists()
+
+
+def test_corrupted_checkpoint_is_a_clear_error(tmp_path_factory, tmp_path):
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.export.onnx_export import ExportError
+
+    run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+    bad = tmp_path / "run"
+    shutil.copytree(run, bad)
+    (bad / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ExportError, match="corrupted"):
+        export_bundle(bad, tmp_path / "b", ["fp32"], log=lambda _m: None)
+
+
+def test_existing_bundle_is_not_overwritten_without_force(bundle, tmp_path_factory):
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.export.onnx_export import ExportError
+
+    run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+    with pytest.raises(ExportError, match="already exists"):
+        export_bundle(run, bundle.path, ["fp32"], log=lambda _m: None)
+    load_bundle(bundle.path)  # untouched
+
+
+def test_export_cli_fails_cleanly_on_a_non_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from edge_iapp.cli.main import app
+
+    result = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2
+    assert "not a training run" in " ".join(result.output.split())

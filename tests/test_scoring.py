@@ -1,0 +1,278 @@
+"""Scoring slide folders end to end: real Classifier on ONNX Runtime (CPU), tiny bundle.
+
+The bundle is an untrained resnet18 IAPP-CNN at input 64 (``export_helpers``): scoring
+mechanics (files, counts, resumption, errors) do not need accuracy, so the tests check
+structure and agreement between outputs, never class accuracy.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge_iapp.cli.main import app
+from edge_iapp.scoring.cell import PREDICTION_COLUMNS
+from edge_iapp.scoring.karyotype import karyotype
+from edge_iapp.scoring.score import OutputWriteError, run_scoring
+
+N_CELLS = 50
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    import torch
+    from export_helpers import tiny_bundle
+
+    torch.set_num_threads(1)
+    return tiny_bundle(tmp_path_factory, precisions=("fp32",))
+
+
+@pytest.fixture(scope="module")
+def classifier(bundle):
+    from edge_iapp.runtime.classifier import Classifier
+
+    clf = Classifier(bundle, backend="onnxruntime", precision="fp32")
+    yield clf
+    clf.close()
+
+
+@pytest.fixture(scope="module")
+def synth_slides(tmp_path_factory) -> Path:
+    from edge_iapp.data.synth import synth_cells, write_slides
+
+    out = tmp_path_factory.mktemp("synth") / "slides"
+    write_slides(out, synth_cells(N_CELLS, seed=1), seed=1)
+    return out
+
+
+def _tree_hash(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def scored(synth_slides, bundle, tmp_path_factory):
+    """The 50 synthetic cells scored once through the CLI."""
+    before = _tree_hash(synth_slides)
+    out = tmp_path_factory.mktemp("scored") / "out"
+    res = CliRunner().invoke(app, ["score", str(synth_slides), "--bundle", str(bundle),
+                                   "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert _tree_hash(synth_slides) == before  # inputs never modified
+    return out, res.output
+
+
+def test_fifty_cells_every_output_written(scored, synth_slides):
+    out, output = scored
+    assert "onnxruntime fp32" in output
+    truth_cells = _read_csv(synth_slides / "truth_cells.csv")
+    truth = _read_csv(synth_slides / "truth.csv")
+    assert len(truth_cells) == N_CELLS
+    for row in truth_cells:
+        cell = out / row["slide"] / row["cell"]
+        for name in ("predictions.csv", "karyogram.png", "summary.json"):
+            assert (cell / name).is_file(), cell / name
+        summary = json.loads((cell / "summary.json").read_text())
+        preds = _read_csv(cell / "predictions.csv")
+        files = [Path(t["file"]).name for t in truth
+                 if t["slide"] == row["slide"] and t["cell"] == row["cell"]]
+        assert sorted(p["object"] for p in preds) == sorted(files)
+        assert list(preds[0]) == PREDICTION_COLUMNS
+        assert summary["count"] == int(row["count"]) == len(preds)
+        assert summary["backend"] == "onnxruntime" and summary["precision"] == "fp32"
+        # The summary is what the predictions add up to, plain and consistency-adjusted.
+        assert summary["karyotype"] == karyotype([p["class"] for p in preds]).iscn
+        adjusted = karyotype([p["consistency_class"] for p in preds])
+        assert summary["consistency"]["karyotype"] == adjusted.iscn
+        changed = sum(p["consistency_class"] != p["class"] for p in preds)
+        assert summary["consistency"]["changed"] == changed
+        assert summary["doubtful"] == sum(p["review"] == "1" for p in preds)
+        for p in preds:
+            conf = float(p["confidence"])
+            assert 0.0 < conf <= 1.0
+            assert all(0.0 < float(p[f"lambda_{b}"]) <= 1.0 for b in ("global", "object", "part"))
+            assert (p["review"] == "1") == bool(p["review_reasons"])
+            if p["consistency_class"] != p["class"]:
+                assert conf < 0.9  # only low-confidence calls move
+        image = cv2.imread(str(cell / "karyogram.png"))
+        assert image is not None and image.shape == (930, 1070, 3)
+
+
+def test_slide_tables_reports_and_index_link_everything(scored):
+    out, _ = scored
+    slides = sorted(p for p in out.iterdir() if p.is_dir())
+    assert len(slides) == N_CELLS // 5
+    for slide in slides:
+        rows = _read_csv(slide / "slide_summary.csv")
+        assert [r["cell"] for r in rows] == [f"cell_{i:03d}" for i in range(1, 6)]
+        assert all(r["status"] == "scored" and r["backend"] == "onnxruntime" for r in rows)
+        assert _read_csv(slide / "errors.csv") == []
+        html = (slide / "report.html").read_text()
+        links = set(re.findall(r'(?:href|src)="([^"]+)"', html))
+        for r in rows:
+            for name in ("karyogram.png", "predictions.csv", "summary.json"):
+                assert f"{r['cell']}/{name}" in links
+        for link in links:
+            assert (slide / link).is_file(), link
+    index = (out / "index.html").read_text()
+    for slide in slides:
+        assert f'href="{slide.name}/report.html"' in index
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["ran"]["backend"] == "onnxruntime" and info["ran"]["precision"] == "fp32"
+    assert info["stats"]["scored"] == N_CELLS and info["stats"]["stages"]["branches"] > 0
+
+
+def test_rerun_skips_finished_cells_and_changes_nothing(scored, synth_slides, classifier):
+    out, _ = scored
+    before = _tree_hash(out)
+    stats = run_scoring(synth_slides, out, classifier, progress=False)
+    assert stats.skipped == N_CELLS and stats.scored == 0
+    after = _tree_hash(out)
+    before.pop("run_info.json")
+    after.pop("run_info.json")
+    assert after == before
+
+
+def _spread(crops: list[np.ndarray], cross: np.ndarray) -> np.ndarray:
+    canvas = np.full((1100, 1500), 250, np.uint8)
+    for i, c in enumerate(crops):
+        r, k = divmod(i, 10)
+        y, x = 20 + r * 180, 20 + k * 145
+        h, w = min(c.shape[0], 170), min(c.shape[1], 135)
+        np.minimum(canvas[y : y + h, x : x + w], c[:h, :w], out=canvas[y : y + h, x : x + w])
+    y, x = 930, 1300
+    v = cross[:, : cross.shape[1]]
+    h, w = v.shape
+    np.minimum(canvas[y : y + h, x : x + w], v, out=canvas[y : y + h, x : x + w])
+    t = np.ascontiguousarray(v.T)
+    yy, xx = y + h // 2 - w // 2, x + w // 2 - h // 2
+    np.minimum(canvas[yy : yy + w, xx : xx + h], t, out=canvas[yy : yy + w, xx : xx + h])
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def bad_slide(tmp_path_factory, synth_slides):
+    """One slide with good cells and every kind of bad input."""
+    slide = tmp_path_factory.mktemp("bad") / "slide_bad"
+    src = synth_slides / "slide_001" / "cell_001"
+    good = sorted(src.glob("*.png"))
+    (slide / "a_good").mkdir(parents=True)
+    for p in good:
+        (slide / "a_good" / p.name).write_bytes(p.read_bytes())
+    (slide / "b_empty").mkdir()
+    mixed = slide / "c_mixed"
+    mixed.mkdir()
+    for p in good[:10]:
+        (mixed / p.name).write_bytes(p.read_bytes())
+    (mixed / "notes.txt").write_text("not an image")
+    (mixed / "broken.png").write_bytes(good[0].read_bytes()[:60])
+    ok, huge = cv2.imencode(".png", np.full((9000, 4), 255, np.uint8))
+    (mixed / "huge.png").write_bytes(huge.tobytes())
+    spread_dir = slide / "d_spread"
+    spread_dir.mkdir()
+    crops = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in good]
+    cv2.imwrite(str(spread_dir / "metaphase.png"), _spread(crops, crops[0]))
+    (slide / "e_onebad").mkdir()
+    (slide / "e_onebad" / "spread.tif").write_bytes(b"II*\x00garbage")
+    return slide
+
+
+def test_bad_input_is_reported_and_never_stops_the_run(bad_slide, classifier, tmp_path):
+    before = _tree_hash(bad_slide)
+    out = tmp_path / "out"
+    stats = run_scoring(bad_slide, out, classifier, progress=False)
+    assert _tree_hash(bad_slide) == before
+    assert stats.cells == 5 and stats.scored == 4 and stats.failed == 1
+    errors = _read_csv(out / "slide_bad" / "errors.csv")
+    by = {(e["cell"], e["file"]): e["error"] for e in errors}
+    assert "empty cell folder" in by[("b_empty", "")]
+    assert "notes.txt" in {f for c, f in by if c == "c_mixed"}
+    assert ("c_mixed", "broken.png") in by and ("c_mixed", "huge.png") in by
+    assert "max_side" in by[("c_mixed", "huge.png")] or "larger" in by[("c_mixed", "huge.png")]
+    assert ("e_onebad", "spread.tif") in by
+    mixed = json.loads((out / "slide_bad" / "c_mixed" / "summary.json").read_text())
+    assert mixed["count"] == 10 and mixed["unclassified"] == 3
+    assert "count_uncertain" in mixed["flags"]
+    preds = _read_csv(out / "slide_bad" / "c_mixed" / "predictions.csv")
+    assert sum(p["kind"] == "unreadable" for p in preds) == 3
+    table = {r["cell"]: r for r in _read_csv(out / "slide_bad" / "slide_summary.csv")}
+    assert table["b_empty"]["status"] == "not scored"
+    assert table["a_good"]["count"] == "46"
+    # A whole image is segmented: 46 chromosomes, the crossing pair is a cluster.
+    spread = json.loads((out / "slide_bad" / "d_spread" / "summary.json").read_text())
+    assert spread["input"] == "whole_image"
+    assert spread["count"] == 46 and spread["clusters"] == 1
+    assert "clusters" in spread["flags"] and spread["segmentation"]["objects"] == 47
+    sp = _read_csv(out / "slide_bad" / "d_spread" / "predictions.csv")
+    assert [p["kind"] for p in sp].count("cluster") == 1
+    assert all(p["bbox"] for p in sp)
+    # The empty cell is retried on the next run; the others are finished.
+    again = run_scoring(bad_slide, out, classifier, progress=False)
+    assert again.skipped == 4 and again.failed == 1
+
+
+def test_missing_or_corrupted_bundle_fails_before_any_work(tmp_path, synth_slides):
+    runner = CliRunner()
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["score", str(synth_slides), "--bundle", str(tmp_path / "nope"),
+                              "--out", str(out)])
+    assert res.exit_code == 2 and "not found" in res.output
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{ not json")
+    res = runner.invoke(app, ["score", str(synth_slides), "--bundle", str(broken), "--out",
+                              str(out)])
+    assert res.exit_code == 2 and "cannot load bundle" in res.output
+    assert "Traceback" not in res.output
+    assert not out.exists()
+    res = runner.invoke(app, ["score", str(synth_slides), "--bundle", str(broken), "--out",
+                              str(synth_slides / "inside")])
+    assert res.exit_code == 2 and "overlap" in res.output
+
+
+def test_full_disk_stops_with_a_clear_message_and_keeps_finished_cells(
+    synth_slides, classifier, tmp_path, monkeypatch
+):
+    # A full disk cannot be made here without root: the write function raises ENOSPC
+    # after a few cells, exactly as os.write would.
+    import edge_iapp.scoring.cell as cell_mod
+
+    real = cell_mod.atomic_write_text
+    calls = {"n": 0}
+
+    def flaky(path, text):
+        calls["n"] += 1
+        if calls["n"] > 6:  # 2 text files per cell: 3 cells finish
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(cell_mod, "atomic_write_text", flaky)
+    slide = synth_slides / "slide_002"
+    out = tmp_path / "out"
+    with pytest.raises(OutputWriteError, match="disk is full") as info:
+        run_scoring(slide, out, classifier, progress=False)
+    assert "3 finished cell(s) are kept" in str(info.value)
+    done = sorted(p.parent.name for p in out.rglob("summary.json"))
+    assert done == ["cell_001", "cell_002", "cell_003"]
+    for p in out.rglob("summary.json"):
+        json.loads(p.read_text())
+    assert not list(out.rglob("*.tmp"))
+    monkeypatch.setattr(cell_mod, "atomic_write_text", real)
+    stats = run_scoring(slide, out, classifier, progress=False)
+    assert stats.skipped == 3 and stats.scored == 2

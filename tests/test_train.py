@@ -1,0 +1,221 @@
+"""Training on synthetic chromosomes: learns, resumes, and refuses bad input clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from edge_iapp.cli.main import app  # noqa: E402
+from edge_iapp.preprocess import PreprocessConfig  # noqa: E402
+from edge_iapp.train.data import ChromosomeDataset, prepare  # noqa: E402
+from edge_iapp.train.run import RunConfig, load_model  # noqa: E402
+from edge_iapp.train.trainer import RunConflict, TrainingDiverged, train  # noqa: E402
+
+CLASSES = ["1", "4", "9", "13", "18", "21"]
+"""Six classes of clearly different length and banding: chance is 1/6."""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def write_synthetic(root: Path, cells: int, classes: list[str], seed: int = 0) -> Path:
+    """``root/<class>/clase<N>_<k>_S<cell>.1.png`` from :mod:`edge_iapp.data.synth`."""
+    import cv2
+
+    from edge_iapp.data.synth import synth_cell
+
+    for i in range(cells):
+        cell = synth_cell(np.random.default_rng([seed, i]), classes=classes)
+        seen: dict[str, int] = {}
+        for name, image in cell:
+            k = seen.get(name, 0)
+            seen[name] = k + 1
+            number = {"X": 23, "Y": 24}.get(name, name)
+            folder = root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / f"clase{number}_{k}_S{i:04d}.1.png"), image)
+    return root
+
+
+def write_split(path: Path, train: list[int], val: list[int], test: list[int]) -> Path:
+    def ids(cells):
+        return [f"S{i:04d}" for i in cells]
+
+    split = {"version": 1, "groups": {"train": ids(train), "val": ids(val), "test": ids(test)}}
+    path.write_text(json.dumps(split))
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> tuple[Path, Path]:
+    """16 cells x 6 classes x 2 homologues = 192 images; cells 0-11 train, 12 val, 13-15 test."""
+    root = tmp_path_factory.mktemp("synth")
+    data = write_synthetic(root / "data", 16, [c for c in CLASSES for _ in range(2)])
+    split = write_split(root / "split.json", list(range(12)), [12], [13, 14, 15])
+    return data, split
+
+
+def _samples(data: Path, split: Path, part: str):
+    from edge_iapp.train.loading import load_parts
+
+    return load_parts(data, split).parts[part]
+
+
+def test_tiny_model_beats_chance(synth, tmp_path) -> None:
+    data, split = synth
+    run, out = tmp_path / "run", tmp_path / "eval"
+    runner = CliRunner()
+    args = ["train", str(data), "--split", str(split), "--out", str(run), "--input-size", "48",
+            "--canvas", "128", "--epochs", "6", "--batch-size", "16", "--lr", "0.01",
+            "--threads", "1", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and len(metrics["epochs"]) == 6
+    assert (run / "last.pt").is_file() and (run / "split.json").is_file()
+    assert len(list((run / "checkpoints").glob("epoch_*.pt"))) == 2  # --keep 2
+    result = runner.invoke(app, ["evaluate", str(run), "--data", str(data), "--split", str(split),
+                                 "--out", str(out), "--threads", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["images"] == 36
+    # chance is 1/6 on six balanced classes; a tiny model learns far more in 6 epochs
+    assert record["main"]["accuracy"] >= 0.5, record["ablation"]
+    assert (out / "report.md").is_file() and (out / "confusion.png").is_file()
+
+
+def test_resume_continues_from_checkpoint(synth, tmp_path) -> None:
+    data, split = synth
+    cfg = RunConfig(preprocess=PreprocessConfig(input_size=32, canvas=128), epochs=2, batch_size=16,
+                    lr=0.01, seed=3)
+    samples = _samples(data, split, "train")[:48]
+    prepared = prepare(samples, cfg.preprocess)
+    straight = tmp_path / "straight"
+    train(cfg, prepared, straight)
+    # the same run, interrupted after epoch 1, then resumed to epoch 2
+    resumed = tmp_path / "resumed"
+    first = RunConfig.from_dict({**cfg.to_dict(), "epochs": 2})
+    with pytest.raises(_Interrupt):
+        train(first, prepared, resumed, on_epoch=lambda e, m: _stop_after(e, 1))
+    state = torch.load(resumed / "last.pt", weights_only=False)
+    assert state["epoch"] == 1
+    with pytest.raises(RunConflict, match="--resume"):
+        train(cfg, prepared, resumed)
+    outcome = train(cfg, prepared, resumed, resume=True)
+    assert outcome.epochs_done == 1 and outcome.last_epoch == 2
+    a, _ = load_model(straight)
+    b, _ = load_model(resumed)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(pa, pb, msg=f"{name} differs after resume")
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_after(entry: dict, epoch: int) -> None:
+    if entry["epoch"] == epoch:
+        raise _Interrupt  # a killed run: epoch 1's checkpoint is on disk, epoch 2 never ran
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(synth, tmp_path) -> None:
+    data, split = synth
+    cfg = RunConfig(preprocess=PreprocessConfig(input_size=32, canvas=128), epochs=3, batch_size=16,
+                    branches=("global",))
+    prepared = prepare(_samples(data, split, "train")[:32], cfg.preprocess)
+
+    def poison(entry: dict, model) -> None:
+        # a numeric blow-up after epoch 1 (its checkpoint is saved): the next loss is NaN
+        with torch.no_grad():
+            model.global_branch.head.weight.fill_(float("nan"))
+
+    with pytest.raises(TrainingDiverged, match="last good checkpoint"):
+        train(cfg, prepared, tmp_path / "run", on_epoch=poison)
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1
+    assert torch.isfinite(state["model"]["global_branch.head.weight"]).all()
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "diverged" and "nan" in metrics["message"].lower()
+    assert not (tmp_path / "run" / "checkpoints" / "epoch_002.pt").exists()
+
+
+def test_cli_reports_divergence(synth, tmp_path) -> None:
+    data, split = synth
+    result = CliRunner().invoke(app, [
+        "train", str(data), "--split", str(split), "--out", str(tmp_path / "run"),
+        "--input-size", "32", "--canvas", "128", "--epochs", "1", "--branches", "global",
+        "--lr", "1e12", "--max-per-class", "4", "--threads", "1", "--device", "cpu"])
+    assert result.exit_code == 3, result.output
+    assert "diverged" in result.output and "Traceback" not in result.output
+
+
+def test_unreadable_files_are_skipped_and_reported(synth, tmp_path) -> None:
+    data, split = synth
+    bad = tmp_path / "data"
+    bad.mkdir()
+    for cls in ("1", "21"):
+        (bad / cls).mkdir()
+        for src in sorted((data / cls).glob("*S000[0-3]*.png")):
+            (bad / cls / src.name).write_bytes(src.read_bytes())
+    (bad / "1" / "clase1_0_S0002.1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (bad / "21" / "clase21_5_S0001.1.png").write_bytes(b"")
+    prepared = prepare(_samples(bad, write_split(tmp_path / "s.json", [0, 1, 2], [], [3]), "train"),
+                       PreprocessConfig(input_size=32, canvas=128))
+    assert len(prepared) == 11 and prepared.global_images.shape == (11, 32, 32)
+    result = CliRunner().invoke(app, [
+        "train", str(bad), "--split", str(tmp_path / "s.json"), "--out", str(tmp_path / "run"),
+        "--input-size", "32", "--canvas", "128", "--epochs", "1", "--branches", "global",
+        "--threads", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "skipped" in result.output and "clase21_5_S0001.1.png" in result.output
+
+
+def test_single_class_and_unknown_groups_are_refused(synth, tmp_path) -> None:
+    data, split = synth
+    one = tmp_path / "one"
+    (one / "4").mkdir(parents=True)
+    for src in sorted((data / "4").glob("*.png"))[:6]:
+        (one / "4" / src.name).write_bytes(src.read_bytes())
+    runner = CliRunner()
+    base = ["--input-size", "32", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "r")]
+    result = runner.invoke(app, ["train", str(one), "--split",
+                                 str(write_split(tmp_path / "s1.json", [0, 1], [], [])), *base])
+    assert result.exit_code == 2 and "single class" in result.output, result.output
+    result = runner.invoke(app, ["train", str(data), "--split",
+                                 str(write_split(tmp_path / "s2.json", [0, 1, 99], [], [])), *base])
+    assert result.exit_code == 2 and "S0099" in result.output, result.output
+    result = runner.invoke(app, ["train", str(tmp_path / "nope"), "--split", str(split), *base])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_dataset_flips_global_and_object_together(synth) -> None:
+    data, split = synth
+    cfg = PreprocessConfig(input_size=32, canvas=128)
+    prepared = prepare(_samples(data, split, "val")[:8], cfg)
+    ds = ChromosomeDataset(prepared, hflip=1.0)
+    batch = ds.__getitems__(list(range(8)))
+    g = (prepared.global_images[:, :, ::-1] / 255.0).astype(np.float32)
+    o = (prepared.object_images[:, :, ::-1] / 255.0).astype(np.float32)
+    np.testing.assert_allclose(batch["global"][:, 0].numpy(), g, atol=1e-7)
+    np.testing.assert_allclose(batch["object"][:, 0].numpy(), o, atol=1e-7)
+    plain = ChromosomeDataset(prepared, hflip=0.0)[3]
+    assert plain["global"].shape == (1, 32, 32) and int(plain["label"]) == int(prepared.labels[3])
+    half = ChromosomeDataset(prepared, hflip=0.5, seed=1).__getitems__(list(range(8)) * 20)
+    flipped = [bool(torch.equal(half["global"][i, 0], batch["global"][i % 8, 0]))
+               for i in range(160)]
+    same_o = [bool(torch.equal(half["object"][i, 0], batch["object"][i % 8, 0]))
+              for i in range(160)]
+    assert flipped == same_o  # one draw per sample for both images
+    assert 40 < sum(flipped) < 120
