@@ -76,7 +76,12 @@ def _rss_mb() -> float:
         return float("nan")
 
 
-def load_labelled(data: str | Path, split: str | Path | None = None, subset: str = "test", limit: int | None = None):
+def load_labelled(
+    data: str | Path,
+    split: str | Path | None = None,
+    subset: str = "test",
+    limit: int | None = None,
+):
     """Decoded images and labels of a labelled folder (optionally one split part).
 
     Returns:
@@ -104,9 +109,17 @@ def load_labelled(data: str | Path, split: str | Path | None = None, subset: str
     return images, np.array(labels, dtype=np.int64), skipped
 
 
-def bench_one(bundle, backend: str, precision: str, images: Sequence, labels: np.ndarray, batch: int,
-              single: int = 20, **options) -> BenchRow:
-    """Benchmark one backend x precision; an unavailable combination gives a status, not an error."""
+def bench_one(
+    bundle,
+    backend: str,
+    precision: str,
+    images: Sequence,
+    labels: np.ndarray,
+    batch: int,
+    single: int = 20,
+    **options,
+) -> BenchRow:
+    """Benchmark one backend x precision; an unavailable combination is a status, not an error."""
     from .backends import BackendUnavailable
     from .runtime.classifier import Classifier
 
@@ -127,7 +140,10 @@ def bench_one(bundle, backend: str, precision: str, images: Sequence, labels: np
     try:
         info = clf.describe()
         row.device = str(info.get("device", ""))
-        row.info = {k: (v if isinstance(v, (str, int, float, bool, list)) else str(v)) for k, v in info.items()}
+        row.info = {
+            k: (v if isinstance(v, (str, int, float, bool, list)) else str(v))
+            for k, v in info.items()
+        }
         preds, reviews, batch_ms = [], [], []
         split = {"preprocess": 0.0, "branches": 0.0, "fusion": 0.0}
         t_all = time.perf_counter()
@@ -160,10 +176,13 @@ def bench_one(bundle, backend: str, precision: str, images: Sequence, labels: np
         row.macro_f1 = macro_f1(labels[:n], p)
         row.img_per_s = n / wall
         row.ms_per_img = wall * 1000.0 / n
-        row.batch_p50_ms, row.batch_p95_ms, row.batch_p99_ms = (float(np.percentile(batch_ms, q)) for q in (50, 95, 99))
+        row.batch_p50_ms, row.batch_p95_ms, row.batch_p99_ms = (
+            float(np.percentile(batch_ms, q)) for q in (50, 95, 99)
+        )
         if single_ms:
             row.single_p50_ms, row.single_p95_ms, row.single_p99_ms = (
-                float(np.percentile(single_ms, q)) for q in (50, 95, 99))
+                float(np.percentile(single_ms, q)) for q in (50, 95, 99)
+            )
         row.preprocess_ms_per_img = split["preprocess"] * 1000.0 / n
         row.branches_ms_per_img = split["branches"] * 1000.0 / n
         row.fusion_ms_per_img = split["fusion"] * 1000.0 / n
@@ -196,7 +215,9 @@ def run_bench(
     bundle = load_bundle(bundle_path)
     images, labels, skipped = load_labelled(data, split, subset, limit)
     if not images:
-        raise ValueError(f"no readable labelled images in {data}" + (f" ({subset} part)" if split else ""))
+        raise ValueError(
+            f"no readable labelled images in {data}" + (f" ({subset} part)" if split else "")
+        )
     combos = [(b, p) for b in backends for p in precisions]
     if reference in combos:
         combos.remove(reference)
@@ -207,7 +228,9 @@ def run_bench(
         log(f"bench {backend} {precision} on {len(images)} images")
         rows.append(bench_one(bundle, backend, precision, images, labels, batch, single, **options))
         log(f"  -> {rows[-1].status}")
-    ref = next((r for r in rows if (r.backend, r.precision) == reference and r.status == "ok"), None)
+    ref = next(
+        (r for r in rows if (r.backend, r.precision) == reference and r.status == "ok"), None
+    )
     for r in rows:
         if ref is not None and r.status == "ok" and r.predictions is not None:
             r.drop_points = 100.0 * (ref.accuracy - r.accuracy)
@@ -228,7 +251,9 @@ def run_bench(
     }
 
 
-def check_floor(report: dict, min_accuracy: float | None = None, max_drop: float | None = None) -> list[str]:
+def check_floor(
+    report: dict, min_accuracy: float | None = None, max_drop: float | None = None
+) -> list[str]:
     """Rows (status ok) below ``min_accuracy`` (0..1) or dropping more than ``max_drop`` points."""
     out = []
     for r in report["rows"]:
@@ -246,17 +271,44 @@ def machine() -> dict:
     cpu = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu
+            )
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "system": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+    }
 
 
 CSV_COLUMNS = (
-    "backend", "precision", "status", "device", "file_mb", "images", "accuracy", "macro_f1", "drop_points",
-    "agreement", "img_per_s", "ms_per_img", "batch_p50_ms", "batch_p95_ms", "batch_p99_ms", "single_p50_ms",
-    "single_p95_ms", "single_p99_ms", "preprocess_ms_per_img", "branches_ms_per_img", "fusion_ms_per_img",
-    "preprocess_share", "review_rate", "rss_added_mb",
+    "backend",
+    "precision",
+    "status",
+    "device",
+    "file_mb",
+    "images",
+    "accuracy",
+    "macro_f1",
+    "drop_points",
+    "agreement",
+    "img_per_s",
+    "ms_per_img",
+    "batch_p50_ms",
+    "batch_p95_ms",
+    "batch_p99_ms",
+    "single_p50_ms",
+    "single_p95_ms",
+    "single_p99_ms",
+    "preprocess_ms_per_img",
+    "branches_ms_per_img",
+    "fusion_ms_per_img",
+    "preprocess_share",
+    "review_rate",
+    "rss_added_mb",
 )
 
 

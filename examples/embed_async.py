@@ -34,6 +34,8 @@ def main() -> int:
 
     bundle = args.bundle
     with Classifier(bundle, backend="onnxruntime", precision="fp32") as clf:
+        # The queue behind submit(): at most 16 waiting requests, then back-pressure.
+        queue = clf.start_queue(max_queue=16)
 
         def camera(cam: int) -> None:
             for frame in range(args.frames):
@@ -64,6 +66,9 @@ def main() -> int:
     total = args.threads * args.frames
     for key in sorted(calls):
         print(f"camera {key[0]} frame {key[1]}: {calls[key]}")
+    lat = queue.latency_stats()  # submit to result, queue wait included
+    print(f"latency per call: p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms "
+          f"over {lat['calls']} calls")
     print(f"{len(calls)}/{total} frames called back ({bundle})")
     return 0 if len(calls) == total else 1
 

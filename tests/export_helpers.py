@@ -39,7 +39,10 @@ def make_dataset(root: Path, groups: int = 5, per_group: int = 1) -> tuple[Path,
         folder.mkdir(parents=True, exist_ok=True)
         for g in range(groups):
             for k in range(per_group):
-                cv2.imwrite(str(folder / f"clase{ci + 1}_{k}_G{g:03d}.1.png"), crop(ci, 1000 * ci + 10 * g + k))
+                cv2.imwrite(
+                    str(folder / f"clase{ci + 1}_{k}_G{g:03d}.1.png"),
+                    crop(ci, 1000 * ci + 10 * g + k),
+                )
     split = make_split(scan_folder(root).samples, test=0.2, val=0.2, seed=0)
     split_path = root.parent / f"{root.name}_split.json"
     write_split(split, split_path)
@@ -55,7 +58,9 @@ def make_run(run_dir: Path, input_size: int = INPUT_SIZE) -> Path:
     from edge_iapp.train.run import RunConfig
 
     torch.manual_seed(0)
-    cfg = RunConfig(backbone="resnet18", preprocess=PreprocessConfig(canvas=96, input_size=input_size))
+    cfg = RunConfig(
+        backbone="resnet18", preprocess=PreprocessConfig(canvas=96, input_size=input_size)
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir)
     model = create_model("resnet18")
@@ -82,9 +87,18 @@ def tiny_bundle(tmp_path_factory, precisions=("fp32", "fp16", "int8")) -> Path:
     run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
 
     def build(folder: Path) -> Path:
-        return Path(export_bundle(
-            run, folder / "bundle", precisions, calib_data=data, calib_split=split, calib_size=24,
-            calib_method="max", parity_size=24, log=lambda _m: None,
-        ).path)
+        return Path(
+            export_bundle(
+                run,
+                folder / "bundle",
+                precisions,
+                calib_data=data,
+                calib_split=split,
+                calib_size=24,
+                calib_method="max",
+                parity_size=24,
+                log=lambda _m: None,
+            ).path
+        )
 
     return shared(tmp_path_factory, "bundle-" + "-".join(precisions), build)

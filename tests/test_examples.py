@@ -42,6 +42,7 @@ def test_embed_predict_synthetic_and_files(tiny_bundle, tmp_path):
 def test_embed_async_calls_back_every_frame(tiny_bundle):
     out = run_example("embed_async.py", str(tiny_bundle), "--threads", "4", "--frames", "5")
     assert "20/20 frames called back" in out
+    assert re.search(r"latency per call: p50 \d+ ms, p95 \d+ ms over 20 calls", out)
     frames = [ln for ln in out.splitlines() if ln.startswith("camera ")]
     assert len(frames) == 20 and not any("error" in ln or "dropped" in ln for ln in frames)
 

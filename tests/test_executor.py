@@ -232,7 +232,8 @@ def test_callbacks_latency_and_a_raising_callback(classifier, crops):
     assert ex.stats()["callback_errors"] == 1
     assert all(f.latency_s > 0 for f in futures)
     lat = ex.latency_stats()
-    assert lat["count"] == 6 and 0 < lat["p50_s"] <= lat["max_s"]
+    assert lat["calls"] == 6 and 0 < lat["p50_ms"] <= lat["max_ms"]
+    assert lat["max_ms"] == pytest.approx(1000 * max(f.latency_s for f in futures))
 
 
 def test_a_list_is_several_images_and_an_empty_request_is_done_at_once(classifier, crops):
@@ -307,3 +308,23 @@ def test_requests_of_an_unclosed_classifier_finish_at_interpreter_exit(tiny_bund
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "called back 3" in proc.stdout
+
+
+def test_several_workers_give_the_same_results(classifier, crops):
+    serial = classifier.predict(crops[:12])
+    with BatchExecutor(classifier.predict, workers=3, batch_size=2, max_queue=4) as ex:
+        futures: dict[int, object] = {}
+
+        def feed(start: int) -> None:
+            for i in range(start, 12, 4):
+                futures[i] = ex.submit(crops[i])  # max_queue 4: some submits block
+
+        threads = [threading.Thread(target=feed, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        got = {i: f.result(timeout=120)[0] for i, f in futures.items()}
+    assert sorted(got) == list(range(12))
+    for i in range(12):
+        _same(got[i], serial[i])

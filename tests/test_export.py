@@ -37,7 +37,9 @@ def test_three_graphs_per_precision_with_dynamic_batch(bundle):
             assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
             sess = _session(bundle.file(branch, precision))
             for n in (1, 3):
-                outs = sess.run(None, {"input": np.full((n, 1, INPUT_SIZE, INPUT_SIZE), 0.5, np.float32)})
+                outs = sess.run(
+                    None, {"input": np.full((n, 1, INPUT_SIZE, INPUT_SIZE), 0.5, np.float32)}
+                )
                 assert outs[0].shape == (n, 24)
                 assert all(o.dtype == np.float32 for o in outs)
                 if branch == "object":

@@ -72,24 +72,31 @@ def test_round_trip_cuts_every_chromosome_into_its_class(tmp_path, make_crop):
                for r in rows)
 
 
-def test_touching_homologues_are_listed_not_written(tmp_path, make_crop):
+def test_crossing_chromosomes_are_listed_not_written(tmp_path, make_crop):
     image = _karyogram(make_crop, _normal("XY"))
-    box = layout_of_renderer().slots["2"]
-    x, y, w, h = box
-    # A dark bar joining the two 2s into one component crossing the slot.
-    image[y + h - 60 : y + h - 50, x + 20 : x + w - 20] = 40
+    x, y, w, h = layout_of_renderer().slots["2"]
+    # A chromosome crossing the first 2 (sub-box centre x + w/4): an X-like overlap.
+    cx, cy = x + w // 4, y + h - 70
+    bar = np.ascontiguousarray(make_crop(84, 22, 5).T)
+    region = image[cy - 11 : cy + 11, cx - 42 : cx + 42]
+    np.minimum(region, bar[:, :, None], out=region)
     path = tmp_path / "k.png"
     cv2.imwrite(str(path), image)
     stats = cut_karyograms(path, load_layout(EXAMPLE), tmp_path / "out")
-    assert stats.clusters >= 1
-    assert stats.per_class["2"] == 0
+    assert stats.clusters == 1
+    assert stats.per_class["2"] == 1
+    with open(tmp_path / "out" / "from_karyograms.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["class"] == "2"]
+    assert [r["status"] for r in rows].count("cluster") == 1
+    assert any(r["status"] == "warning" and "1 chromosome" in r["note"] for r in rows)
 
 
 @pytest.mark.parametrize(
     ("data", "match"),
     [
         ({"format": "x"}, "format"),
-        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [0, 5], "slots": {}}, "image_size"),
+        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [0, 5], "slots": {}},
+         "image_size"),
         ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
           "slots": {"25": [0, 0, 1, 1]}}, "chromosome class"),
         ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],

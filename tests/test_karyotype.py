@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_iapp.classes import CLASS_NAMES
-from edge_iapp.scoring.consistency import capacities, hungarian, reassign
+from edge_iapp.scoring.consistency import capacities, hungarian, reassign, solve_assignment
 from edge_iapp.scoring.karyotype import karyotype
 
 
@@ -150,3 +150,32 @@ def test_hungarian_is_optimal_against_brute_force(seed):
         sum(cost[i, c] for i, c in enumerate(perm)) for perm in itertools.permutations(range(m), n)
     )
     assert cost[np.arange(n), cols].sum() == pytest.approx(best)
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_scipy_and_fallback_agree_on_cell_sized_problems(seed):
+    pytest.importorskip("scipy")
+    rng = np.random.default_rng(seed)
+    cost = -np.log(rng.dirichlet(np.ones(24) * 0.3, size=46).clip(1e-12))
+    cost = np.repeat(cost, 3, axis=1) + np.tile([0.0, 0.0, 2.0], 24)
+    a, b = hungarian(cost), solve_assignment(cost)
+    assert cost[np.arange(46), a].sum() == pytest.approx(cost[np.arange(46), b].sum())
+
+
+def test_reassign_without_scipy_gives_the_same_cost(monkeypatch):
+    import builtins
+
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(24), size=46)
+    with_scipy = reassign(p, threshold=0.9)
+    real_import = builtins.__import__
+
+    def no_scipy(name, *args, **kwargs):
+        if name.startswith("scipy"):
+            raise ImportError("no scipy here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_scipy)
+    without = reassign(p, threshold=0.9)
+    assert without.cost == pytest.approx(with_scipy.cost)
+    assert without.sex_hypothesis == with_scipy.sex_hypothesis

@@ -13,7 +13,13 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_iapp.preprocess import PreprocessConfig, global_canvas, network_input, object_zoom, part_zoom
+from edge_iapp.preprocess import (
+    PreprocessConfig,
+    global_canvas,
+    network_input,
+    object_zoom,
+    part_zoom,
+)
 from edge_iapp.preprocess.polarity import border_median
 from tests.conftest import chromosome_crop
 
@@ -179,11 +185,28 @@ def test_network_input_float32_and_half(hk):
 def test_float_to_half_rounding(hk):
     """Round to nearest even, subnormals, overflow: as NumPy's float16 cast."""
     rng = np.random.default_rng(0)
-    values = np.concatenate([
-        rng.normal(size=20000).astype(np.float32) * np.float32(2.0) ** rng.integers(-30, 18, 20000),
-        np.array([0.0, -0.0, 65504.0, 65520.0, 65519.0, 1e-8, 2.0**-25, 2.0**-24, 3 * 2.0**-26,
-                  np.inf, -np.inf], dtype=np.float32),
-    ]).astype(np.float32)
+    values = np.concatenate(
+        [
+            rng.normal(size=20000).astype(np.float32)
+            * np.float32(2.0) ** rng.integers(-30, 18, 20000),
+            np.array(
+                [
+                    0.0,
+                    -0.0,
+                    65504.0,
+                    65520.0,
+                    65519.0,
+                    1e-8,
+                    2.0**-25,
+                    2.0**-24,
+                    3 * 2.0**-26,
+                    np.inf,
+                    -np.inf,
+                ],
+                dtype=np.float32,
+            ),
+        ]
+    ).astype(np.float32)
     got = hk.float_to_half(values)
     with np.errstate(over="ignore"):
         want = values.astype(np.float16)
@@ -219,7 +242,9 @@ def test_device_preprocessor_glue_emulated(hk, monkeypatch, half):
         o = object_zoom(g.images, cfg)
         p = part_zoom(o.images, maps, cfg)
         assert np.array_equal(got.global_images, g.images)
-        assert np.array_equal(got.object_masks, o.masks) and np.array_equal(got.object_boxes, o.boxes)
+        assert np.array_equal(got.object_masks, o.masks) and np.array_equal(
+            got.object_boxes, o.boxes
+        )
         assert np.array_equal(got.object_fallback, o.fallback)
         assert_pixels_close(got.object_images, o.images)
         assert np.array_equal(got.part_masks, p.masks) and np.array_equal(got.part_boxes, p.boxes)
@@ -228,6 +253,13 @@ def test_device_preprocessor_glue_emulated(hk, monkeypatch, half):
         want_in = network_input(g.images)
         assert np.array_equal(got.global_input, want_in.astype(np.float16) if half else want_in)
     names = [name for name, _, _ in emu.launches]
-    assert names[:7] == ["iapp_reset", "iapp_global_canvas", "iapp_erode", "iapp_dilate_box",
-                         "iapp_object_zoom", "iapp_part_select", "iapp_part_zoom"]
+    assert names[:7] == [
+        "iapp_reset",
+        "iapp_global_canvas",
+        "iapp_erode",
+        "iapp_dilate_box",
+        "iapp_object_zoom",
+        "iapp_part_select",
+        "iapp_part_zoom",
+    ]
     pre.close()

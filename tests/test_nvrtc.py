@@ -24,8 +24,13 @@ except launcher.KernelError:
 needs_nvrtc = pytest.mark.skipif(not nvrtc_available, reason="cuda-bindings/NVRTC not installed")
 TARGETS = (75, 87, 90, 110)
 KERNELS = {
-    "iapp_reset", "iapp_global_canvas", "iapp_erode", "iapp_dilate_box", "iapp_object_zoom",
-    "iapp_part_select", "iapp_part_zoom",
+    "iapp_reset",
+    "iapp_global_canvas",
+    "iapp_erode",
+    "iapp_dilate_box",
+    "iapp_object_zoom",
+    "iapp_part_select",
+    "iapp_part_zoom",
 }
 
 
@@ -112,9 +117,31 @@ def test_nvcc_accepts_the_source(tmp_path, arch):
     src = tmp_path / "kernels.cu"
     src.write_text(launcher.kernel_source())
     out = tmp_path / f"k{arch}.cubin"
-    cmd = ["nvcc", "-std=c++17", "-fmad=false", "-cubin", f"-arch=sm_{arch}", "-o", str(out), str(src)]
+    cmd = [
+        "nvcc",
+        "-std=c++17",
+        "-fmad=false",
+        "-cubin",
+        f"-arch=sm_{arch}",
+        "-o",
+        str(out),
+        str(src),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr.lower(), done.stderr
     sizes = launcher.cubin_param_sizes(out.read_bytes())
     assert set(launcher.parse_signatures()) <= set(sizes)
+
+
+@needs_nvrtc
+def test_no_local_memory_per_thread():
+    """Per-thread stack frames reserve local memory for every resident thread of the GPU
+    (a 12 KB frame is ~3 GB on an H100, more than an Orin Nano can spare): keep them at 0."""
+    import re
+
+    compiled = launcher.compile_source(87, "cubin", extra=("--ptxas-options=-v",))
+    frames = [int(m) for m in re.findall(r"(\d+) bytes stack frame", compiled.log)]
+    assert len(frames) >= len(KERNELS)
+    assert max(frames) == 0, compiled.log
+    assert "spill" in compiled.log and not re.search(r"[1-9]\d* bytes spill", compiled.log)

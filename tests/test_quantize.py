@@ -1,4 +1,4 @@
-"""INT8 Q/DQ: the checker accepts our graphs and rejects TensorRT-hostile ones; calibration set rules."""
+"""INT8 Q/DQ: the checker passes our graphs and rejects TensorRT-hostile ones; calibration set."""
 
 from __future__ import annotations
 
@@ -71,15 +71,22 @@ def test_our_int8_graphs_follow_tensorrt_rules_concretely(bundle):
     # Nothing after the backbone is quantized: the part-map sums read float tensors.
     for n in model.graph.node:
         if n.op_type in ("ReduceSum", "Sigmoid", "Gemm"):
-            assert all(prod.get(t) is None or prod[t].op_type != "DequantizeLinear" for t in n.input)
+            assert all(
+                prod.get(t) is None or prod[t].op_type != "DequantizeLinear" for t in n.input
+            )
 
 
 def test_checker_rejects_ort_default_asymmetric_uint8(bundle, tmp_path):
     from onnxruntime.quantization import QuantFormat, QuantType
 
     # ORT's classic defaults: asymmetric uint8 activations and weights, per-tensor.
-    bad = _ort_quantize(bundle.file("global", "fp32"), tmp_path / "bad.onnx", quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8)
+    bad = _ort_quantize(
+        bundle.file("global", "fp32"),
+        tmp_path / "bad.onnx",
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QUInt8,
+    )
     text = "\n".join(check_qdq_rules(bad))
     assert "zero-point is uint8" in text
     assert "asymmetric" in text
@@ -90,7 +97,9 @@ def test_checker_rejects_ort_current_defaults(bundle, tmp_path):
     from onnxruntime.quantization import QuantFormat
 
     # ORT 1.2x+ defaults to int8 but still asymmetric, per-tensor, with int32 biases.
-    bad = _ort_quantize(bundle.file("global", "fp32"), tmp_path / "bad.onnx", quant_format=QuantFormat.QDQ)
+    bad = _ort_quantize(
+        bundle.file("global", "fp32"), tmp_path / "bad.onnx", quant_format=QuantFormat.QDQ
+    )
     text = "\n".join(check_qdq_rules(bad))
     assert "asymmetric" in text and "per-channel" in text and "bias" in text
 
@@ -98,8 +107,13 @@ def test_checker_rejects_ort_current_defaults(bundle, tmp_path):
 def test_checker_rejects_qoperator_format(bundle, tmp_path):
     from onnxruntime.quantization import QuantFormat, QuantType
 
-    bad = _ort_quantize(bundle.file("global", "fp32"), tmp_path / "qop.onnx", quant_format=QuantFormat.QOperator,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    bad = _ort_quantize(
+        bundle.file("global", "fp32"),
+        tmp_path / "qop.onnx",
+        quant_format=QuantFormat.QOperator,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     assert any("QOperator" in v for v in check_qdq_rules(bad))
 
 
@@ -107,8 +121,12 @@ def test_checker_rejects_unfused_residual_adds_and_quantized_part_maps(bundle, t
     from onnxruntime.quantization import QuantFormat, QuantType
 
     bad = _ort_quantize(
-        bundle.file("object", "fp32"), tmp_path / "se.onnx", quant_format=QuantFormat.QDQ,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True,
+        bundle.file("object", "fp32"),
+        tmp_path / "se.onnx",
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
         op_types_to_quantize=["Conv", "Add", "Mul"],
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )
@@ -122,7 +140,9 @@ def test_checker_rejects_unfused_residual_adds_and_quantized_part_maps(bundle, t
 def test_quantize_methods_give_valid_graphs(bundle, tmp_path, method):
     from edge_iapp.export.quantize import quantize_int8
 
-    info = quantize_int8(bundle.file("part", "fp32"), tmp_path / f"{method}.onnx", _calib(), method=method)
+    info = quantize_int8(
+        bundle.file("part", "fp32"), tmp_path / f"{method}.onnx", _calib(), method=method
+    )
     assert info["method"] == method and info["residual_adds_fused"] == 8
     assert check_qdq_rules(tmp_path / f"{method}.onnx") == []
 
@@ -134,11 +154,19 @@ def test_percentile_clips_ranges_below_max(bundle, tmp_path):
 
     scales = {}
     for method in ("max", "percentile"):
-        quantize_int8(bundle.file("part", "fp32"), tmp_path / f"{method}.onnx", _calib(), method=method,
-                      percentile=99.0)
+        quantize_int8(
+            bundle.file("part", "fp32"),
+            tmp_path / f"{method}.onnx",
+            _calib(),
+            method=method,
+            percentile=99.0,
+        )
         m = onnx.load(str(tmp_path / f"{method}.onnx"))
-        scales[method] = {t.name: float(numpy_helper.to_array(t)) for t in m.graph.initializer
-                          if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1}
+        scales[method] = {
+            t.name: float(numpy_helper.to_array(t))
+            for t in m.graph.initializer
+            if t.name.endswith("_scale") and numpy_helper.to_array(t).size == 1
+        }
     common = set(scales["max"]) & set(scales["percentile"])
     assert common
     assert all(scales["percentile"][k] <= scales["max"][k] * (1 + 1e-6) for k in common)
@@ -159,14 +187,22 @@ def test_unknown_method_and_empty_calibration_are_errors(bundle, tmp_path):
     with pytest.raises(ValueError, match="calibration method"):
         quantize_int8(bundle.file("part", "fp32"), tmp_path / "x.onnx", _calib(), method="kl")
     with pytest.raises(QuantizationError, match="M > 0"):
-        quantize_int8(bundle.file("part", "fp32"), tmp_path / "x.onnx", np.zeros((0, 1, 8, 8), np.float32))
+        quantize_int8(
+            bundle.file("part", "fp32"), tmp_path / "x.onnx", np.zeros((0, 1, 8, 8), np.float32)
+        )
 
 
 # -- the calibration set --------------------------------------------------------------------
 
+
 def _samples(per_class=6, groups=3, classes=CLASS_NAMES):
-    return [SimpleNamespace(path=Path(f"/d/{c}/f{c}_{k}_G{k % groups}.png"), class_name=c, group=f"G{k % groups}")
-            for c in classes for k in range(per_class)]
+    return [
+        SimpleNamespace(
+            path=Path(f"/d/{c}/f{c}_{k}_G{k % groups}.png"), class_name=c, group=f"G{k % groups}"
+        )
+        for c in classes
+        for k in range(per_class)
+    ]
 
 
 def test_selection_is_stratified_spread_and_deterministic():

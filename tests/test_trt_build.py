@@ -16,7 +16,12 @@ import numpy as np
 import pytest
 
 from edge_iapp.backends.tensorrt import cache
-from edge_iapp.backends.tensorrt.profiles import ProfileError, list_profiles, load_profile, parse_profile
+from edge_iapp.backends.tensorrt.profiles import (
+    ProfileError,
+    list_profiles,
+    load_profile,
+    parse_profile,
+)
 from edge_iapp.backends.tensorrt.runner import io_specs, plan_bindings, split_batch
 
 rtx = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx is not installed")
@@ -44,8 +49,15 @@ def trt():
 
 @pytest.fixture(scope="module")
 def small_profile():
-    return load_profile("l4").__class__(**{**load_profile("l4").to_dict(), "name": "test-sm86",
-                                           "sm": SM, "batch_max": 64, "workspace_mib": 256})
+    return load_profile("l4").__class__(
+        **{
+            **load_profile("l4").to_dict(),
+            "name": "test-sm86",
+            "sm": SM,
+            "batch_max": 64,
+            "workspace_mib": 256,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,14 +67,20 @@ def built(typed_bundle, trt, small_profile):
 
     bundle = load_bundle(typed_bundle)
     events = []
-    records = build_bundle_engines(bundle, small_profile, PRECISIONS, trt, Target("any sm_86", SM),
-                                   on_engine=lambda r, c: events.append(c))
+    records = build_bundle_engines(
+        bundle,
+        small_profile,
+        PRECISIONS,
+        trt,
+        Target("any sm_86", SM),
+        on_engine=lambda r, c: events.append(c),
+    )
     assert events == [False] * 9  # all freshly built
     return bundle, {(r["key"]["branch"], r["key"]["precision"]): r for r in records}
 
 
 def test_profiles_all_present_and_valid():
-    assert PROFILES <= set(list_profiles())
+    assert set(list_profiles()) >= PROFILES
     for name in PROFILES:
         p = load_profile(name)
         assert p.batch_min == 1 and p.batch_opt == 46 and p.batch_max >= 46
@@ -74,8 +92,14 @@ def test_profiles_all_present_and_valid():
 def test_profile_errors():
     with pytest.raises(ProfileError, match="known: .*h100"):
         load_profile("no-such-device")
-    base = {"name": "x", "sm": 90, "precision": "int8", "workspace_mib": 64,
-            "builder_optimization_level": 3, "batch": {"min": 1, "opt": 46, "max": 8}}
+    base = {
+        "name": "x",
+        "sm": 90,
+        "precision": "int8",
+        "workspace_mib": 64,
+        "builder_optimization_level": 3,
+        "batch": {"min": 1, "opt": 46, "max": 8},
+    }
     with pytest.raises(ProfileError, match="min <= opt <= max"):
         parse_profile(base)
     with pytest.raises(ProfileError, match="precision"):
@@ -107,7 +131,9 @@ def test_precision_is_in_the_engine(built):
     _, records = built
     for branch in ("global", "object", "part"):
         r32, r16, r8 = (records[(branch, p)] for p in PRECISIONS)
-        assert r32["build"]["layers"]["quantize"] == 0 and r32["build"]["layers"]["half_tensors"] == 0
+        assert (
+            r32["build"]["layers"]["quantize"] == 0 and r32["build"]["layers"]["half_tensors"] == 0
+        )
         assert r16["build"]["layers"]["half_tensors"] > 0
         assert r8["build"]["layers"]["quantize"] > 0 and r8["build"]["layers"]["dequantize"] > 0
         assert r16["bytes"] < 0.6 * r32["bytes"]
@@ -140,15 +166,25 @@ def test_second_build_uses_the_cache(built, trt, small_profile):
     engine = cache.engine_dir(bundle.path) / records[("part", "int8")]["engine"]
     mtime = engine.stat().st_mtime_ns
     events = []
-    build_bundle_engines(bundle, small_profile, ["int8"], trt, Target("any sm_86", SM),
-                         on_engine=lambda r, c: events.append(c))
+    build_bundle_engines(
+        bundle,
+        small_profile,
+        ["int8"],
+        trt,
+        Target("any sm_86", SM),
+        on_engine=lambda r, c: events.append(c),
+    )
     assert events == [True, True, True] and engine.stat().st_mtime_ns == mtime
 
 
 def _check(record, folder, bundle, **over):
-    args = {"trt_module": "tensorrt_rtx", "trt_version": record["key"]["trt_version"],
-            "compute_capability": "8.6", "onnx_sha256": record["key"]["onnx_sha256"],
-            "bundle_path": bundle.path}
+    args = {
+        "trt_module": "tensorrt_rtx",
+        "trt_version": record["key"]["trt_version"],
+        "compute_capability": "8.6",
+        "onnx_sha256": record["key"]["onnx_sha256"],
+        "bundle_path": bundle.path,
+    }
     args.update(over)
     return cache.check_record(record, folder, **args)
 
@@ -158,9 +194,14 @@ def test_load_checks_name_what_was_expected(built, tmp_path):
     folder = cache.engine_dir(bundle.path)
     r = records[("global", "fp16")]
     assert _check(r, folder, bundle) == folder / r["engine"]
-    with pytest.raises(cache.EngineMismatch, match=r"tensorrt_rtx 1\..* this machine has tensorrt 10.3.0.*edge-iapp build"):
+    with pytest.raises(
+        cache.EngineMismatch,
+        match=r"tensorrt_rtx 1\..* this machine has tensorrt 10.3.0.*edge-iapp build",
+    ):
         _check(r, folder, bundle, trt_module="tensorrt", trt_version="10.3.0")
-    with pytest.raises(cache.EngineMismatch, match="compute capability 8.6.*this GPU is 8.7.*--precision fp16"):
+    with pytest.raises(
+        cache.EngineMismatch, match="compute capability 8.6.*this GPU is 8.7.*--precision fp16"
+    ):
         _check(r, folder, bundle, compute_capability="8.7")
     with pytest.raises(cache.EngineMismatch, match="different global.fp16.onnx"):
         _check(r, folder, bundle, onnx_sha256="0" * 64)
@@ -177,18 +218,39 @@ def test_select_record(built):
     bundle, records = built
     folder = cache.engine_dir(bundle.path)
     r, path = cache.select_record(
-        folder, "object", "int8", trt_module="tensorrt_rtx",
-        trt_version=records[("object", "int8")]["key"]["trt_version"], compute_capability="8.6",
-        onnx_sha256=None, bundle_path=bundle.path)
+        folder,
+        "object",
+        "int8",
+        trt_module="tensorrt_rtx",
+        trt_version=records[("object", "int8")]["key"]["trt_version"],
+        compute_capability="8.6",
+        onnx_sha256=None,
+        bundle_path=bundle.path,
+    )
     assert r["digest"] == records[("object", "int8")]["digest"] and path.is_file()
     with pytest.raises(cache.EngineMismatch, match="this GPU is 9.0"):
-        cache.select_record(folder, "object", "int8", trt_module="tensorrt_rtx",
-                            trt_version=r["key"]["trt_version"], compute_capability="9.0",
-                            onnx_sha256=None, bundle_path=bundle.path)
+        cache.select_record(
+            folder,
+            "object",
+            "int8",
+            trt_module="tensorrt_rtx",
+            trt_version=r["key"]["trt_version"],
+            compute_capability="9.0",
+            onnx_sha256=None,
+            bundle_path=bundle.path,
+        )
     with pytest.raises(cache.EngineMismatch, match="no part fp32 engine .* for profile h100"):
-        cache.select_record(folder, "part", "fp32", trt_module="x", trt_version="1",
-                            compute_capability="9.0", onnx_sha256=None, bundle_path=bundle.path,
-                            profile="h100")
+        cache.select_record(
+            folder,
+            "part",
+            "fp32",
+            trt_module="x",
+            trt_version="1",
+            compute_capability="9.0",
+            onnx_sha256=None,
+            bundle_path=bundle.path,
+            profile="h100",
+        )
 
 
 def test_mislabelled_precision_is_refused(typed_bundle, trt, small_profile):
@@ -218,7 +280,11 @@ def test_binding_plan_from_engine_io(built):
     _, records = built
     specs = io_specs(records[("object", "fp16")]["io"])
     plan = plan_bindings(specs, 46, (1, 64))
-    assert plan == {"input": 46 * 64 * 64 * 4, "logits": 46 * 24 * 4, "part_maps": 46 * 2 * 2 * 2 * 4}
+    assert plan == {
+        "input": 46 * 64 * 64 * 4,
+        "logits": 46 * 24 * 4,
+        "part_maps": 46 * 2 * 2 * 2 * 4,
+    }
     with pytest.raises(ValueError, match="outside the engine's profile 1..64"):
         plan_bindings(specs, 65, (1, 64))
     assert split_batch(130, 64) == [(0, 44), (44, 87), (87, 130)]
@@ -247,13 +313,37 @@ def test_cli_build_with_rtx_and_doctor(typed_bundle, built):
 
     from edge_iapp.cli.main import app
 
-    res = CliRunner().invoke(app, ["build", str(typed_bundle), "--profile", "l4", "--precision",
-                                   "int8", "--trt-module", "tensorrt_rtx", "--sm", "86",
-                                   "--no-progress"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(typed_bundle),
+            "--profile",
+            "l4",
+            "--precision",
+            "int8",
+            "--trt-module",
+            "tensorrt_rtx",
+            "--sm",
+            "86",
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert res.output.count("int8:") == 3 and "engines.json" in res.output
-    res = CliRunner().invoke(app, ["build", str(typed_bundle), "--profile", "l4", "--trt-module",
-                                   "tensorrt_rtx", "--sm", "87"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "build",
+            str(typed_bundle),
+            "--profile",
+            "l4",
+            "--trt-module",
+            "tensorrt_rtx",
+            "--sm",
+            "87",
+        ],
+    )
     assert res.exit_code == 2 and "sm_87" in res.output
     res = CliRunner().invoke(app, ["doctor", "--json"])
     assert res.exit_code == 0
@@ -329,7 +419,12 @@ def test_gpu_backend_pipeline_emulated(built, trt, monkeypatch, tmp_path):
     from edge_iapp.backends.tensorrt.gpu_backend import TensorRTBackend
     from edge_iapp.backends.tensorrt.probe import GpuInfo
     from edge_iapp.data.imread import from_array
-    from edge_iapp.kernels.host import EmulatedKernelModule, HostKernels, HostMemoryCudart, build_host_library
+    from edge_iapp.kernels.host import (
+        EmulatedKernelModule,
+        HostKernels,
+        HostMemoryCudart,
+        build_host_library,
+    )
     from tests.conftest import chromosome_crop
 
     monkeypatch.setattr(trt_pkg, "cudart", HostMemoryCudart, raising=False)
@@ -337,8 +432,10 @@ def test_gpu_backend_pipeline_emulated(built, trt, monkeypatch, tmp_path):
     bundle, records = built
     be = TensorRTBackend(bundle, "fp32")
     be.gpu, be.trt = GpuInfo(0, "emulated", (8, 6), 0), trt
-    be.runners = {b: _OrtRunner(records[(b, "fp32")], bundle.file(b, "fp32"))
-                  for b in ("global", "object", "part")}
+    be.runners = {
+        b: _OrtRunner(records[(b, "fp32")], bundle.file(b, "fp32"))
+        for b in ("global", "object", "part")
+    }
     for r in be.runners.values():  # a small max batch so that 70 images take two chunks
         r.batch_range = (1, 40)
     be._plan()
@@ -357,3 +454,48 @@ def test_gpu_backend_pipeline_emulated(built, trt, monkeypatch, tmp_path):
         assert np.array_equal(got.flags[flag], want.flags[flag]), flag
     assert got.flags["object_fallback"][-1]
     assert be.describe()["input_dtype"] == "float32"
+    # warm-up, and two threads at once: each gets its own workspace (buffers, contexts)
+    be.warmup()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        outs = list(pool.map(lambda ims: be.run_pipeline(ims), [images[:30], images[30:]]))
+    assert len(be._workspaces) >= 2  # the test's thread + pool thread(s)
+    for out, (lo, hi) in zip(outs, [(0, 30), (30, 70)], strict=True):
+        np.testing.assert_allclose(out.logits["part"], want.logits["part"][lo:hi], atol=1e-5)
+    # CUDA-graph mode: the first batch of a size runs eagerly and is captured, the next replays
+    be.options["cuda_graph"] = True
+    calls = len(be.runners["part"].batches)
+    first, second = be.run_pipeline(images[:46]), be.run_pipeline(images[:46])
+    assert len(be._local.ws.graphs) == 1  # 46 = 23 + 23: one batch size, one graph
+    assert len(be.runners["part"].batches) == calls + 4
+    for out in (first, second):
+        np.testing.assert_allclose(out.logits["object"], want.logits["object"][:46], atol=1e-5)
+        assert np.array_equal(out.flags["part_fallback"], want.flags["part_fallback"][:46])
+    be.close()
+    assert not be._workspaces and not be.runners
+
+
+def test_progress_monitor_reports_build_phases(typed_bundle, trt, small_profile):
+    from edge_iapp.backends.tensorrt.builder import Target, build_engine
+
+    class Recorder:  # the part of rich.progress.Progress the monitor uses
+        def __init__(self):
+            self.added, self.updates, self.removed = [], 0, 0
+
+        def add_task(self, description, total):
+            self.added.append(description.strip())
+            return len(self.added)
+
+        def update(self, task, completed):
+            self.updates += 1
+
+        def remove_task(self, task):
+            self.removed += 1
+
+    rec = Recorder()
+    out = build_engine(
+        trt, typed_bundle / "part.fp32.onnx", "fp32", small_profile, Target("x", SM), progress=rec
+    )
+    assert out.engine and "Building engine" in rec.added
+    assert rec.updates > 0 and rec.removed == len(rec.added)

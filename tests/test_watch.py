@@ -257,3 +257,22 @@ def test_service_mode_picks_up_new_files_and_stops_cleanly_on_sigterm(capture, t
     assert proc.returncode == 0, output
     assert "stopping after the current batch" in output
     assert {r["file"] for r in _rows(out / "errors.csv")} == BAD
+
+
+def test_a_stop_request_ends_the_pass_after_the_current_batch(capture, tmp_path, classifier):
+    import threading
+
+    stop = threading.Event()
+
+    def predict_then_stop(paths):  # SIGTERM arrives while the first batch runs
+        stop.set()
+        return classifier.predict(paths)
+
+    with FolderWatcher(predict_then_stop, capture, tmp_path / "out", settle_s=0,
+                       batch_size=2) as w:
+        w.scan()
+        report = w.process_ready(stop)
+        assert report.classified + report.errors == 2  # one batch, then stop
+        stop.clear()
+        report = w.process_ready(stop)
+        assert report.already_done == 2

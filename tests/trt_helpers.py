@@ -24,18 +24,30 @@ def _sha(path: Path) -> str:
 
 
 def _int8(src: Path, dst: Path, rng: np.random.Generator) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter([{"input": rng.random((2, 1, SIZE, SIZE), dtype=np.float32)} for _ in range(4)])
+            self.items = iter(
+                [{"input": rng.random((2, 1, SIZE, SIZE), dtype=np.float32)} for _ in range(4)]
+            )
 
         def get_next(self):
             return next(self.items, None)
 
     quantize_static(
-        str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+        str(src),
+        str(dst),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )
 
@@ -60,8 +72,16 @@ def make_typed_bundle(folder: Path) -> Path:
         module = getattr(model, f"{branch}_branch")
         fp32 = folder / f"{branch}.fp32.onnx"
         axes = {name: {0: "batch"} for name in ["input", *outputs]}
-        torch.onnx.export(module, torch.zeros(2, 1, SIZE, SIZE), str(fp32), input_names=["input"],
-                          output_names=outputs, dynamic_axes=axes, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module,
+            torch.zeros(2, 1, SIZE, SIZE),
+            str(fp32),
+            input_names=["input"],
+            output_names=outputs,
+            dynamic_axes=axes,
+            opset_version=17,
+            dynamo=False,
+        )
         fp16 = folder / f"{branch}.fp16.onnx"
         with warnings.catch_warnings():  # "float32 number ... will be truncated": expected
             warnings.simplefilter("ignore")
@@ -69,15 +89,22 @@ def make_typed_bundle(folder: Path) -> Path:
         onnx.save(half, str(fp16))
         int8 = folder / f"{branch}.int8.onnx"
         _int8(fp32, int8, rng)
-        files[branch] = {p: {"path": f.name, "sha256": _sha(f), "bytes": f.stat().st_size}
-                         for p, f in (("fp32", fp32), ("fp16", fp16), ("int8", int8))}
+        files[branch] = {
+            p: {"path": f.name, "sha256": _sha(f), "bytes": f.stat().st_size}
+            for p, f in (("fp32", fp32), ("fp16", fp16), ("int8", int8))
+        }
     manifest = {
-        "format": "edge-iapp-bundle", "format_version": 1, "classes": list(CLASS_NAMES),
+        "format": "edge-iapp-bundle",
+        "format_version": 1,
+        "classes": list(CLASS_NAMES),
         "backbone": "resnet18",
         "preprocess": PreprocessConfig(canvas=96, input_size=SIZE).to_dict(),
-        "precisions": ["fp32", "fp16", "int8"], "files": files,
-        "branches": {b: {"input": {"name": "input", "shape": [-1, 1, SIZE, SIZE]}, "outputs": o}
-                     for b, o in OUTPUTS.items()},
+        "precisions": ["fp32", "fp16", "int8"],
+        "files": files,
+        "branches": {
+            b: {"input": {"name": "input", "shape": [-1, 1, SIZE, SIZE]}, "outputs": o}
+            for b, o in OUTPUTS.items()
+        },
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return folder

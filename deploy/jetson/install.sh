@@ -12,7 +12,8 @@
 #   4. makes /opt/edge-iapp/venv with --system-site-packages (so it sees TensorRT) and
 #      installs edge-iapp from this checkout, cuda-bindings pinned for the JetPack's
 #      CUDA, and ONNX Runtime (the CPU fall-back);
-#   5. copies the bundle, builds its TensorRT engines on this device (optional);
+#   5. installs the target profiles, copies the bundle and builds its TensorRT
+#      engines on this device (optional);
 #   6. installs the systemd unit and /etc/edge-iapp/watch.env (kept if present).
 set -euo pipefail
 
@@ -28,7 +29,7 @@ DRY_RUN=0
 JETPACK=""
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 Options:
   --bundle DIR      model bundle (edge-iapp export) to install and build engines for
@@ -115,13 +116,19 @@ run "$PREFIX/venv/bin/python" -m pip install "$SRC" "$CUDA_BINDINGS" onnxruntime
 run "$PREFIX/venv/bin/python" -c \
   'import tensorrt, edge_iapp; print("tensorrt", tensorrt.__version__, "edge-iapp", edge_iapp.__version__)'
 
-# 5. Bundle and engines (built here: engines are tied to the GPU and TensorRT version).
+# 5. Target profiles (export/*.json in the repository; a wheel install does not carry
+#    them, so they go to $PREFIX/profiles and EDGE_IAPP_PROFILES points there).
+run mkdir -p "$PREFIX/profiles"
+run cp "$SRC"/export/*.json "$PREFIX/profiles/"
+
+# Bundle and engines (built here: engines are tied to the GPU and TensorRT version;
+# they go to BUNDLE/engines/, so the bundle belongs to the service user).
 if [ -n "$BUNDLE" ]; then
   run rm -rf "$PREFIX/bundle"
   run cp -r "$BUNDLE" "$PREFIX/bundle"
   run chown -R "$SERVICE_USER:$SERVICE_USER" "$PREFIX/bundle"
-  run runuser -u "$SERVICE_USER" -- "$PREFIX/venv/bin/edge-iapp" build "$PREFIX/bundle" \
-    --profile "$PROFILE"
+  run runuser -u "$SERVICE_USER" -- env EDGE_IAPP_PROFILES="$PREFIX/profiles" \
+    "$PREFIX/venv/bin/edge-iapp" build "$PREFIX/bundle" --profile "$PROFILE"
 fi
 run chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE"
 

@@ -16,13 +16,18 @@ _REGISTRY: dict[str, str] = {
     "torch": "edge_iapp.backends.torch_backend:TorchBackend",
     "onnxruntime": "edge_iapp.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "openvino": "edge_iapp.backends.openvino_backend:OpenVINOBackend",
-    "tensorrt": "edge_iapp.backends.tensorrt_backend:TensorRTBackend",
+    "tensorrt": "edge_iapp.backends.tensorrt.gpu_backend:TensorRTBackend",
 }
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
 
 __all__ = [
-    "Backend", "BackendUnavailable", "PipelineOutput", "available_backends", "backend_class",
-    "get_backend", "register_backend",
+    "Backend",
+    "BackendUnavailable",
+    "PipelineOutput",
+    "available_backends",
+    "backend_class",
+    "get_backend",
+    "register_backend",
 ]
 
 

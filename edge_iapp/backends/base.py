@@ -73,7 +73,9 @@ def reference_front(images: Sequence, cfg) -> FrontBatch:
     g = global_canvas(crops, backgrounds, cfg)
     o = object_zoom(g.images, cfg)
     return FrontBatch(
-        global_images=g.images, object_images=o.images, shrunk=g.shrunk,
+        global_images=g.images,
+        object_images=o.images,
+        shrunk=g.shrunk,
         inverted=np.array([bool(im.polarity.inverted) for im in images], dtype=bool),
         object_fallback=o.fallback,
     )
@@ -186,11 +188,18 @@ class Backend(ABC):
         (p_logits,) = self._branch("part", px)[:1]
         t4 = time.perf_counter()
         return PipelineOutput(
-            logits={"global": np.asarray(g_logits, np.float32), "object": np.asarray(o_logits, np.float32),
-                    "part": np.asarray(p_logits, np.float32)},
+            logits={
+                "global": np.asarray(g_logits, np.float32),
+                "object": np.asarray(o_logits, np.float32),
+                "part": np.asarray(p_logits, np.float32),
+            },
             part_maps=np.asarray(part_maps, np.float32),
-            flags={"shrunk": front.shrunk, "inverted": front.inverted,
-                   "object_fallback": front.object_fallback, "part_fallback": part.fallback},
+            flags={
+                "shrunk": front.shrunk,
+                "inverted": front.inverted,
+                "object_fallback": front.object_fallback,
+                "part_fallback": part.fallback,
+            },
             timings={"preprocess": (t1 - t0) + (t3 - t2), "branches": (t2 - t1) + (t4 - t3)},
         )
 

@@ -31,14 +31,19 @@ class OpenVINOBackend(Backend):
         try:
             import openvino as ov
         except ImportError as exc:
-            raise BackendUnavailable("openvino is not installed (pip install 'edge-iapp[openvino]')") from exc
+            raise BackendUnavailable(
+                "openvino is not installed (pip install 'edge-iapp[openvino]')"
+            ) from exc
         core = ov.Core()
         if self.device not in core.available_devices:
             raise BackendUnavailable(
-                f"OpenVINO device {self.device} not present (have {', '.join(core.available_devices)})"
+                f"OpenVINO device {self.device} not present "
+                f"(have {', '.join(core.available_devices)})"
             )
-        config = {"PERFORMANCE_HINT": str(self.options.get("hint", "LATENCY")),
-                  "INFERENCE_PRECISION_HINT": "f32"}
+        config = {
+            "PERFORMANCE_HINT": str(self.options.get("hint", "LATENCY")),
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
         if self.options.get("threads"):
             config["INFERENCE_NUM_THREADS"] = int(self.options["threads"])
         for branch in BRANCHES:

@@ -23,7 +23,9 @@ class TorchBackend(Backend):
 
     def __init__(self, bundle, precision: str = "fp32", **options: Any) -> None:
         if precision != "fp32":
-            raise BackendUnavailable(f"the torch backend is the FP32 reference; {precision} is not offered")
+            raise BackendUnavailable(
+                f"the torch backend is the FP32 reference; {precision} is not offered"
+            )
         super().__init__(bundle, precision, **options)
         self._model = None
 
@@ -31,17 +33,23 @@ class TorchBackend(Backend):
         try:
             import torch
         except ImportError as exc:
-            raise BackendUnavailable("torch is not installed (pip install 'edge-iapp[train]')") from exc
+            raise BackendUnavailable(
+                "torch is not installed (pip install 'edge-iapp[train]')"
+            ) from exc
         from ..train.run import load_model
 
         source = self.bundle.manifest.get("source", {})
         run = self.options.get("run") or source.get("run")
         if not run or not Path(run).is_dir():
-            raise BackendUnavailable(f"the source training run {run!r} is not on this machine; pass run=")
+            raise BackendUnavailable(
+                f"the source training run {run!r} is not on this machine; pass run="
+            )
         ckpt = Path(run) / source.get("checkpoint", "last.pt")
         expected = source.get("checkpoint_sha256")
         if expected and ckpt.is_file() and sha256_file(ckpt) != expected:
-            raise BackendUnavailable(f"{ckpt} differs from the checkpoint this bundle was exported from")
+            raise BackendUnavailable(
+                f"{ckpt} differs from the checkpoint this bundle was exported from"
+            )
         if self.options.get("threads"):
             torch.set_num_threads(int(self.options["threads"]))
         self._model, _ = load_model(run, ckpt)

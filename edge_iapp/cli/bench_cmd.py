@@ -18,26 +18,43 @@ def _split_list(values: list[str]) -> list[str]:
 def bench_command(
     bundle: Annotated[Path, typer.Argument(help="bundle folder (from edge-iapp export)")],
     data: Annotated[Path, typer.Option("--data", help="labelled image folder <class>/<images>")],
-    split: Annotated[Path | None, typer.Option("--split", help="split file; default: all images")] = None,
-    subset: Annotated[str, typer.Option("--subset", help="split part: train, val or test")] = "test",
+    split: Annotated[
+        Path | None, typer.Option("--split", help="split file; default: all images")
+    ] = None,
+    subset: Annotated[
+        str, typer.Option("--subset", help="split part: train, val or test")
+    ] = "test",
     backend: Annotated[
-        list[str], typer.Option("--backend", "-b", help="onnxruntime, openvino, torch, tensorrt (repeat or comma list)")
+        list[str],
+        typer.Option(
+            "--backend", "-b", help="onnxruntime, openvino, torch, tensorrt (repeat or comma list)"
+        ),
     ] = ["onnxruntime,openvino,torch"],  # noqa: B006
     precision: Annotated[
         list[str], typer.Option("--precision", "-p", help="fp32, fp16, int8 (repeat or comma list)")
     ] = ["fp32,fp16,int8"],  # noqa: B006
     batch: Annotated[int, typer.Option("--batch", help="images per call (46 = one cell)")] = 46,
-    reference: Annotated[str, typer.Option("--reference", help="backend:precision for drop/agreement")] = "onnxruntime:fp32",
-    limit: Annotated[int | None, typer.Option("--limit", help="use only the first N images")] = None,
-    single: Annotated[int, typer.Option("--single", help="images timed one at a time (latency)")] = 20,
+    reference: Annotated[
+        str, typer.Option("--reference", help="backend:precision for drop/agreement")
+    ] = "onnxruntime:fp32",
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="use only the first N images")
+    ] = None,
+    single: Annotated[
+        int, typer.Option("--single", help="images timed one at a time (latency)")
+    ] = 20,
     threads: Annotated[int | None, typer.Option("--threads", help="threads per backend")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the report as JSON")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="write the report as JSON")
+    ] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="write the rows as CSV")] = None,
     min_accuracy: Annotated[
-        float | None, typer.Option("--min-accuracy", help="fail (exit 1) if a row's top-1 is below (0..1)")
+        float | None,
+        typer.Option("--min-accuracy", help="fail (exit 1) if a row's top-1 is below (0..1)"),
     ] = None,
     max_drop: Annotated[
-        float | None, typer.Option("--max-drop", help="fail (exit 1) if a row drops more top-1 points than this")
+        float | None,
+        typer.Option("--max-drop", help="fail (exit 1) if a row drops more top-1 points than this"),
     ] = None,
 ) -> None:
     """Benchmark a bundle: one row per backend x precision (accuracy, drop, speed, latency)."""
@@ -50,8 +67,18 @@ def bench_command(
     ref_backend, ref_precision = reference.split(":", 1)
     try:
         report = run_bench(
-            bundle, data, split, subset, _split_list(backend), _split_list(precision), batch,
-            (ref_backend, ref_precision), limit, single, threads, log=lambda m: console.print(m),
+            bundle,
+            data,
+            split,
+            subset,
+            _split_list(backend),
+            _split_list(precision),
+            batch,
+            (ref_backend, ref_precision),
+            limit,
+            single,
+            threads,
+            log=lambda m: console.print(m),
         )
     except (BundleError, ValueError, OSError) as exc:
         fail(str(exc))
@@ -75,21 +102,48 @@ def _print(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report['images']} images ({report['subset']}), batch {report['batch']}, "
-                        f"reference {report['reference']}, {report['machine']['cpu']}")
-    for col in ("backend", "prec", "status", "MB", "top-1", "F1", "drop pt", "agree", "img/s",
-                "batch p50/p95/p99 ms", "single p50 ms", "pre/br/fus ms/img", "pre %"):
+    table = Table(
+        title=f"{report['images']} images ({report['subset']}), batch {report['batch']}, "
+        f"reference {report['reference']}, {report['machine']['cpu']}"
+    )
+    for col in (
+        "backend",
+        "prec",
+        "status",
+        "MB",
+        "top-1",
+        "F1",
+        "drop pt",
+        "agree",
+        "img/s",
+        "batch p50/p95/p99 ms",
+        "single p50 ms",
+        "pre/br/fus ms/img",
+        "pre %",
+    ):
         table.add_column(col)
     for r in report["rows"]:
         ok = r["status"] == "ok"
         table.add_row(
-            r["backend"], r["precision"], r["status"].split(":")[0], _fmt(r["file_mb"], ".1f"),
-            _fmt(r["accuracy"], ".4f"), _fmt(r["macro_f1"], ".4f"), _fmt(r["drop_points"], "+.2f"),
-            _fmt(r["agreement"], ".4f"), _fmt(r["img_per_s"], ".1f"),
-            "/".join(_fmt(r[k], ".0f") for k in ("batch_p50_ms", "batch_p95_ms", "batch_p99_ms")) if ok else "",
+            r["backend"],
+            r["precision"],
+            r["status"].split(":")[0],
+            _fmt(r["file_mb"], ".1f"),
+            _fmt(r["accuracy"], ".4f"),
+            _fmt(r["macro_f1"], ".4f"),
+            _fmt(r["drop_points"], "+.2f"),
+            _fmt(r["agreement"], ".4f"),
+            _fmt(r["img_per_s"], ".1f"),
+            "/".join(_fmt(r[k], ".0f") for k in ("batch_p50_ms", "batch_p95_ms", "batch_p99_ms"))
+            if ok
+            else "",
             _fmt(r["single_p50_ms"], ".1f"),
-            "/".join(_fmt(r[k], ".2f") for k in ("preprocess_ms_per_img", "branches_ms_per_img",
-                                                 "fusion_ms_per_img")) if ok else "",
+            "/".join(
+                _fmt(r[k], ".2f")
+                for k in ("preprocess_ms_per_img", "branches_ms_per_img", "fusion_ms_per_img")
+            )
+            if ok
+            else "",
             _fmt(100 * r["preprocess_share"] if r["preprocess_share"] is not None else None, ".0f"),
         )
     out = Console(width=max(160, Console().width))

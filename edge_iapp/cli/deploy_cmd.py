@@ -27,20 +27,28 @@ def _precisions(values: list[str] | None, default: str) -> list[str]:
 
 def build_command(
     bundle: Annotated[Path, typer.Argument(help="model bundle folder (manifest.json)")],
-    profile: Annotated[str, typer.Option("--profile", help="target profile: export/<NAME>.json or a path")],
+    profile: Annotated[
+        str, typer.Option("--profile", help="target profile: export/<NAME>.json or a path")
+    ],
     precision: Annotated[
         list[str] | None,
-        typer.Option("--precision", "-p", help="fp32, fp16, int8 (repeat or comma list); "
-                     "default the profile's"),
+        typer.Option(
+            "--precision",
+            "-p",
+            help="fp32, fp16, int8 (repeat or comma list); default the profile's",
+        ),
     ] = None,
     trt_module: Annotated[
         str, typer.Option("--trt-module", help="tensorrt (default) | tensorrt_rtx (no GPU needed)")
     ] = "tensorrt",
     sm: Annotated[
-        int | None, typer.Option("--sm", help="TensorRT-RTX only: SM to build for (default the profile's)")
+        int | None,
+        typer.Option("--sm", help="TensorRT-RTX only: SM to build for (default the profile's)"),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="rebuild even when cached")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="draw build phases")] = True,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="draw build phases")
+    ] = True,
 ) -> None:
     """Build the bundle's TensorRT engines for a target (run it on the target GPU)."""
     from ..backends.tensorrt.builder import BuildError, Target, build_bundle_engines
@@ -58,54 +66,76 @@ def build_command(
     precisions = _precisions(precision, prof.precision)
     missing = [p for p in precisions if p not in b.precisions]
     if missing:
-        fail(f"bundle {bundle} has no {', '.join(missing)} graphs (it has {', '.join(b.precisions)}); "
-             f"export them: edge-iapp export RUN --out {bundle} --precision {','.join(missing)}")
+        fail(
+            f"bundle {bundle} has no {', '.join(missing)} graphs "
+            f"(it has {', '.join(b.precisions)}); "
+            f"export them: edge-iapp export RUN --out {bundle} --precision {','.join(missing)}"
+        )
     try:
         trt = import_trt(trt_module)
     except TensorRTUnavailable as exc:
-        fail(f"cannot build engines: {exc}\nChecked: import {trt_module}. Engines must be built "
-             "on the target with its TensorRT (JetPack on Jetson). The ONNX bundle itself runs "
-             "anywhere with --backend onnxruntime or openvino.")
+        fail(
+            f"cannot build engines: {exc}\nChecked: import {trt_module}. Engines must be built "
+            "on the target with its TensorRT (JetPack on Jetson). The ONNX bundle itself runs "
+            "anywhere with --backend onnxruntime or openvino."
+        )
     if trt.is_rtx:
         target_sm = sm or prof.sm
         target = Target(device=f"any sm_{target_sm} (TensorRT-RTX)", sm=target_sm)
-        console.print(f"[yellow]TensorRT-RTX[/] builds for sm_{target_sm} without a GPU; these "
-                      "engines run only on RTX-class GPUs with TensorRT-RTX, not on Jetson/datacenter cards.")
+        console.print(
+            f"[yellow]TensorRT-RTX[/] builds for sm_{target_sm} without a GPU; these "
+            "engines run only on RTX-class GPUs with TensorRT-RTX, not on Jetson/datacenter cards."
+        )
     else:
         if sm is not None:
             fail("--sm is for --trt-module tensorrt_rtx; TensorRT builds for the GPU it runs on")
         probe = probe_gpus()
         if not probe.ok:
-            fail(f"cannot build engines: no usable NVIDIA GPU ({probe.error}).\nChecked: "
-                 "cudaGetDeviceCount via cuda-python. TensorRT builds on the GPU it targets: run "
-                 "this on the target machine (nvidia-smi must work there).")
+            fail(
+                f"cannot build engines: no usable NVIDIA GPU ({probe.error}).\nChecked: "
+                "cudaGetDeviceCount via cuda-python. TensorRT builds on the GPU it targets: run "
+                "this on the target machine (nvidia-smi must work there)."
+            )
         gpu = probe.gpus[0]
         if gpu.sm != prof.sm:
-            fail(f"profile {prof.name} targets sm_{prof.sm}, but this GPU ({gpu.name}) is "
-                 f"sm_{gpu.sm}; build on the target, or choose the profile of this GPU")
+            fail(
+                f"profile {prof.name} targets sm_{prof.sm}, but this GPU ({gpu.name}) is "
+                f"sm_{gpu.sm}; build on the target, or choose the profile of this GPU"
+            )
         target = Target(device=gpu.name, sm=gpu.sm)
 
-    console.print(f"building {', '.join(precisions)} engines of {b.path.name} for {prof.name} "
-                  f"with {trt.label} on {target.device} (batch {prof.batch()}, workspace "
-                  f"{prof.workspace_mib} MiB, optimisation level {prof.builder_optimization_level})")
+    console.print(
+        f"building {', '.join(precisions)} engines of {b.path.name} for {prof.name} "
+        f"with {trt.label} on {target.device} (batch {prof.batch()}, workspace "
+        f"{prof.workspace_mib} MiB, optimisation level {prof.builder_optimization_level})"
+    )
 
     def report(record: dict[str, Any], cached: bool) -> None:
         k = record["key"]
         how = "cached" if cached else f"built in {record['build']['seconds']:.1f} s"
-        console.print(f"  {k['branch']:6s} {k['precision']}: {record['engine']} "
-                      f"({record['bytes'] / 2**20:.1f} MiB, {how})")
+        console.print(
+            f"  {k['branch']:6s} {k['precision']}: {record['engine']} "
+            f"({record['bytes'] / 2**20:.1f} MiB, {how})"
+        )
 
     try:
         if progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-            with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                          console=console, transient=True) as bar:
-                records = build_bundle_engines(b, prof, precisions, trt, target, force=force,
-                                               progress=bar, on_engine=report)
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                records = build_bundle_engines(
+                    b, prof, precisions, trt, target, force=force, progress=bar, on_engine=report
+                )
         else:
-            records = build_bundle_engines(b, prof, precisions, trt, target, force=force,
-                                           on_engine=report)
+            records = build_bundle_engines(
+                b, prof, precisions, trt, target, force=force, on_engine=report
+            )
     except (BuildError, EngineMismatch) as exc:
         fail(str(exc))
     console.print(f"[green]ok[/]: {len(records)} engines in {b.path / 'engines'} (engines.json)")
@@ -140,8 +170,9 @@ def doctor_report() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     probe = probe_gpus()
     if probe.ok:
-        gpus = "; ".join(f"{g.index}: {g.name} sm_{g.sm}, {g.total_memory / 2**30:.0f} GiB"
-                         for g in probe.gpus)
+        gpus = "; ".join(
+            f"{g.index}: {g.name} sm_{g.sm}, {g.total_memory / 2**30:.0f} GiB" for g in probe.gpus
+        )
         out["gpu"] = {"ok": True, "details": f"{gpus} (driver {probe.driver_version})"}
     else:
         out["gpu"] = {"ok": False, "details": f"{probe.error}. Fix: an NVIDIA GPU with its driver"}
@@ -161,8 +192,9 @@ def doctor_report() -> dict[str, dict[str, Any]]:
     usable = probe.ok and out["tensorrt"]["ok"] and out["nvrtc"]["ok"]
     out["tensorrt backend"] = {
         "ok": usable,
-        "details": "usable (build engines with edge-iapp build BUNDLE --profile NAME)" if usable
-        else "not usable here: needs a GPU, TensorRT and NVRTC; CPU backends: onnxruntime, openvino",
+        "details": "usable (build engines with edge-iapp build BUNDLE --profile NAME)"
+        if usable
+        else "not usable here: needs a GPU, TensorRT and NVRTC; CPU: onnxruntime, openvino",
     }
     return out
 

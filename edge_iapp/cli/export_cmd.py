@@ -15,13 +15,19 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="bundle folder to write")],
     precision: Annotated[
         list[str],
-        typer.Option("--precision", "-p", help="fp32, fp16, int8 (repeat or comma list); fp32 always included"),
+        typer.Option(
+            "--precision",
+            "-p",
+            help="fp32, fp16, int8 (repeat or comma list); fp32 always included",
+        ),
     ] = ["fp32"],  # noqa: B006 - typer needs a literal default
     calib_data: Annotated[
-        Path | None, typer.Option("--calib-data", help="labelled image folder (calibration and parity)")
+        Path | None,
+        typer.Option("--calib-data", help="labelled image folder (calibration and parity)"),
     ] = None,
     calib_split: Annotated[
-        Path | None, typer.Option("--calib-split", help="split file; default RUN/split.json (train part used)")
+        Path | None,
+        typer.Option("--calib-split", help="split file; default RUN/split.json (train part used)"),
     ] = None,
     calib_size: Annotated[int, typer.Option("--calib-size", help="calibration images")] = 256,
     calib_method: Annotated[
@@ -30,16 +36,23 @@ def export_command(
     calib_seed: Annotated[int, typer.Option("--calib-seed", help="selection seed")] = 0,
     calib_manifest: Annotated[
         Path | None,
-        typer.Option("--calib-manifest", help="reuse this calibration manifest if it exists, else write it "
-                     "(e.g. calibration/gband612.json)"),
+        typer.Option(
+            "--calib-manifest",
+            help="reuse this calibration manifest if it exists, else write it "
+            "(e.g. calibration/gband612.json)",
+        ),
     ] = None,
-    parity_size: Annotated[int, typer.Option("--parity-size", help="held-out images for parity")] = 128,
+    parity_size: Annotated[
+        int, typer.Option("--parity-size", help="held-out images for parity")
+    ] = 128,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 17)")] = 17,
     exporter: Annotated[str, typer.Option("--exporter", help="legacy | dynamo")] = "legacy",
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="default RUN/last.pt")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="default RUN/last.pt")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing bundle")] = False,
 ) -> None:
-    """Export the three branches to ONNX (fp32, fp16, int8 Q/DQ), measure parity, write the bundle."""
+    """Export the three branches to ONNX (fp32, fp16, int8 Q/DQ), check parity, write a bundle."""
     from ..export.build import export_bundle
     from ..export.calibration import CalibrationError
     from ..export.onnx_export import ExportError
@@ -51,9 +64,20 @@ def export_command(
         fail(f"{run} is not a training run (no config.json)")
     try:
         bundle = export_bundle(
-            run, out, precision, calib_data=calib_data, calib_split=calib_split, calib_size=calib_size,
-            calib_method=calib_method, calib_seed=calib_seed, calib_manifest=calib_manifest,
-            parity_size=parity_size, opset=opset, exporter=exporter, checkpoint=checkpoint, force=force,
+            run,
+            out,
+            precision,
+            calib_data=calib_data,
+            calib_split=calib_split,
+            calib_size=calib_size,
+            calib_method=calib_method,
+            calib_seed=calib_seed,
+            calib_manifest=calib_manifest,
+            parity_size=parity_size,
+            opset=opset,
+            exporter=exporter,
+            checkpoint=checkpoint,
+            force=force,
             log=lambda m: console.print(m),
         )
     except (ExportError, CalibrationError, QuantizationError, ValueError, OSError) as exc:
@@ -74,10 +98,12 @@ def _print_parity(bundle) -> None:
             if branch != "pipeline":
                 mb = f"{bundle.manifest['files'][branch][precision]['bytes'] / 1e6:.1f}"
             table.add_row(
-                precision, branch,
+                precision,
+                branch,
                 f"{p['max_abs_logit_diff']:.4g}" if "max_abs_logit_diff" in p else "",
                 f"{p.get('top1_agreement', p.get('fused_top1_agreement', float('nan'))):.4f}",
-                f"{p['part_mask_agreement']:.4f}" if "part_mask_agreement" in p else "", mb,
+                f"{p['part_mask_agreement']:.4f}" if "part_mask_agreement" in p else "",
+                mb,
             )
     console.print(table)
 

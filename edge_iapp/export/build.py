@@ -89,7 +89,9 @@ def export_bundle(
     if out.exists() and not force:
         raise ExportError(f"{out} already exists; pass --force to replace it")
     if "int8" in precisions and calib_data is None:
-        raise CalibrationError("INT8 needs calibration images: pass --calib-data (and --calib-split)")
+        raise CalibrationError(
+            "INT8 needs calibration images: pass --calib-data (and --calib-split)"
+        )
     model, cfg, ckpt = _load_run(run_dir, checkpoint)
     s = cfg.preprocess.input_size
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,9 @@ def _run(sess, x: np.ndarray, batch: int = 32) -> list[np.ndarray]:
     return [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
 
 
-def _build(model, cfg, ckpt: Path, run_dir: Path, tmp: Path, precisions, s: int, args: dict, log) -> dict:
+def _build(
+    model, cfg, ckpt: Path, run_dir: Path, tmp: Path, precisions, s: int, args: dict, log
+) -> dict:
     import torch
 
     from ..preprocess import network_input, part_zoom
@@ -188,18 +192,30 @@ def _build(model, cfg, ckpt: Path, run_dir: Path, tmp: Path, precisions, s: int,
 
         for branch in BRANCHES:
             log(f"converting {branch} branch to fp16")
-            convert_fp16(tmp / branch_file_name(branch, "fp32"), tmp / branch_file_name(branch, "fp16"))
+            convert_fp16(
+                tmp / branch_file_name(branch, "fp32"), tmp / branch_file_name(branch, "fp16")
+            )
     if "int8" in precisions:
         from .quantize import quantize_int8
 
         calibration["per_branch"] = {}
         for branch in BRANCHES:
-            log(f"quantizing {branch} branch to int8 ({args['calib_method']}, "
-                f"{len(calib_inputs[branch])} images)")
-            info = quantize_int8(tmp / branch_file_name(branch, "fp32"), tmp / branch_file_name(branch, "int8"),
-                                 calib_inputs[branch], method=args["calib_method"])
-            calibration["per_branch"][branch] = {k: v for k, v in info.items() if k != "excluded_nodes"}
-            calibration["per_branch"][branch]["fp32_nodes_after_backbone"] = len(info["excluded_nodes"])
+            log(
+                f"quantizing {branch} branch to int8 ({args['calib_method']}, "
+                f"{len(calib_inputs[branch])} images)"
+            )
+            info = quantize_int8(
+                tmp / branch_file_name(branch, "fp32"),
+                tmp / branch_file_name(branch, "int8"),
+                calib_inputs[branch],
+                method=args["calib_method"],
+            )
+            calibration["per_branch"][branch] = {
+                k: v for k, v in info.items() if k != "excluded_nodes"
+            }
+            calibration["per_branch"][branch]["fp32_nodes_after_backbone"] = len(
+                info["excluded_nodes"]
+            )
 
     # Parity: PyTorch vs every graph, on held-out images (or random inputs without data).
     log("measuring parity against PyTorch")
@@ -208,7 +224,9 @@ def _build(model, cfg, ckpt: Path, run_dir: Path, tmp: Path, precisions, s: int,
 
         front = reference_front(parity_images, cfg.preprocess)
         gx, ox = network_input(front.global_images), network_input(front.object_images)
-        parity_source = f"{len(parity_images)} held-out images ({args.get('_parity_part', 'val')} part)"
+        parity_source = (
+            f"{len(parity_images)} held-out images ({args.get('_parity_part', 'val')} part)"
+        )
     else:
         rng = np.random.default_rng(0)
         gx = rng.random((16, 1, s, s), dtype=np.float32)
@@ -242,20 +260,34 @@ def _build(model, cfg, ckpt: Path, run_dir: Path, tmp: Path, precisions, s: int,
             "global": logits_parity(ref_g, g),
             "object": {**logits_parity(ref_o, o), **part_maps_parity(ref_maps, maps)},
             "part": logits_parity(ref_p, p_same),
-            "pipeline": {"images": int(len(top1)), "fused_top1_agreement": float((top1 == ref_top1).mean())},
+            "pipeline": {
+                "images": int(len(top1)),
+                "fused_top1_agreement": float((top1 == ref_top1).mean()),
+            },
         }
-        log(f"  {precision}: " + ", ".join(
-            f"{b} max|dlogit| {parity[precision][b]['max_abs_logit_diff']:.4f} "
-            f"top1 {parity[precision][b]['top1_agreement']:.3f}" for b in BRANCHES)
-            + f", pipeline top1 {parity[precision]['pipeline']['fused_top1_agreement']:.3f}")
+        log(
+            f"  {precision}: "
+            + ", ".join(
+                f"{b} max|dlogit| {parity[precision][b]['max_abs_logit_diff']:.4f} "
+                f"top1 {parity[precision][b]['top1_agreement']:.3f}"
+                for b in BRANCHES
+            )
+            + f", pipeline top1 {parity[precision]['pipeline']['fused_top1_agreement']:.3f}"
+        )
 
     for branch in BRANCHES:
         for precision in precisions:
             f = tmp / branch_file_name(branch, precision)
-            files[branch][precision] = {"path": f.name, "sha256": sha256_file(f), "bytes": f.stat().st_size}
+            files[branch][precision] = {
+                "path": f.name,
+                "sha256": sha256_file(f),
+                "bytes": f.stat().st_size,
+            }
     branches = {
-        b: {"input": {"name": "input", **io[b]["inputs"]["input"]},
-            "outputs": {name: spec for name, spec in io[b]["outputs"].items()}}
+        b: {
+            "input": {"name": "input", **io[b]["inputs"]["input"]},
+            "outputs": {name: spec for name, spec in io[b]["outputs"].items()},
+        }
         for b in BRANCHES
     }
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -281,8 +313,12 @@ def _build(model, cfg, ckpt: Path, run_dir: Path, tmp: Path, precisions, s: int,
             "checkpoint_sha256": sha256_file(ckpt),
             "epoch": state.get("epoch") if isinstance(state, dict) else None,
         },
-        "export": {"opset": args["opset"], "exporter": args["exporter"], "simplifier": "onnxsim",
-                   "dynamic_batch": True},
+        "export": {
+            "opset": args["opset"],
+            "exporter": args["exporter"],
+            "simplifier": "onnxsim",
+            "dynamic_batch": True,
+        },
         "libraries": _versions(),
     }
 
@@ -324,12 +360,14 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
         leaked = [p for p in chosen_paths if p.resolve() not in train_paths]
         if leaked:
             raise CalibrationError(
-                f"{len(leaked)} calibration image(s) in {args['calib_manifest']} are not in the training "
-                f"split (e.g. {leaked[0].name})"
+                f"{len(leaked)} calibration image(s) in {args['calib_manifest']} are not in the "
+                f"training split (e.g. {leaked[0].name})"
             )
     else:
         chosen = select_samples(parts["train"], int(args["calib_size"]), int(args["calib_seed"]))
-        manifest = build_manifest(chosen, root, int(args["calib_size"]), int(args["calib_seed"]), split_path)
+        manifest = build_manifest(
+            chosen, root, int(args["calib_size"]), int(args["calib_seed"]), split_path
+        )
         chosen_paths = [Path(s.path) for s in chosen]
         if args["calib_manifest"] is not None:
             write_manifest(manifest, args["calib_manifest"])
@@ -345,8 +383,10 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
                 raise CalibrationError(f"calibration image unreadable: {exc}") from None
         return out
 
-    log(f"calibration: {len(chosen_paths)} training images, {manifest['classes']} classes, "
-        f"{manifest['groups']} groups")
+    log(
+        f"calibration: {len(chosen_paths)} training images, {manifest['classes']} classes, "
+        f"{manifest['groups']} groups"
+    )
     inputs = branch_inputs(read_all(chosen_paths), cfg.preprocess, run_object)
     held_out = parts["val"]
     args["_parity_part"] = "val"
@@ -357,8 +397,11 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
     parity_images = None
     if held_out:
         size = min(int(args["parity_size"]), len(held_out))
-        picked = select_samples(held_out, size, 1, require_all_classes=False) if size >= len(
-            {s.class_name for s in held_out}) else list(held_out)[:size]
+        picked = (
+            select_samples(held_out, size, 1, require_all_classes=False)
+            if size >= len({s.class_name for s in held_out})
+            else list(held_out)[:size]
+        )
         parity_images = read_all([s.path for s in picked])
     record = {
         "manifest": CALIBRATION_FILE,
@@ -375,8 +418,16 @@ def _versions() -> dict:
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}
-    for dist in ("edge-iapp", "torch", "onnx", "onnxruntime", "onnxsim", "onnxconverter-common", "numpy",
-                 "opencv-python-headless"):
+    for dist in (
+        "edge-iapp",
+        "torch",
+        "onnx",
+        "onnxruntime",
+        "onnxsim",
+        "onnxconverter-common",
+        "numpy",
+        "opencv-python-headless",
+    ):
         try:
             out[dist] = md.version(dist)
         except md.PackageNotFoundError:

@@ -186,7 +186,9 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     for precision in manifest["precisions"]:
         for branch in BRANCHES:
             if precision not in manifest["files"].get(branch, {}):
-                raise BundleError(f"bundle {p}: {MANIFEST} lists {precision} but no {branch} graph for it")
+                raise BundleError(
+                    f"bundle {p}: {MANIFEST} lists {precision} but no {branch} graph for it"
+                )
     bundle = Bundle(path=p.resolve(), manifest=manifest)
     if verify:
         bundle.verify()

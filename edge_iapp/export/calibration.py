@@ -62,7 +62,10 @@ def sha256_file(path: str | Path) -> str:
 
 
 def select_samples(
-    samples: Sequence, size: int, seed: int = 0, classes: Sequence[str] = CLASS_NAMES,
+    samples: Sequence,
+    size: int,
+    seed: int = 0,
+    classes: Sequence[str] = CLASS_NAMES,
     require_all_classes: bool = True,
 ) -> list:
     """Pick ``size`` samples by the rule in the module docstring.
@@ -96,11 +99,14 @@ def select_samples(
     present = [c for c in classes if by_class[c]]
     if size < len(present):
         raise CalibrationError(
-            f"calibration size {size} is smaller than the {len(present)} classes; use at least one per class"
+            f"calibration size {size} is smaller than the {len(present)} classes; "
+            "use at least one per class"
         )
     total = sum(len(by_class[c]) for c in present)
     if total < size:
-        raise CalibrationError(f"asked for {size} calibration images but the training split has only {total}")
+        raise CalibrationError(
+            f"asked for {size} calibration images but the training split has only {total}"
+        )
     quota = _quotas({c: len(by_class[c]) for c in present}, size, seed)
     chosen: list = []
     for c in present:
@@ -128,8 +134,10 @@ def _spread_over_groups(items: Sequence, seed: int, class_name: str) -> list:
     groups: dict[str, list] = {}
     for s in items:
         groups.setdefault(str(s.group), []).append(s)
-    queues = [sorted(v, key=lambda s: _key(seed, f"file:{Path(s.path).name}:{s.path}"))
-              for _, v in sorted(groups.items(), key=lambda kv: _key(seed, f"group:{class_name}:{kv[0]}"))]
+    queues = [
+        sorted(v, key=lambda s: _key(seed, f"file:{Path(s.path).name}:{s.path}"))
+        for _, v in sorted(groups.items(), key=lambda kv: _key(seed, f"group:{class_name}:{kv[0]}"))
+    ]
     out = []
     for rnd in range(max(len(q) for q in queues)):
         out.extend(q[rnd] for q in queues if rnd < len(q))
@@ -137,7 +145,11 @@ def _spread_over_groups(items: Sequence, seed: int, class_name: str) -> list:
 
 
 def build_manifest(
-    chosen: Sequence, data_root: str | Path, size: int, seed: int, split_path: str | Path | None,
+    chosen: Sequence,
+    data_root: str | Path,
+    size: int,
+    seed: int,
+    split_path: str | Path | None,
     part: str = "train",
 ) -> dict:
     """The calibration manifest: image list relative to the data root with sha256, and the rule."""
@@ -155,7 +167,11 @@ def build_manifest(
         per_class[im["class_name"]] = per_class.get(im["class_name"], 0) + 1
     split_info = None
     if split_path is not None:
-        split_info = {"file": Path(split_path).name, "sha256": sha256_file(split_path), "part": part}
+        split_info = {
+            "file": Path(split_path).name,
+            "sha256": sha256_file(split_path),
+            "part": part,
+        }
     return {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
@@ -178,7 +194,9 @@ def write_manifest(manifest: dict, path: str | Path) -> Path:
     return atomic_write_text(path, json.dumps(manifest, indent=1) + "\n")
 
 
-def read_manifest(path: str | Path, data_root: str | Path, verify: bool = True) -> list[tuple[Path, str]]:
+def read_manifest(
+    path: str | Path, data_root: str | Path, verify: bool = True
+) -> list[tuple[Path, str]]:
     """Load a manifest and resolve its images under ``data_root``.
 
     Returns:
@@ -196,21 +214,31 @@ def read_manifest(path: str | Path, data_root: str | Path, verify: bool = True) 
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise CalibrationError(f"{path} is not an edge-iapp calibration manifest")
     if manifest.get("version") != MANIFEST_VERSION:
-        raise CalibrationError(f"{path}: manifest version {manifest.get('version')} is not {MANIFEST_VERSION}")
+        raise CalibrationError(
+            f"{path}: manifest version {manifest.get('version')} is not {MANIFEST_VERSION}"
+        )
     root = Path(data_root)
     out = []
     for im in manifest["images"]:
         p = root / im["path"]
         if not p.is_file():
-            raise CalibrationError(f"calibration image {im['path']} listed in {path.name} is missing under {root}")
+            raise CalibrationError(
+                f"calibration image {im['path']} listed in {path.name} is missing under {root}"
+            )
         if verify and sha256_file(p) != im["sha256"]:
-            raise CalibrationError(f"calibration image {im['path']} differs from {path.name} (sha256 mismatch)")
+            raise CalibrationError(
+                f"calibration image {im['path']} differs from {path.name} (sha256 mismatch)"
+            )
         out.append((p, im["class_name"]))
     return out
 
 
 def choose_from_folder(
-    data_root: str | Path, split_path: str | Path, size: int, seed: int = 0, part: str = "train",
+    data_root: str | Path,
+    split_path: str | Path,
+    size: int,
+    seed: int = 0,
+    part: str = "train",
     require_all_classes: bool = True,
 ) -> dict:
     """Scan ``data_root``, keep the split's ``part``, select, and return the manifest."""
@@ -228,7 +256,9 @@ def choose_from_folder(
 
 
 def branch_inputs(
-    images: Sequence, cfg, run_object: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    images: Sequence,
+    cfg,
+    run_object: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     batch_size: int = 32,
 ) -> dict[str, np.ndarray]:
     """Each branch's inputs for a list of images, as the runtime makes them.

@@ -42,7 +42,10 @@ def convert_fp16(src: str | Path, dst: str | Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "number truncated to 1e-07": tiny weights, expected
         converted = float16.convert_float_to_float16(
-            model_proto, keep_io_types=True, node_block_list=blocked, disable_shape_infer=False,
+            model_proto,
+            keep_io_types=True,
+            node_block_list=blocked,
+            disable_shape_infer=False,
         )
     _float_outputs(converted.graph)
     ensure_node_names(converted.graph)

@@ -89,5 +89,4 @@ def head_nodes(graph) -> set[str]:
     prod = producers(graph)
     convs = [n for n in graph.node if n.op_type == "Conv"]
     backbone = ancestors(graph, [t for c in convs for t in c.input]) | {c.name for c in convs}
-    return {n.name for n in graph.node
-            if n.name not in backbone and not is_residual_add(n, prod)}
+    return {n.name for n in graph.node if n.name not in backbone and not is_residual_add(n, prod)}

@@ -127,9 +127,15 @@ def graph_io(path: str | Path) -> dict:
         for v in values:
             t = v.type.tensor_type
             shape = [d.dim_param or d.dim_value for d in t.shape.dim]
-            out[v.name] = {"shape": shape, "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name}
+            out[v.name] = {
+                "shape": shape,
+                "dtype": onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+            }
         return out
 
     opset = max(o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx"))
-    return {"inputs": describe(model_proto.graph.input), "outputs": describe(model_proto.graph.output),
-            "opset": opset}
+    return {
+        "inputs": describe(model_proto.graph.input),
+        "outputs": describe(model_proto.graph.output),
+        "opset": opset,
+    }

@@ -29,7 +29,10 @@ def part_maps_parity(reference: np.ndarray, candidate: np.ndarray) -> dict:
 
     ref_masks = part_mask(reference)
     cand_masks = part_mask(candidate)
-    same = [np.array_equal(largest_component(a), largest_component(b)) for a, b in zip(ref_masks, cand_masks)]
+    same = [
+        np.array_equal(largest_component(a), largest_component(b))
+        for a, b in zip(ref_masks, cand_masks, strict=True)
+    ]
     scale = float(np.abs(reference).max()) or 1.0
     return {
         "part_maps_max_abs_diff": float(np.abs(reference - candidate).max()),

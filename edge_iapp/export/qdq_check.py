@@ -23,12 +23,29 @@ from pathlib import Path
 
 import numpy as np
 
-QOPERATOR_OPS = frozenset({
-    "QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeLinear",
-    "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearAveragePool", "QLinearSigmoid",
-    "QLinearGlobalAveragePool", "QLinearLeakyRelu", "QLinearSoftmax", "QLinearReduceMean",
-    "QLinearWhere", "QGemm", "QAttention", "DynamicQuantizeMatMul", "MatMulIntegerToFloat",
-})
+QOPERATOR_OPS = frozenset(
+    {
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "QLinearAdd",
+        "QLinearMul",
+        "QLinearConcat",
+        "QLinearAveragePool",
+        "QLinearSigmoid",
+        "QLinearGlobalAveragePool",
+        "QLinearLeakyRelu",
+        "QLinearSoftmax",
+        "QLinearReduceMean",
+        "QLinearWhere",
+        "QGemm",
+        "QAttention",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+    }
+)
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -56,7 +73,9 @@ def check_qdq_rules(onnx_path: str | Path, require_all_convs: bool = True) -> li
     prod = producers(graph)
     out: list[str] = []
 
-    opset = max((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    opset = max(
+        (o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), default=0
+    )
     if opset < 13:
         out.append(f"opset {opset} < 13: TensorRT needs opset >= 13 for Q/DQ")
     qdq = [n for n in graph.node if n.op_type in QDQ_OPS]
@@ -76,17 +95,24 @@ def check_qdq_rules(onnx_path: str | Path, require_all_convs: bool = True) -> li
         if node.op_type == "QuantizeLinear" and node.input[0] not in consts:
             scale = consts.get(node.input[1])
             if scale is not None and scale.size != 1:
-                out.append(f"{node.name}: activation scale has {scale.size} values; must be per-tensor")
+                out.append(
+                    f"{node.name}: activation scale has {scale.size} values; must be per-tensor"
+                )
         if node.op_type == "DequantizeLinear":
             q = prod.get(node.input[0])
-            if q is not None and q.op_type == "QuantizeLinear" and not _same_params(q, node, consts):
+            if (
+                q is not None
+                and q.op_type == "QuantizeLinear"
+                and not _same_params(q, node, consts)
+            ):
                 out.append(f"{node.name}: scale/zero-point differ from its QuantizeLinear {q.name}")
-        if is_residual_add(node, prod) or _add_fed_by_quantized_conv(node, prod):
-            if not any(getattr(prod.get(t), "op_type", None) == "Conv" for t in node.input):
-                out.append(
-                    f"{node.name}: residual Add has Q/DQ on every input; leave the Conv "
-                    f"input unquantized so the Add fuses into the convolution"
-                )
+        residual = is_residual_add(node, prod) or _add_fed_by_quantized_conv(node, prod)
+        conv_fed = any(getattr(prod.get(t), "op_type", None) == "Conv" for t in node.input)
+        if residual and not conv_fed:
+            out.append(
+                f"{node.name}: residual Add has Q/DQ on every input; leave the Conv "
+                f"input unquantized so the Add fuses into the convolution"
+            )
 
     by_name = {n.name: n for n in graph.node}
     for name in sorted(part_map_nodes(graph)):
@@ -98,7 +124,9 @@ def check_qdq_rules(onnx_path: str | Path, require_all_convs: bool = True) -> li
 def _check_scale_zero_point(node, consts: dict) -> list[str]:
     out = []
     if len(node.input) < 3 or not node.input[2]:
-        return [f"{node.name}: no zero-point input (defaults to uint8); use an int8 zero-point of 0"]
+        return [
+            f"{node.name}: no zero-point input (defaults to uint8); use an int8 zero-point of 0"
+        ]
     scale, zp = consts.get(node.input[1]), consts.get(node.input[2])
     if scale is None or zp is None:
         return [f"{node.name}: scale and zero-point must be constants"]
@@ -148,7 +176,7 @@ def _same_params(q, dq, consts: dict) -> bool:
     b = [consts.get(t) for t in dq.input[1:3]]
     if any(v is None for v in a + b):
         return False
-    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b))
+    return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _add_fed_by_quantized_conv(node, prod: dict) -> bool:

@@ -45,7 +45,9 @@ def _ort_method(method: str):
         "percentile": CalibrationMethod.Percentile,
     }
     if method not in table:
-        raise ValueError(f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}")
+        raise ValueError(
+            f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}"
+        )
     return table[method]
 
 
@@ -64,8 +66,11 @@ def _calibrate(model: Path, tmp: Path, reader, method: str, percentile: float, c
     elif method == "percentile":
         options.update(num_bins=2048, percentile=float(percentile))
     calibrator = create_calibrator(
-        model, list(QUANTIZED_OPS), augmented_model_path=str(tmp / "augmented.onnx"),
-        calibrate_method=_ort_method(method), providers=["CPUExecutionProvider"],
+        model,
+        list(QUANTIZED_OPS),
+        augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=_ort_method(method),
+        providers=["CPUExecutionProvider"],
         extra_options=options,
     )
     calibrator.collect_data(reader)
@@ -108,9 +113,15 @@ def quantize_int8(
     from .graph import ensure_node_names, head_nodes
     from .qdq_check import check_qdq_rules
 
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"unknown calibration method {method!r}; choose one of {CALIBRATION_METHODS}"
+        )
     x = np.asarray(calibration_inputs, dtype=np.float32)
     if x.ndim != 4 or x.shape[0] == 0:
-        raise QuantizationError(f"calibration inputs must be (M, 1, S, S) with M > 0, got {x.shape}")
+        raise QuantizationError(
+            f"calibration inputs must be (M, 1, S, S) with M > 0, got {x.shape}"
+        )
     if not np.all(np.isfinite(x)):
         raise QuantizationError("calibration inputs contain NaN or infinite values")
 
@@ -142,7 +153,9 @@ def quantize_int8(
             cache = Path(tmp) / "ranges.json"
             _calibrate(named_src, Path(tmp), _Reader(), method, percentile, cache)
             quantize_static(
-                str(named_src), str(dst), None,
+                str(named_src),
+                str(dst),
+                None,
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
@@ -170,8 +183,10 @@ def quantize_int8(
         raise QuantizationError(
             f"{dst.name} breaks TensorRT's Q/DQ rules:\n  " + "\n  ".join(violations)
         )
-    counts = {op: sum(n.op_type == op for n in quantized.graph.node)
-              for op in ("QuantizeLinear", "DequantizeLinear")}
+    counts = {
+        op: sum(n.op_type == op for n in quantized.graph.node)
+        for op in ("QuantizeLinear", "DequantizeLinear")
+    }
     return {
         "method": method,
         "percentile": float(percentile) if method == "percentile" else None,
@@ -223,10 +238,13 @@ def _drop_unread_qdq(graph) -> None:
     outputs = {o.name for o in graph.output}
     while True:
         readers = consumers(graph)
-        dead = [n for n in graph.node
-                if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                and not any(readers.get(o) for o in n.output)
-                and not any(o in outputs for o in n.output)]
+        dead = [
+            n
+            for n in graph.node
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and not any(readers.get(o) for o in n.output)
+            and not any(o in outputs for o in n.output)
+        ]
         if not dead:
             break
         for n in dead:

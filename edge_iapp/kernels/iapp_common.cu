@@ -290,11 +290,30 @@ __host__ __device__ inline float iapp_unit(iapp_u8 p) { return IAPP_DIV((float)p
 
 // ---------------------------------------------------------------- part stage
 
+// A read-only sequence of numbers read as double: float32, half bits or float64.
+struct IappSeq {
+    const void* data;
+    int kind;  // 0 = float32, 1 = half, 2 = float64
+    int base;
+    __host__ __device__ double operator[](int i) const {
+        int t = base + i;
+        if (kind == 1) return (double)iapp_half_bits_to_float(((const iapp_half_bits*)data)[t]);
+        if (kind == 2) return ((const double*)data)[t];
+        return (double)((const float*)data)[t];
+    }
+    __host__ __device__ IappSeq shifted(int m) const {
+        IappSeq out = *this;
+        out.base += m;
+        return out;
+    }
+};
+
 // NumPy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src) of n doubles,
 // so the float64 mean equals the reference's bit for bit even when the sum is inexact.
 // The leaf handles n <= 128; the recursion (halving to multiples of 8) is unrolled in
 // four levels, enough for n <= IAPP_MAX_GRID, because device recursion needs a stack.
-__host__ __device__ IAPP_NOINLINE double iapp_pairwise_leaf(const double* a, int n) {
+// Values are read in place: no per-thread copy (local memory is reserved per thread).
+__host__ __device__ IAPP_NOINLINE double iapp_pairwise_leaf(IappSeq a, int n) {
     if (n < 8) {
         double res = 0.0;
         for (int i = 0; i < n; ++i) res = IAPP_DADD(res, a[i]);
@@ -314,61 +333,52 @@ __host__ __device__ IAPP_NOINLINE double iapp_pairwise_leaf(const double* a, int
 
 __host__ __device__ inline int iapp_pairwise_split(int n) { return n / 2 - (n / 2) % 8; }
 
-__host__ __device__ inline double iapp_pairwise_2(const double* a, int n) {
+__host__ __device__ inline double iapp_pairwise_2(IappSeq a, int n) {
     if (n <= 128) return iapp_pairwise_leaf(a, n);
     int m = iapp_pairwise_split(n);
-    return IAPP_DADD(iapp_pairwise_leaf(a, m), iapp_pairwise_leaf(a + m, n - m));
+    return IAPP_DADD(iapp_pairwise_leaf(a, m), iapp_pairwise_leaf(a.shifted(m), n - m));
 }
 
-__host__ __device__ inline double iapp_pairwise_3(const double* a, int n) {
+__host__ __device__ inline double iapp_pairwise_3(IappSeq a, int n) {
     if (n <= 128) return iapp_pairwise_leaf(a, n);
     int m = iapp_pairwise_split(n);
-    return IAPP_DADD(iapp_pairwise_2(a, m), iapp_pairwise_2(a + m, n - m));
+    return IAPP_DADD(iapp_pairwise_2(a, m), iapp_pairwise_2(a.shifted(m), n - m));
 }
 
-__host__ __device__ inline double iapp_pairwise_4(const double* a, int n) {
+__host__ __device__ inline double iapp_pairwise_4(IappSeq a, int n) {
     if (n <= 128) return iapp_pairwise_leaf(a, n);
     int m = iapp_pairwise_split(n);
-    return IAPP_DADD(iapp_pairwise_3(a, m), iapp_pairwise_3(a + m, n - m));
+    return IAPP_DADD(iapp_pairwise_3(a, m), iapp_pairwise_3(a.shifted(m), n - m));
 }
 
-__host__ __device__ inline double iapp_pairwise_sum(const double* a, int n) {
+__host__ __device__ inline double iapp_pairwise_sum(IappSeq a, int n) {
     if (n <= 128) return iapp_pairwise_leaf(a, n);
     int m = iapp_pairwise_split(n);
-    return IAPP_DADD(iapp_pairwise_4(a, m), iapp_pairwise_4(a + m, n - m));
-}
-
-// Reads map value t of channel c (float32 or half bits) as double.
-__host__ __device__ inline double iapp_map_value(const void* maps, int is_half, int offset) {
-    if (is_half) return (double)iapp_half_bits_to_float(((const iapp_half_bits*)maps)[offset]);
-    return (double)((const float*)maps)[offset];
+    return IAPP_DADD(iapp_pairwise_4(a, m), iapp_pairwise_4(a.shifted(m), n - m));
 }
 
 // Eq. 10-12 for one image: each of the two (h, w) maps above its own float64 mean,
-// intersected. maps points at the image's (2, h, w) block. Writes mask[h*w] (0/1).
+// intersected. maps points at the image's (2, h, w) block (float32 or half bits).
+// Writes mask[h*w] (0/1).
 __host__ __device__ IAPP_NOINLINE void iapp_part_mask(const void* maps, int is_half, int h, int w,
-                                               iapp_u8* mask) {
+                                                      iapp_u8* mask) {
     int n = h * w;
-    double vals[IAPP_MAX_GRID];
-    double mean[2];
-    for (int c = 0; c < 2; ++c) {
-        for (int t = 0; t < n; ++t) vals[t] = iapp_map_value(maps, is_half, c * n + t);
-        mean[c] = iapp_pairwise_sum(vals, n) / (double)n;
-    }
-    for (int t = 0; t < n; ++t) {
-        mask[t] = (iapp_map_value(maps, is_half, t) > mean[0] &&
-                   iapp_map_value(maps, is_half, n + t) > mean[1])
-                      ? 1
-                      : 0;
-    }
+    IappSeq seq;
+    seq.data = maps;
+    seq.kind = is_half ? 1 : 0;
+    seq.base = 0;
+    double mean0 = iapp_pairwise_sum(seq, n) / (double)n;
+    double mean1 = iapp_pairwise_sum(seq.shifted(n), n) / (double)n;
+    for (int t = 0; t < n; ++t) mask[t] = (seq[t] > mean0 && seq[n + t] > mean1) ? 1 : 0;
 }
 
 // Largest 8-connected region of an h x w 0/1 mask, in place; ties go to the region met
-// first in raster order. Returns its area (0 when the mask is empty).
-__host__ __device__ IAPP_NOINLINE int iapp_largest_component(iapp_u8* mask, int h, int w) {
+// first in raster order. label and stack are caller scratch of h*w shorts each (global
+// memory on the GPU: big per-thread arrays would reserve local memory for every thread
+// the device can hold). Returns the region's area (0 when the mask is empty).
+__host__ __device__ IAPP_NOINLINE int iapp_largest_component(iapp_u8* mask, int h, int w,
+                                                             short* label, short* stack) {
     int n = h * w;
-    short label[IAPP_MAX_GRID];
-    short stack[IAPP_MAX_GRID];
     for (int t = 0; t < n; ++t) label[t] = -1;
     int best = -1, best_area = 0, next = 0;
     for (int start = 0; start < n; ++start) {
@@ -429,9 +439,11 @@ __host__ __device__ inline int iapp_part_box(const iapp_u8* mask, int h, int w, 
 }
 
 // The whole per-image part selection: mask, largest region, box. mask_out gets h*w bytes.
+// scratch: 2*h*w shorts for the region labelling.
 __host__ __device__ inline int iapp_part_select(const void* maps, int is_half, int h, int w,
-                                                int s, iapp_u8* mask_out, int* box) {
+                                                int s, iapp_u8* mask_out, int* box,
+                                                short* scratch) {
     iapp_part_mask(maps, is_half, h, w, mask_out);
-    iapp_largest_component(mask_out, h, w);
+    iapp_largest_component(mask_out, h, w, scratch, scratch + h * w);
     return iapp_part_box(mask_out, h, w, s, box);
 }

@@ -122,10 +122,11 @@ extern "C" __global__ void iapp_object_zoom(const iapp_u8* global_u8, const iapp
 }
 
 // One thread per image: part mask, largest 8-connected region, box on the object image.
-// maps: (N, 2, h, w) float32 (maps_half = 0) or half; part_masks: (N, h, w) 0/1.
+// maps: (N, 2, h, w) float32 (maps_half = 0) or half; part_masks: (N, h, w) 0/1;
+// scratch: N * 2 * h * w shorts.
 extern "C" __global__ void iapp_part_select(const void* maps, int maps_half, int n, int h, int w,
                                             int s, iapp_u8* part_masks, int* out_boxes,
-                                            iapp_u8* fallback) {
+                                            iapp_u8* fallback, short* scratch) {
     int k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= n) return;
     long long offset = (long long)k * 2 * h * w;
@@ -133,7 +134,7 @@ extern "C" __global__ void iapp_part_select(const void* maps, int maps_half, int
                                  : (const void*)((const float*)maps + offset);
     int box[4];
     int has_box = iapp_part_select(mine, maps_half, h, w, s, part_masks + (long long)k * h * w,
-                                   box);
+                                   box, scratch + (long long)k * 2 * h * w);
     for (int c = 0; c < 4; ++c) out_boxes[4 * k + c] = box[c];
     fallback[k] = (iapp_u8)(has_box ? 0 : 1);
 }

@@ -107,7 +107,7 @@ def pack_args(params: list[Param], values: tuple[Any, ...]) -> tuple[np.ndarray,
         names = ", ".join(p.name for p in params)
         raise KernelError(f"expected {len(params)} arguments ({names}), got {len(values)}")
     storage = []
-    for p, v in zip(params, values):
+    for p, v in zip(params, values, strict=True):
         if p.is_pointer:
             v = 0 if v is None else int(v)
             if v < 0:
@@ -127,7 +127,7 @@ def pack_crops(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndar
     sizes = shapes[:, 0].astype(np.int64) * shapes[:, 1]
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)[: len(crops)]
     buffer = np.empty(int(sizes.sum()), dtype=np.uint8)
-    for crop, off, size in zip(crops, offsets, sizes):
+    for crop, off, size in zip(crops, offsets, sizes, strict=True):
         buffer[off : off + size] = np.ascontiguousarray(crop, dtype=np.uint8).reshape(-1)
     return buffer, offsets, shapes
 
@@ -189,7 +189,9 @@ class Compiled:
     log: str
 
 
-def compile_source(arch: int, kind: str = "cubin", source: str | None = None) -> Compiled:
+def compile_source(
+    arch: int, kind: str = "cubin", source: str | None = None, extra: tuple[str, ...] = ()
+) -> Compiled:
     """Compile the kernels for ``sm_<arch>`` (cubin) or ``compute_<arch>`` (PTX). No GPU needed."""
     from cuda.bindings import nvrtc
 
@@ -201,7 +203,9 @@ def compile_source(arch: int, kind: str = "cubin", source: str | None = None) ->
     )
     try:
         target = f"sm_{arch}" if kind == "cubin" else f"compute_{arch}"
-        opts = [f"--gpu-architecture={target}".encode()] + [o.encode() for o in COMPILE_OPTIONS]
+        opts = [f"--gpu-architecture={target}".encode()] + [
+            o.encode() for o in (*COMPILE_OPTIONS, *extra)
+        ]
         _nvrtc_check(nvrtc.nvrtcCompileProgram(prog, len(opts), opts), f"compile ({target})", prog)
         log = _nvrtc_log(prog)
         if kind == "cubin":
@@ -339,8 +343,14 @@ class KernelModule:
         arch, kind = choose_target(cc)
         return cls(compile_cached(arch, kind))
 
-    def launch(self, name: str, grid: tuple[int, int, int], block: tuple[int, int, int],
-               args: tuple[Any, ...], stream: int = 0) -> None:
+    def launch(
+        self,
+        name: str,
+        grid: tuple[int, int, int],
+        block: tuple[int, int, int],
+        args: tuple[Any, ...],
+        stream: int = 0,
+    ) -> None:
         """Enqueue kernel ``name`` on ``stream`` (a ``cudaStream_t`` as int, 0 = legacy)."""
         from cuda.bindings import driver
 

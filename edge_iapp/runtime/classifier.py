@@ -138,7 +138,9 @@ class Classifier:
             timings["preprocess"] += out.timings.get("preprocess", 0.0)
             timings["branches"] += out.timings.get("branches", 0.0)
             t = time.perf_counter()
-            for (k, image), res in zip(chunk, self._results(out, [im for _, im in chunk])):
+            for (k, _image), res in zip(
+                chunk, self._results(out, [im for _, im in chunk]), strict=True
+            ):
                 results[k] = res
             timings["fusion"] += time.perf_counter() - t
         timings["total"] = time.perf_counter() - t0
@@ -154,8 +156,11 @@ class Classifier:
             return {"calls": 0, "images": 0}
         ms = np.array([s for _, s in log]) * 1000.0
         return {
-            "calls": len(log), "images": int(sum(n for n, _ in log)), "mean_ms": float(ms.mean()),
-            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "calls": len(log),
+            "images": int(sum(n for n, _ in log)),
+            "mean_ms": float(ms.mean()),
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p95_ms": float(np.percentile(ms, 95)),
             "p99_ms": float(np.percentile(ms, 99)),
         }
 
@@ -171,8 +176,9 @@ class Classifier:
         """
         return self.start_queue().submit(images, callback=callback, timeout=timeout)
 
-    def start_queue(self, max_queue: int = 64, submit_timeout: float | None = None,
-                    workers: int = 1) -> Any:
+    def start_queue(
+        self, max_queue: int = 64, submit_timeout: float | None = None, workers: int = 1
+    ) -> Any:
         """The queue behind :meth:`submit`; made on first use (settings apply then)."""
         with self._queue_lock:
             if self._queue is None:
@@ -181,8 +187,12 @@ class Classifier:
                 from .executor import BatchExecutor
 
                 self._queue = BatchExecutor(
-                    self.predict, batch_size=self.batch_size, max_queue=max_queue,
-                    workers=workers, submit_timeout=submit_timeout, name="edge-iapp-classifier",
+                    self.predict,
+                    batch_size=self.batch_size,
+                    max_queue=max_queue,
+                    workers=workers,
+                    submit_timeout=submit_timeout,
+                    name="edge-iapp-classifier",
                 )
             return self._queue
 
@@ -207,35 +217,53 @@ class Classifier:
         probs = softmax(fused)
         branch_idx = logits.argmax(axis=-1)  # (3, N)
         info = self.backend.describe()
-        backend, precision = str(info.get("backend", self.backend.name)), str(info.get("precision", self.precision))
+        backend, precision = (
+            str(info.get("backend", self.backend.name)),
+            str(info.get("precision", self.precision)),
+        )
         results = []
         for n in range(fused.shape[0]):
             idx = int(np.argmax(probs[n]))
             conf = float(probs[n, idx])
             votes = int((branch_idx[:, n] == idx).sum())
             flags = {k: bool(v[n]) for k, v in out.flags.items()}
-            reasons = self.review.reasons(conf, votes, flags.get("object_fallback", False),
-                                          flags.get("part_fallback", False))
-            results.append(ChromosomeResult(
-                class_name=self.classes[idx], class_index=idx, confidence=conf,
-                probabilities=probs[n].astype(np.float32),
-                lambdas={b: float(lambdas[i, n]) for i, b in enumerate(BRANCHES)},
-                branch_classes={b: self.classes[int(branch_idx[i, n])] for i, b in enumerate(BRANCHES)},
-                review=bool(reasons), review_reasons=reasons,
-                inverted=flags.get("inverted", bool(images[n].polarity.inverted)),
-                shrunk=flags.get("shrunk", False),
-                object_fallback=flags.get("object_fallback", False),
-                part_fallback=flags.get("part_fallback", False),
-                backend=backend, precision=precision,
-            ))
+            reasons = self.review.reasons(
+                conf, votes, flags.get("object_fallback", False), flags.get("part_fallback", False)
+            )
+            results.append(
+                ChromosomeResult(
+                    class_name=self.classes[idx],
+                    class_index=idx,
+                    confidence=conf,
+                    probabilities=probs[n].astype(np.float32),
+                    lambdas={b: float(lambdas[i, n]) for i, b in enumerate(BRANCHES)},
+                    branch_classes={
+                        b: self.classes[int(branch_idx[i, n])] for i, b in enumerate(BRANCHES)
+                    },
+                    review=bool(reasons),
+                    review_reasons=reasons,
+                    inverted=flags.get("inverted", bool(images[n].polarity.inverted)),
+                    shrunk=flags.get("shrunk", False),
+                    object_fallback=flags.get("object_fallback", False),
+                    part_fallback=flags.get("part_fallback", False),
+                    backend=backend,
+                    precision=precision,
+                )
+            )
         return results
 
     def _error_result(self, error: str) -> ChromosomeResult:
         k = len(self.classes)
         return ChromosomeResult(
-            class_name=None, class_index=-1, confidence=0.0,
-            probabilities=np.zeros(k, dtype=np.float32), review=True, review_reasons=["unreadable"],
-            backend=self.backend.name, precision=self.precision, error=error,
+            class_name=None,
+            class_index=-1,
+            confidence=0.0,
+            probabilities=np.zeros(k, dtype=np.float32),
+            review=True,
+            review_reasons=["unreadable"],
+            backend=self.backend.name,
+            precision=self.precision,
+            error=error,
         )
 
 
@@ -250,7 +278,11 @@ def _coerce(item: Any, k: int) -> tuple[Any, str | None]:
             return read_image(item), None
         if isinstance(item, np.ndarray) or hasattr(item, "__array__"):
             return from_array(np.asarray(item), source=f"array[{k}]"), None
-        return None, f"input {k}: cannot classify a {type(item).__name__}; pass an array, a path or a ChromosomeImage"
+        return (
+            None,
+            f"input {k}: cannot classify a {type(item).__name__}; "
+            "pass an array, a path or a ChromosomeImage",
+        )
     except ImageReadError as exc:
         return None, str(exc)
     except (ValueError, TypeError, OSError) as exc:

@@ -231,22 +231,26 @@ class BatchExecutor:
             return dict(self._counts)
 
     def latency_stats(self) -> dict[str, float]:
-        """Latency (submit to result) of recent calls: count, mean, p50/p95/p99, max (s)."""
+        """Latency (submit to result, queue wait included) of recent calls, in ms.
+
+        Same keys as ``Classifier.latency_stats`` (which times ``predict`` alone):
+        calls, mean_ms, p50_ms, p95_ms, p99_ms, plus max_ms.
+        """
         with self._cond:
             values = sorted(self._latencies)
         if not values:
-            return {"count": 0}
+            return {"calls": 0}
 
         def pct(q: float) -> float:
-            return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+            return 1000.0 * values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
         return {
-            "count": len(values),
-            "mean_s": sum(values) / len(values),
-            "p50_s": pct(0.50),
-            "p95_s": pct(0.95),
-            "p99_s": pct(0.99),
-            "max_s": values[-1],
+            "calls": len(values),
+            "mean_ms": 1000.0 * sum(values) / len(values),
+            "p50_ms": pct(0.50),
+            "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99),
+            "max_ms": 1000.0 * values[-1],
         }
 
     def __enter__(self) -> BatchExecutor:

@@ -283,12 +283,19 @@ class FolderWatcher:
 
     # -- processing -------------------------------------------------------------------
 
-    def process_ready(self) -> PassReport:
-        """One pass: classify every file that is complete now."""
+    def process_ready(self, stop: Any = None) -> PassReport:
+        """One pass: classify every file that is complete now.
+
+        Args:
+            stop: a ``threading.Event``; when set, the pass ends after the current
+                batch (the rest is done by the next run).
+        """
         start = time.perf_counter()
         ready, waiting, done = self.scan()
         report = PassReport(waiting=waiting, already_done=done)
         for i in range(0, len(ready), self.batch_size):
+            if stop is not None and stop.is_set():
+                break
             self._process_batch(ready[i:i + self.batch_size], report)
         report.seconds = time.perf_counter() - start
         return report
@@ -316,7 +323,7 @@ class FolderWatcher:
         stop = stop or threading.Event()
         while not stop.is_set():
             try:
-                report = self.process_ready()
+                report = self.process_ready(stop)
             except OSError as exc:
                 log.error("cannot write results to %s: %s; retrying in %.0f s",
                           self.out_dir, exc, max(poll_s, 10.0))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..data.imread import DEFAULT_MAX_SIDE, ChromosomeImage, ImageReadError, from_array, read_image
-from ..ioutil import atomic_write_text
+from ..ioutil import atomic_write_bytes, atomic_write_text
 from ..runtime.result import ChromosomeResult
 from .consistency import reassign
-from .karyogram import KaryogramItem, render, write_karyogram
+from .karyogram import KaryogramItem, encode_png, render
 from .karyotype import karyotype
 from .layout import KARYOGRAM, PREDICTIONS, CellJob, visible_children
 from .segment import SegmentConfig, segment
@@ -171,8 +172,21 @@ def classify(objects: list[_Object], predictor: Predictor, batch_size: int) -> N
                 obj.error = res.error or "no call"
 
 
-def score_cell(job: CellJob, predictor: Predictor, options: CellOptions) -> dict[str, Any]:
+def score_cell(
+    job: CellJob,
+    predictor: Predictor,
+    options: CellOptions,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Score one cell and write its outputs (summary last).
+
+    Args:
+        job: the cell.
+        predictor: the classifier.
+        options: how to score.
+        timings: if given, seconds per step are added to it (``load``, ``classify``,
+            ``consistency``, ``karyogram``, ``write``); kept out of the outputs so that
+            they stay byte-identical between runs.
 
     Returns:
         The summary dictionary that was written.
@@ -181,9 +195,12 @@ def score_cell(job: CellJob, predictor: Predictor, options: CellOptions) -> dict
         EmptyCellError: the cell folder has no files (nothing is written).
         OSError: an output could not be written (a full disk, say).
     """
+    clock = _Clock(timings)
     objects, input_kind, seg_info, errors = load_objects(job, options)
     n_files = len(cell_files(job.source)[0])
+    clock.lap("load")
     classify(objects, predictor, options.batch_size)
+    clock.lap("classify")
     for o in objects:
         if o.kind == "unreadable" and o.error and not any(e["file"] == o.name for e in errors):
             errors.append({"file": o.name, "error": o.error})
@@ -195,6 +212,7 @@ def score_cell(job: CellJob, predictor: Predictor, options: CellOptions) -> dict
         for o, name in zip(called, adj.class_names, strict=False):
             o.adjusted = name
         consistency = adj
+    clock.lap("consistency")
     n_clusters = sum(o.kind == "cluster" for o in objects)
     called_ids = {id(o) for o in called}
     plain_calls = [o.result.class_name if id(o) in called_ids else None for o in objects]
@@ -220,12 +238,30 @@ def score_cell(job: CellJob, predictor: Predictor, options: CellOptions) -> dict
         "errors": errors,
         "outputs": {"predictions": PREDICTIONS, "karyogram": KARYOGRAM},
     }
+    title = f"{job.slide} / {job.cell}   {plain.iscn}   [{backend} {precision}]"
+    png = encode_png(render(_karyogram_items(objects), title=title))
+    clock.lap("karyogram")
     job.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(job.out / PREDICTIONS, predictions_csv(objects))
-    title = f"{job.slide} / {job.cell}   {plain.iscn}   [{backend} {precision}]"
-    write_karyogram(job.out / KARYOGRAM, render(_karyogram_items(objects), title=title))
+    atomic_write_bytes(job.out / KARYOGRAM, png)
     atomic_write_text(job.summary_path, json.dumps(summary, indent=1, sort_keys=False) + "\n")
+    clock.lap("write")
     return summary
+
+
+class _Clock:
+    """Adds the seconds since the last lap to ``timings[name]`` (no-op without timings)."""
+
+    def __init__(self, timings: dict[str, float] | None) -> None:
+        self.timings = timings
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.timings is None:
+            return
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self.t
+        self.t = now
 
 
 def _consistency_block(

@@ -234,7 +234,7 @@ def _cut_one(path: Path, pixels, spec: KaryogramLayoutSpec, out: Path, stats: Cu
     median = float(np.median([o.area for o in in_slots])) if in_slots else 0.0
     use_area = len(in_slots) >= spec.segment.min_objects_for_area
     for obj in in_slots:
-        obj.cluster_reasons = cluster_reasons(obj.area, obj.solidity, median, use_area,
+        obj.cluster_reasons = cluster_reasons(obj.area, obj.concavities, median, use_area,
                                               spec.segment)
         obj.cluster = bool(obj.cluster_reasons)
     rows: list[list[Any]] = []
@@ -257,6 +257,11 @@ def _cut_one(path: Path, pixels, spec: KaryogramLayoutSpec, out: Path, stats: Cu
         if not objs:
             stats.warnings += 1
             rows.append([path.name, name, "", "", "", "warning", "no chromosome in this slot"])
+        elif k == 1 and name in CLASS_NAMES[:22]:
+            stats.warnings += 1
+            rows.append([path.name, name, "", "", "", "warning",
+                         "1 chromosome cut from this slot (a missing homologue, a cluster, or two "
+                         "touching homologues cut as one crop: check it)"])
         elif k > 2 and name != "X":
             stats.warnings += 1
             rows.append([path.name, name, "", "", "", "warning",

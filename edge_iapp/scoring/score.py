@@ -67,6 +67,9 @@ class RunStats:
         cells: cells found; scored: scored by this run; skipped: already finished;
         failed: cells that could not be scored (empty folders included); errors: error rows.
         seconds: wall time; predict_seconds: time inside ``predictor.predict``.
+        stages: the classifier's own split (read, preprocess, branches, fusion).
+        cell_steps: the scorer's split per step (load, classify, consistency, karyogram,
+            write), summed over cells.
     """
 
     cells: int = 0
@@ -77,6 +80,7 @@ class RunStats:
     seconds: float = 0.0
     predict_seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
+    cell_steps: dict[str, float] = field(default_factory=dict)
     slides: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -282,7 +286,7 @@ def _score_one(
         if force:
             # The old summary goes first: a forced cell is never half old, half new.
             job.summary_path.unlink(missing_ok=True)
-        score_cell(job, predictor, options)
+        score_cell(job, predictor, options, stats.cell_steps)
     except EmptyCellError:
         problems[job.cell] = "empty cell folder (no files); it will be scored on the next run"
         stats.failed += 1

@@ -59,7 +59,7 @@ def roc_png(
     curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: str | Path, title: str
 ) -> Path:
     """One-vs-all ROC curves, one per class, AUC in the legend."""
-    plt, fig = _figure(8, 7)
+    plt, fig = _figure(10, 7)
     ax = fig.add_subplot(111)
     cmap = plt.get_cmap("tab20")
     for n, (name, (fpr, tpr, area)) in enumerate(curves.items()):
@@ -77,9 +77,15 @@ def roc_png(
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title(title)
-    ax.legend(fontsize=6, ncol=2, loc="lower right", title="class (AUC)", title_fontsize=7)
+    ax.legend(
+        fontsize=7,
+        loc="center left",
+        bbox_to_anchor=(1.02, 0.5),
+        title="class (AUC)",
+        title_fontsize=8,
+    )
     # the interesting part of near-perfect curves is the top-left corner
-    inset = ax.inset_axes([0.35, 0.35, 0.35, 0.35])
+    inset = ax.inset_axes([0.55, 0.08, 0.42, 0.42])
     for n, (_, (fpr, tpr, area)) in enumerate(curves.items()):
         if not np.isnan(area):
             inset.plot(fpr, tpr, lw=0.8, color=cmap(n % 20))

@@ -164,6 +164,7 @@ def train(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
     model = build_model(cfg, weights if not (resume and last.exists()) else None).to(device)
     params = [p for b in branches for p in getattr(model, f"{b}_branch").parameters()]
     optimizer = torch.optim.SGD(

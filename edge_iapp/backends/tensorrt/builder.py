@@ -75,7 +75,9 @@ def make_progress_monitor(trt: TrtModule, progress: Any) -> Any:
 
         def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             indent = "  " if parent_phase else ""
-            self.tasks[phase_name] = progress.add_task(f"{indent}{phase_name}", total=max(num_steps, 1))
+            self.tasks[phase_name] = progress.add_task(
+                f"{indent}{phase_name}", total=max(num_steps, 1)
+            )
 
         def step_complete(self, phase_name: str, step: int) -> bool:
             task = self.tasks.get(phase_name)
@@ -94,12 +96,20 @@ def make_progress_monitor(trt: TrtModule, progress: Any) -> Any:
 def network_io(trt: TrtModule, network: Any) -> list[dict[str, Any]]:
     """Inputs and outputs of a parsed network: name, mode, dtype, shape (-1 = dynamic)."""
     io = []
-    for mode, count, get in (("input", network.num_inputs, network.get_input),
-                             ("output", network.num_outputs, network.get_output)):
+    for mode, count, get in (
+        ("input", network.num_inputs, network.get_input),
+        ("output", network.num_outputs, network.get_output),
+    ):
         for i in range(count):
             t = get(i)
-            io.append({"name": t.name, "mode": mode, "dtype": str(t.dtype).rsplit(".", 1)[-1],
-                       "shape": [int(d) for d in t.shape]})
+            io.append(
+                {
+                    "name": t.name,
+                    "mode": mode,
+                    "dtype": str(t.dtype).rsplit(".", 1)[-1],
+                    "shape": [int(d) for d in t.shape],
+                }
+            )
     return io
 
 
@@ -123,28 +133,41 @@ def check_precision(census: dict[str, int], precision: str, onnx_path: Path) -> 
     """The graph must be what its precision says; never build a silent FP32 engine."""
     qdq = census["quantize"] + census["dequantize"]
     if precision == "int8" and qdq == 0:
-        raise BuildError(f"{onnx_path.name} is meant to be INT8 but has no Q/DQ layers; "
-                         "re-export it with edge-iapp export --precision int8")
+        raise BuildError(
+            f"{onnx_path.name} is meant to be INT8 but has no Q/DQ layers; "
+            "re-export it with edge-iapp export --precision int8"
+        )
     if precision == "fp16" and census["half_tensors"] == 0:
-        raise BuildError(f"{onnx_path.name} is meant to be FP16 but has no half tensors; "
-                         "re-export it with edge-iapp export --precision fp16")
+        raise BuildError(
+            f"{onnx_path.name} is meant to be FP16 but has no half tensors; "
+            "re-export it with edge-iapp export --precision fp16"
+        )
     if precision == "fp32" and (qdq or census["half_tensors"]):
         raise BuildError(f"{onnx_path.name} is meant to be FP32 but holds Q/DQ or half tensors")
 
 
 def rtx_capability(trt: TrtModule, sm: int) -> Any:
-    """TensorRT-RTX's ``ComputeCapability`` member for ``sm``, or BuildError listing those it has."""
+    """TensorRT-RTX's ``ComputeCapability`` for ``sm``, or BuildError listing those it has."""
     cap = getattr(trt.module.ComputeCapability, f"SM{sm}", None)
     if cap is None:
         have = sorted(int(n[2:]) for n in dir(trt.module.ComputeCapability) if n[2:].isdigit())
-        raise BuildError(f"{trt.label} cannot build for sm_{sm}; it builds for "
-                         f"{', '.join(f'sm_{s}' for s in have)} (pass --sm one of them)")
+        raise BuildError(
+            f"{trt.label} cannot build for sm_{sm}; it builds for "
+            f"{', '.join(f'sm_{s}' for s in have)} (pass --sm one of them)"
+        )
     return cap
 
 
 def build_engine(
-    trt: TrtModule, onnx_path: Path, precision: str, profile: TargetProfile, target: Target,
-    *, timing_cache: Path | None = None, progress: Any = None, verbose: bool = False,
+    trt: TrtModule,
+    onnx_path: Path,
+    precision: str,
+    profile: TargetProfile,
+    target: Target,
+    *,
+    timing_cache: Path | None = None,
+    progress: Any = None,
+    verbose: bool = False,
 ) -> BuildOutput:
     """Build one serialized engine.
 
@@ -168,7 +191,9 @@ def build_engine(
     parser = mod.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise BuildError(f"{trt.label} cannot parse {onnx_path}:\n  " + "\n  ".join(errors or lines))
+        raise BuildError(
+            f"{trt.label} cannot parse {onnx_path}:\n  " + "\n  ".join(errors or lines)
+        )
     census = layer_census(trt, network)
     check_precision(census, precision, Path(onnx_path))
 
@@ -183,8 +208,10 @@ def build_engine(
         t = network.get_input(i)
         dims = [int(d) for d in t.shape]
         if dims[0] != -1 or any(d < 0 for d in dims[1:]):
-            raise BuildError(f"{onnx_path.name}: input {t.name} {dims} needs a dynamic batch "
-                             "dimension and static others")
+            raise BuildError(
+                f"{onnx_path.name}: input {t.name} {dims} needs a dynamic batch "
+                "dimension and static others"
+            )
         opt.set_shape(t.name, *[(b, *dims[1:]) for b in profile.batch()])
     config.add_optimization_profile(opt)
 
@@ -205,23 +232,48 @@ def build_engine(
         from ...ioutil import atomic_write_bytes
 
         atomic_write_bytes(timing_cache, bytes(memoryview(config.get_timing_cache().serialize())))
-    return BuildOutput(engine=bytes(memoryview(serialized)), io=network_io(trt, network),
-                       log=lines, seconds=seconds, layers=census)
+    return BuildOutput(
+        engine=bytes(memoryview(serialized)),
+        io=network_io(trt, network),
+        log=lines,
+        seconds=seconds,
+        layers=census,
+    )
 
 
-def engine_key(trt: TrtModule, branch: str, precision: str, onnx_sha256: str,
-               profile: TargetProfile, target: Target) -> EngineKey:
+def engine_key(
+    trt: TrtModule,
+    branch: str,
+    precision: str,
+    onnx_sha256: str,
+    profile: TargetProfile,
+    target: Target,
+) -> EngineKey:
     return EngineKey(
-        branch=branch, precision=precision, onnx_sha256=onnx_sha256, trt_module=trt.name,
-        trt_version=trt.version, device=target.device, compute_capability=target.compute_capability,
-        profile=profile.name, batch=profile.batch(), workspace_mib=profile.workspace_mib,
+        branch=branch,
+        precision=precision,
+        onnx_sha256=onnx_sha256,
+        trt_module=trt.name,
+        trt_version=trt.version,
+        device=target.device,
+        compute_capability=target.compute_capability,
+        profile=profile.name,
+        batch=profile.batch(),
+        workspace_mib=profile.workspace_mib,
         builder_optimization_level=profile.builder_optimization_level,
     )
 
 
 def build_bundle_engines(
-    bundle: Any, profile: TargetProfile, precisions: list[str], trt: TrtModule, target: Target,
-    *, force: bool = False, progress: Any = None, branches: tuple[str, ...] = BRANCHES,
+    bundle: Any,
+    profile: TargetProfile,
+    precisions: list[str],
+    trt: TrtModule,
+    target: Target,
+    *,
+    force: bool = False,
+    progress: Any = None,
+    branches: tuple[str, ...] = BRANCHES,
     on_engine: Any = None,
 ) -> list[dict[str, Any]]:
     """Build (or find in the cache) the engines of a bundle for one target.
@@ -250,19 +302,68 @@ def build_bundle_engines(
                 if on_engine:
                     on_engine(cached, True)
                 continue
-            built = build_engine(trt, onnx_path, precision, profile, target,
-                                 timing_cache=timing, progress=progress)
+            built = build_engine(
+                trt, onnx_path, precision, profile, target, timing_cache=timing, progress=progress
+            )
             name = key.file_name()
             atomic_write_bytes(out_dir / name, built.engine)
             record = {
-                "key": key.to_dict(), "digest": key.digest(), "engine": name,
-                "sha256": sha256_bytes(built.engine), "bytes": len(built.engine), "io": built.io,
-                "build": {"seconds": round(built.seconds, 3), "layers": built.layers,
-                          "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                          "host": platform.node(), "onnx": onnx_path.name, "log": built.log[-200:]},
+                "key": key.to_dict(),
+                "digest": key.digest(),
+                "engine": name,
+                "sha256": sha256_bytes(built.engine),
+                "bytes": len(built.engine),
+                "io": built.io,
+                "build": {
+                    "seconds": round(built.seconds, 3),
+                    "layers": built.layers,
+                    "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "host": platform.node(),
+                    "onnx": onnx_path.name,
+                    "log": built.log[-200:],
+                },
             }
             write_record(out_dir, record)
             records.append(record)
             if on_engine:
                 on_engine(record, False)
     return records
+
+
+def build_if_possible(
+    bundle: Any, precisions: list[str], profile: str | None = None, progress: Any = None
+) -> tuple[list[dict[str, Any]], str]:
+    """For ``edge-iapp export``: build engines when TensorRT and a GPU are here, else say why.
+
+    Args:
+        bundle: a loaded bundle.
+        precisions: precisions to build.
+        profile: target profile name; default the first profile whose SM is this GPU's.
+
+    Returns:
+        ``(records, message)``: records empty and the message naming what is missing
+        (and the command to build later on the target) when nothing could be built.
+    """
+    from .probe import probe_gpus
+    from .profiles import list_profiles, load_profile
+    from .trtmod import TensorRTUnavailable, import_trt
+
+    later = f"build them on the target: edge-iapp build {bundle.path} --profile <name>"
+    try:
+        trt = import_trt("tensorrt")
+    except TensorRTUnavailable as exc:
+        return [], f"TensorRT engines not built: {exc} ({later})"
+    probe = probe_gpus()
+    if not probe.ok:
+        return [], f"TensorRT engines not built: no usable GPU ({probe.error}); {later}"
+    gpu = probe.gpus[0]
+    if profile is None:
+        matching = [n for n in list_profiles() if load_profile(n).sm == gpu.sm]
+        if not matching:
+            return [], f"TensorRT engines not built: no profile in export/ for sm_{gpu.sm}; {later}"
+        profile = matching[0]
+    prof = load_profile(profile)
+    records = build_bundle_engines(
+        bundle, prof, precisions, trt, Target(gpu.name, gpu.sm), progress=progress
+    )
+    return records, f"built {len(records)} engines for {gpu.name} ({prof.name}) with {trt.label}"

@@ -100,9 +100,13 @@ def read_index(directory: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise EngineMismatch(f"{p} is unreadable ({exc}); delete it and rebuild the engines") from None
+        raise EngineMismatch(
+            f"{p} is unreadable ({exc}); delete it and rebuild the engines"
+        ) from None
     if data.get("format") != INDEX_FORMAT or data.get("version") != INDEX_VERSION:
-        raise EngineMismatch(f"{p} is not a version-{INDEX_VERSION} engine index; rebuild the engines")
+        raise EngineMismatch(
+            f"{p} is not a version-{INDEX_VERSION} engine index; rebuild the engines"
+        )
     return list(data.get("engines", []))
 
 
@@ -132,13 +136,21 @@ def find_record(directory: Path, key: EngineKey) -> dict[str, Any] | None:
 
 def rebuild_hint(bundle_path: Path, precision: str, profile: str | None) -> str:
     prof = profile or "<target profile>"
-    return (f"rebuild on this machine: edge-iapp build {bundle_path} --profile {prof} "
-            f"--precision {precision}")
+    return (
+        f"rebuild on this machine: edge-iapp build {bundle_path} --profile {prof} "
+        f"--precision {precision}"
+    )
 
 
 def check_record(
-    record: dict[str, Any], directory: Path, *, trt_module: str, trt_version: str,
-    compute_capability: str, onnx_sha256: str | None, bundle_path: Path,
+    record: dict[str, Any],
+    directory: Path,
+    *,
+    trt_module: str,
+    trt_version: str,
+    compute_capability: str,
+    onnx_sha256: str | None,
+    bundle_path: Path,
 ) -> Path:
     """Everything that must hold before ``deserialize_cuda_engine`` is called.
 
@@ -166,7 +178,8 @@ def check_record(
     if onnx_sha256 is not None and key["onnx_sha256"] != onnx_sha256:
         raise EngineMismatch(
             f"{what} was built from a different {key['branch']}.{key['precision']}.onnx "
-            f"(sha256 {key['onnx_sha256'][:12]}..., the bundle now has {onnx_sha256[:12]}...); {hint}"
+            f"(sha256 {key['onnx_sha256'][:12]}..., the bundle now has {onnx_sha256[:12]}...); "
+            f"{hint}"
         )
     if not path.is_file():
         raise EngineMismatch(f"{what}: the file {path} is missing; {hint}")
@@ -180,8 +193,15 @@ def check_record(
 
 
 def select_record(
-    directory: Path, branch: str, precision: str, *, trt_module: str, trt_version: str,
-    compute_capability: str, onnx_sha256: str | None, bundle_path: Path,
+    directory: Path,
+    branch: str,
+    precision: str,
+    *,
+    trt_module: str,
+    trt_version: str,
+    compute_capability: str,
+    onnx_sha256: str | None,
+    bundle_path: Path,
     profile: str | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """The one engine for this branch, precision and machine, checked; else EngineMismatch.
@@ -189,8 +209,11 @@ def select_record(
     When several fit (built for several profiles), ``profile`` chooses; otherwise the
     one with the largest maximum batch.
     """
-    records = [r for r in read_index(directory)
-               if r["key"]["branch"] == branch and r["key"]["precision"] == precision]
+    records = [
+        r
+        for r in read_index(directory)
+        if r["key"]["branch"] == branch and r["key"]["precision"] == precision
+    ]
     if profile is not None:
         records = [r for r in records if r["key"]["profile"] == profile]
     if not records:
@@ -204,14 +227,19 @@ def select_record(
     for r in records:
         try:
             return r, check_record(
-                r, directory, trt_module=trt_module, trt_version=trt_version,
-                compute_capability=compute_capability, onnx_sha256=onnx_sha256,
+                r,
+                directory,
+                trt_module=trt_module,
+                trt_version=trt_version,
+                compute_capability=compute_capability,
+                onnx_sha256=onnx_sha256,
                 bundle_path=bundle_path,
             )
         except EngineMismatch as exc:
             errors.append(str(exc))
-    raise EngineMismatch(errors[0] if len(errors) == 1 else
-                         "no engine fits this machine:\n  " + "\n  ".join(errors))
+    raise EngineMismatch(
+        errors[0] if len(errors) == 1 else "no engine fits this machine:\n  " + "\n  ".join(errors)
+    )
 
 
 def engines_summary(bundle_path: Path) -> list[dict[str, Any]]:
@@ -219,10 +247,17 @@ def engines_summary(bundle_path: Path) -> list[dict[str, Any]]:
     out = []
     for r in read_index(engine_dir(bundle_path)):
         k = r["key"]
-        out.append({
-            "branch": k["branch"], "precision": k["precision"], "engine": f"{ENGINE_DIR}/{r['engine']}",
-            "sha256": r["sha256"], "trt": f"{k['trt_module']} {k['trt_version']}",
-            "device": k["device"], "compute_capability": k["compute_capability"],
-            "profile": k["profile"], "batch": k["batch"],
-        })
+        out.append(
+            {
+                "branch": k["branch"],
+                "precision": k["precision"],
+                "engine": f"{ENGINE_DIR}/{r['engine']}",
+                "sha256": r["sha256"],
+                "trt": f"{k['trt_module']} {k['trt_version']}",
+                "device": k["device"],
+                "compute_capability": k["compute_capability"],
+                "profile": k["profile"],
+                "batch": k["batch"],
+            }
+        )
     return out

@@ -68,7 +68,9 @@ class PinnedBuffer:
         """``count`` items of ``dtype`` starting ``offset`` bytes in."""
         size = np.dtype(dtype).itemsize * int(count)
         if offset + size > self.nbytes:
-            raise ValueError(f"pinned buffer of {self.nbytes} bytes is too small for {offset + size}")
+            raise ValueError(
+                f"pinned buffer of {self.nbytes} bytes is too small for {offset + size}"
+            )
         return self.array[offset : offset + size].view(dtype)
 
     def free(self) -> None:
@@ -83,7 +85,9 @@ class PinnedBuffer:
 def new_stream() -> Any:
     from cuda.bindings import runtime
 
-    return check(runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking), "cudaStreamCreate")
+    return check(
+        runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking), "cudaStreamCreate"
+    )
 
 
 def new_event(timing: bool = False) -> Any:
@@ -97,18 +101,25 @@ def copy_async(dst: int, src: int, nbytes: int, kind: str, stream: Any) -> None:
     """``kind`` is ``"h2d"``, ``"d2h"`` or ``"d2d"``."""
     from cuda.bindings import runtime
 
-    kinds = {"h2d": runtime.cudaMemcpyKind.cudaMemcpyHostToDevice,
-             "d2h": runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost,
-             "d2d": runtime.cudaMemcpyKind.cudaMemcpyDeviceToDevice}
+    kinds = {
+        "h2d": runtime.cudaMemcpyKind.cudaMemcpyHostToDevice,
+        "d2h": runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+        "d2d": runtime.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+    }
     if nbytes:
-        check(runtime.cudaMemcpyAsync(dst, src, int(nbytes), kinds[kind], stream), f"cudaMemcpyAsync {kind}")
+        check(
+            runtime.cudaMemcpyAsync(dst, src, int(nbytes), kinds[kind], stream),
+            f"cudaMemcpyAsync {kind}",
+        )
 
 
 def copy_sync(dst: int, src: int, nbytes: int, kind: str) -> None:
     from cuda.bindings import runtime
 
-    kinds = {"h2d": runtime.cudaMemcpyKind.cudaMemcpyHostToDevice,
-             "d2h": runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost}
+    kinds = {
+        "h2d": runtime.cudaMemcpyKind.cudaMemcpyHostToDevice,
+        "d2h": runtime.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+    }
     if nbytes:
         check(runtime.cudaMemcpy(dst, src, int(nbytes), kinds[kind]), f"cudaMemcpy {kind}")
 
@@ -140,3 +151,34 @@ def elapsed_ms(start: Any, end: Any) -> float:
 def handle(stream: Any) -> int:
     """The raw ``cudaStream_t`` as an int (what TensorRT and cuLaunchKernel take)."""
     return int(stream)
+
+
+def capture(stream: Any, enqueue: Any) -> Any:
+    """Capture what ``enqueue()`` puts on ``stream`` (and streams it forks) into a graph.
+
+    Returns:
+        ``(graph, graph_exec)``, to pass to :func:`graph_launch` and :func:`graph_destroy`.
+    """
+    from cuda.bindings import runtime
+
+    mode = runtime.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+    check(runtime.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
+    try:
+        enqueue()
+    finally:
+        graph = check(runtime.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
+    exec_ = check(runtime.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+    return graph, exec_
+
+
+def graph_launch(graph: Any, stream: Any) -> None:
+    from cuda.bindings import runtime
+
+    check(runtime.cudaGraphLaunch(graph[1], stream), "cudaGraphLaunch")
+
+
+def graph_destroy(graph: Any) -> None:
+    from cuda.bindings import runtime
+
+    runtime.cudaGraphExecDestroy(graph[1])
+    runtime.cudaGraphDestroy(graph[0])

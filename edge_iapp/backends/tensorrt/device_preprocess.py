@@ -45,8 +45,14 @@ class DevicePreprocessor:
         grid: the part maps' ``(h, w)`` (None: allocated on the first part stage).
     """
 
-    def __init__(self, kernels: KernelModule, max_batch: int, size: int, input_half: bool = False,
-                 grid: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        kernels: KernelModule,
+        max_batch: int,
+        size: int,
+        input_half: bool = False,
+        grid: tuple[int, int] | None = None,
+    ):
         self.k = kernels
         self.n_max = int(max_batch)
         self.s = int(size)
@@ -82,7 +88,9 @@ class DevicePreprocessor:
 
     def _alloc_grid(self, grid: tuple[int, int]) -> None:
         self.grid = (int(grid[0]), int(grid[1]))
-        self.part_masks = self._alloc(self.n_max * self.grid[0] * self.grid[1])
+        cells = self.n_max * self.grid[0] * self.grid[1]
+        self.part_masks = self._alloc(cells)
+        self.part_scratch = self._alloc(4 * cells)  # 2 shorts per cell: labels, flood-fill stack
 
     def _grid2d(self, n: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
         return ((self.s * self.s + BLOCK - 1) // BLOCK, n, 1), (BLOCK, 1, 1)
@@ -118,32 +126,85 @@ class DevicePreprocessor:
         """Reset per-image reductions, then the global canvas (u8 + network input + sums)."""
         h = cudart.handle(stream)
         k = self.k
-        k.launch("iapp_reset", ((n + BLOCK - 1) // BLOCK, 1, 1), (BLOCK, 1, 1),
-                 (self.sums.ptr, self.boxes_incl.ptr, n), h)
+        k.launch(
+            "iapp_reset",
+            ((n + BLOCK - 1) // BLOCK, 1, 1),
+            (BLOCK, 1, 1),
+            (self.sums.ptr, self.boxes_incl.ptr, n),
+            h,
+        )
         grid, block = self._grid2d(n)
         offs, shapes, bgs = self.meta.ptr, self.meta.ptr + 8 * n, self.meta.ptr + 16 * n
-        k.launch("iapp_global_canvas", grid, block,
-                 (self.crops.ptr, offs, shapes, bgs, n, self.s, cfg.canvas,
-                  int(cfg.normalize_background), self.global_u8.ptr, self.global_in.ptr,
-                  int(self.input_half), self.sums.ptr), h)
+        k.launch(
+            "iapp_global_canvas",
+            grid,
+            block,
+            (
+                self.crops.ptr,
+                offs,
+                shapes,
+                bgs,
+                n,
+                self.s,
+                cfg.canvas,
+                int(cfg.normalize_background),
+                self.global_u8.ptr,
+                self.global_in.ptr,
+                int(self.input_half),
+                self.sums.ptr,
+            ),
+            h,
+        )
 
     def object_stage(self, n: int, cfg: Any, stream: Any) -> None:
         """Threshold + erosion, dilation + box, zoom (after :meth:`global_stage`)."""
         h = cudart.handle(stream)
         grid, block = self._grid2d(n)
-        self.k.launch("iapp_erode", grid, block,
-                      (self.global_u8.ptr, self.sums.ptr, n, self.s, MODES[cfg.threshold],
-                       cfg.morph_kernel, self.eroded.ptr), h)
-        self.k.launch("iapp_dilate_box", grid, block,
-                      (self.eroded.ptr, n, self.s, cfg.morph_kernel, self.mask.ptr,
-                       self.boxes_incl.ptr), h)
-        self.k.launch("iapp_object_zoom", grid, block,
-                      (self.global_u8.ptr, self.mask.ptr, self.boxes_incl.ptr, n, self.s,
-                       cfg.object_margin, self.object_u8.ptr, self.object_in.ptr,
-                       int(self.input_half), self.object_boxes.ptr, self.object_fallback.ptr), h)
+        self.k.launch(
+            "iapp_erode",
+            grid,
+            block,
+            (
+                self.global_u8.ptr,
+                self.sums.ptr,
+                n,
+                self.s,
+                MODES[cfg.threshold],
+                cfg.morph_kernel,
+                self.eroded.ptr,
+            ),
+            h,
+        )
+        self.k.launch(
+            "iapp_dilate_box",
+            grid,
+            block,
+            (self.eroded.ptr, n, self.s, cfg.morph_kernel, self.mask.ptr, self.boxes_incl.ptr),
+            h,
+        )
+        self.k.launch(
+            "iapp_object_zoom",
+            grid,
+            block,
+            (
+                self.global_u8.ptr,
+                self.mask.ptr,
+                self.boxes_incl.ptr,
+                n,
+                self.s,
+                cfg.object_margin,
+                self.object_u8.ptr,
+                self.object_in.ptr,
+                int(self.input_half),
+                self.object_boxes.ptr,
+                self.object_fallback.ptr,
+            ),
+            h,
+        )
 
-    def part_stage(self, n: int, maps_ptr: int, maps_half: bool, grid_hw: tuple[int, int],
-                   stream: Any) -> None:
+    def part_stage(
+        self, n: int, maps_ptr: int, maps_half: bool, grid_hw: tuple[int, int], stream: Any
+    ) -> None:
         """Part mask, largest region, box (one thread per image), then the part zoom."""
         from ...kernels.launcher import KernelError
 
@@ -155,13 +216,41 @@ class DevicePreprocessor:
             self._alloc_grid(grid_hw)
         h = cudart.handle(stream)
         gh, gw = self.grid
-        self.k.launch("iapp_part_select", ((n + 63) // 64, 1, 1), (64, 1, 1),
-                      (maps_ptr, int(maps_half), n, gh, gw, self.s, self.part_masks.ptr,
-                       self.part_boxes.ptr, self.part_fallback.ptr), h)
+        self.k.launch(
+            "iapp_part_select",
+            ((n + 63) // 64, 1, 1),
+            (64, 1, 1),
+            (
+                maps_ptr,
+                int(maps_half),
+                n,
+                gh,
+                gw,
+                self.s,
+                self.part_masks.ptr,
+                self.part_boxes.ptr,
+                self.part_fallback.ptr,
+                self.part_scratch.ptr,
+            ),
+            h,
+        )
         grid, block = self._grid2d(n)
-        self.k.launch("iapp_part_zoom", grid, block,
-                      (self.object_u8.ptr, self.part_boxes.ptr, self.part_fallback.ptr, n, self.s,
-                       self.part_u8.ptr, self.part_in.ptr, int(self.input_half)), h)
+        self.k.launch(
+            "iapp_part_zoom",
+            grid,
+            block,
+            (
+                self.object_u8.ptr,
+                self.part_boxes.ptr,
+                self.part_fallback.ptr,
+                n,
+                self.s,
+                self.part_u8.ptr,
+                self.part_in.ptr,
+                int(self.input_half),
+            ),
+            h,
+        )
 
     # -- device -> host (parity checks; the backend copies only what it needs) -----------
     def fetch(self, n: int, stream: Any, part: bool = False) -> StageResult:

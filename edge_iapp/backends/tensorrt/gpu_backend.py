@@ -2,8 +2,8 @@
 
 Per batch, on this thread's two streams (stream A, stream B)::
 
-    A: H2D crops -> global canvas -+-> object stage -> object engine -> part stage -> part engine -+-> D2H
-    B:                             +-> global engine ----------------------------------------------+
+    A: H2D crops -> global canvas -+-> object stage, object engine, part stage, part engine -+-> D2H
+    B:                             +-> global engine ----------------------------------------+
 
 All memory lives on the device's primary context; inputs go straight from the kernels
 into the engines' input buffers (float32, or float16 when the engine's input is HALF).
@@ -12,7 +12,8 @@ Each thread gets its own execution contexts, streams and buffers (thread-local),
 TensorRT, or a matching engine, ``load`` raises :class:`BackendUnavailable` saying
 what was checked and how to fix it. Options: ``device`` (GPU index, default 0),
 ``trt_module`` (``tensorrt``; ``tensorrt_rtx`` on RTX cards), ``profile`` (choose
-among engines built for several profiles).
+among engines built for several profiles), ``cuda_graph`` (capture kernels and engines
+once per batch size and replay them: fewer launches; timings then count as branches).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class _Workspace:
         self.a, self.b = cudart.new_stream(), cudart.new_stream()
         self.global_ready, self.b_done = cudart.new_event(), cudart.new_event()
         self.marks = [cudart.new_event(timing=True) for _ in range(5)]
+        self.graphs: dict[tuple, Any] = {}  # (batch, crops buffer, cfg) -> instantiated graph
         n = be.max_batch
         self.pre = DevicePreprocessor(be.kernels, n, be.size, be.input_half, be.grid)
         self.out: dict[tuple[str, str], Any] = {}
@@ -52,6 +54,11 @@ class _Workspace:
         self.host = cudart.PinnedBuffer(host_bytes)
 
     def close(self) -> None:
+        from . import cudart
+
+        for graph in self.graphs.values():
+            cudart.graph_destroy(graph)
+        self.graphs.clear()
         self.pre.close()
         for buf in [*self.out.values(), self.x, self.host]:
             buf.free()
@@ -92,9 +99,15 @@ class TensorRTBackend(Backend):
             onnx_sha = self.bundle.manifest["files"][branch][self.precision]["sha256"]
             try:
                 record, path = select_record(
-                    folder, branch, self.precision, trt_module=self.trt.name,
-                    trt_version=self.trt.version, compute_capability=cc, onnx_sha256=onnx_sha,
-                    bundle_path=self.bundle.path, profile=self.options.get("profile"),
+                    folder,
+                    branch,
+                    self.precision,
+                    trt_module=self.trt.name,
+                    trt_version=self.trt.version,
+                    compute_capability=cc,
+                    onnx_sha256=onnx_sha,
+                    bundle_path=self.bundle.path,
+                    profile=self.options.get("profile"),
                 )
             except EngineMismatch as exc:
                 raise BackendUnavailable(f"tensorrt backend on {self.gpu.name}: {exc}") from exc
@@ -103,7 +116,7 @@ class TensorRTBackend(Backend):
         from ...kernels.launcher import KernelModule
 
         self.kernels = KernelModule.for_device(self.gpu.cc)
-        self.warmup()
+        self._warm()  # inside load: ensure_loaded would wait on its own lock
 
     def _plan(self) -> None:
         """Batch range, input dtype and part grid from the engines' IO (no GPU calls)."""
@@ -120,7 +133,9 @@ class TensorRTBackend(Backend):
         self.input_half = np.dtype(spec.dtype) == np.float16
         self.size = int(spec.shape[-1])
         if self.size != self.bundle.input_size:
-            raise BackendUnavailable(f"engines take {self.size} px, the bundle {self.bundle.input_size}")
+            raise BackendUnavailable(
+                f"engines take {self.size} px, the bundle {self.bundle.input_size}"
+            )
         maps = [s for s in self.runners["object"].outputs if s.name == "part_maps"]
         if not maps or len(maps[0].shape) != 4:
             raise BackendUnavailable("the object engine has no (N, 2, h, w) part_maps output")
@@ -141,14 +156,18 @@ class TensorRTBackend(Backend):
     def describe(self) -> dict[str, Any]:
         d = {"backend": self.name, "precision": self.precision, "device": "cuda"}
         if self.runners:
-            d.update({
-                "device": f"{self.gpu.name} (sm_{self.gpu.sm})", "tensorrt": self.trt.label,
-                "engines": {b: r.record["engine"] for b, r in self.runners.items()},
-                "preprocessing": f"CUDA kernels ({self.kernels.compiled.kind} "
-                                 f"sm_{self.kernels.compiled.arch}, NVRTC)",
-                "batch": [self.min_batch, self.max_batch],
-                "input_dtype": "float16" if self.input_half else "float32",
-            })
+            d.update(
+                {
+                    "device": f"{self.gpu.name} (sm_{self.gpu.sm})",
+                    "tensorrt": self.trt.label,
+                    "engines": {b: r.record["engine"] for b, r in self.runners.items()},
+                    "preprocessing": f"CUDA kernels ({self.kernels.compiled.kind} "
+                    f"sm_{self.kernels.compiled.arch}, NVRTC)",
+                    "batch": [self.min_batch, self.max_batch],
+                    "input_dtype": "float16" if self.input_half else "float32",
+                    "cuda_graph": bool(self.options.get("cuda_graph")),
+                }
+            )
         return d
 
     def close(self) -> None:
@@ -168,7 +187,9 @@ class TensorRTBackend(Backend):
         addr.update({s.name: ws.out[(branch, s.name)].ptr for s in runner.outputs})
         return addr
 
-    def _fetch(self, ws: _Workspace, items: list[tuple[int, Any, tuple[int, ...]]]) -> list[np.ndarray]:
+    def _fetch(
+        self, ws: _Workspace, items: list[tuple[int, Any, tuple[int, ...]]]
+    ) -> list[np.ndarray]:
         """D2H copies into pinned memory on stream A, then one synchronise; copies out."""
         from . import cudart
 
@@ -196,14 +217,25 @@ class TensorRTBackend(Backend):
             staging[:] = part.reshape(-1)
             cudart.copy_async(ws.x.ptr, ws.host.ptr, part.nbytes, "h2d", ws.a)
             runner.enqueue(b - a, self._addresses(ws, branch, ws.x.ptr), cudart.handle(ws.a))
-            outs = self._fetch(ws, [(ws.out[(branch, s.name)].ptr, s.dtype, s.shape_for(b - a))
-                                    for s in runner.outputs])
+            outs = self._fetch(
+                ws,
+                [
+                    (ws.out[(branch, s.name)].ptr, s.dtype, s.shape_for(b - a))
+                    for s in runner.outputs
+                ],
+            )
             chunks.append(outs)
-        return tuple(np.concatenate([c[i] for c in chunks]).astype(np.float32)
-                     for i in range(len(runner.outputs)))
+        return tuple(
+            np.concatenate([c[i] for c in chunks]).astype(np.float32)
+            for i in range(len(runner.outputs))
+        )
 
     def warmup(self, batch: int | None = None) -> None:
-        """One pass of the kernels and all three engines at the profile's opt batch."""
+        """One pass of the kernels and all three engines at batch 46 (load does this too)."""
+        self.ensure_loaded()
+        self._warm(batch)
+
+    def _warm(self, batch: int | None = None) -> None:
         from . import cudart
 
         ws = self._workspace()
@@ -213,28 +245,54 @@ class TensorRTBackend(Backend):
         self._enqueue(ws, crops, [255] * n, self.cfg)
         cudart.synchronize(ws.a)
 
-    def _enqueue(self, ws: _Workspace, crops: list[np.ndarray], backgrounds: list[int], cfg: Any) -> int:
+    def _enqueue(
+        self, ws: _Workspace, crops: list[np.ndarray], backgrounds: list[int], cfg: Any
+    ) -> int:
+        """Upload, then the kernels and engines: eagerly, or as a CUDA graph when enabled."""
+        from . import cudart
+
+        cudart.record(ws.marks[0], ws.a)
+        n = ws.pre.upload(crops, backgrounds, ws.a)
+        if not self.options.get("cuda_graph"):
+            self._stages(ws, n, cfg, marks=True)
+            return n
+        key = (n, ws.pre.crops.ptr, tuple(sorted(cfg.to_dict().items())))
+        graph = ws.graphs.get(key)
+        if graph is None:
+            # TensorRT must have run a shape once before it can be captured: run eagerly,
+            # then capture (capturing does not execute anything).
+            self._stages(ws, n, cfg, marks=True)
+            graph = ws.graphs[key] = cudart.capture(ws.a, lambda: self._stages(ws, n, cfg, False))
+            return n
+        cudart.graph_launch(graph, ws.a)
+        for i in (1, 2, 3, 4):  # no per-stage split inside a graph: all time is "branches"
+            cudart.record(ws.marks[i], ws.a)
+        return n
+
+    def _stages(self, ws: _Workspace, n: int, cfg: Any, marks: bool) -> None:
         from . import cudart
 
         a, hb, ha = ws.a, cudart.handle(ws.b), cudart.handle(ws.a)
         pre = ws.pre
-        cudart.record(ws.marks[0], a)
-        n = pre.upload(crops, backgrounds, a)
+
+        def mark(i: int) -> None:
+            if marks:
+                cudart.record(ws.marks[i], a)
+
         pre.global_stage(n, cfg, a)
         cudart.record(ws.global_ready, a)
         cudart.wait(ws.b, ws.global_ready)
         self.runners["global"].enqueue(n, self._addresses(ws, "global", pre.global_in.ptr), hb)
         cudart.record(ws.b_done, ws.b)
         pre.object_stage(n, cfg, a)
-        cudart.record(ws.marks[1], a)
+        mark(1)
         self.runners["object"].enqueue(n, self._addresses(ws, "object", pre.object_in.ptr), ha)
-        cudart.record(ws.marks[2], a)
+        mark(2)
         pre.part_stage(n, ws.out[("object", "part_maps")].ptr, self.maps_half, self.grid, a)
-        cudart.record(ws.marks[3], a)
+        mark(3)
         self.runners["part"].enqueue(n, self._addresses(ws, "part", pre.part_in.ptr), ha)
         cudart.wait(a, ws.b_done)
-        cudart.record(ws.marks[4], a)
-        return n
+        mark(4)
 
     def run_pipeline(self, images: Sequence, cfg: Any = None) -> PipelineOutput:
         """Device preprocessing + engines; same :class:`PipelineOutput` as the reference path."""
@@ -255,14 +313,17 @@ class TensorRTBackend(Backend):
             n = self._enqueue(ws, crops, [int(im.polarity.background) for im in chunk], cfg)
             pm = ws.out[("object", "part_maps")]
             maps_dtype = np.float16 if self.maps_half else np.float32
-            got = self._fetch(ws, [
-                (ws.out[("global", "logits")].ptr, self._logit_dtype("global"), (n, k)),
-                (ws.out[("object", "logits")].ptr, self._logit_dtype("object"), (n, k)),
-                (ws.out[("part", "logits")].ptr, self._logit_dtype("part"), (n, k)),
-                (pm.ptr, maps_dtype, (n, 2, *self.grid)),
-                (ws.pre.object_fallback.ptr, np.uint8, (n,)),
-                (ws.pre.part_fallback.ptr, np.uint8, (n,)),
-            ])
+            got = self._fetch(
+                ws,
+                [
+                    (ws.out[("global", "logits")].ptr, self._logit_dtype("global"), (n, k)),
+                    (ws.out[("object", "logits")].ptr, self._logit_dtype("object"), (n, k)),
+                    (ws.out[("part", "logits")].ptr, self._logit_dtype("part"), (n, k)),
+                    (pm.ptr, maps_dtype, (n, 2, *self.grid)),
+                    (ws.pre.object_fallback.ptr, np.uint8, (n,)),
+                    (ws.pre.part_fallback.ptr, np.uint8, (n,)),
+                ],
+            )
             m = [cudart.elapsed_ms(ws.marks[i], ws.marks[i + 1]) / 1e3 for i in range(4)]
             pre_s += m[0] + m[2]
             branch_s += m[1] + m[3]
@@ -272,14 +333,23 @@ class TensorRTBackend(Backend):
         cat = [np.concatenate([p[0][i] for p in pieces]) for i in range(6)]
         every = [im for _, chunk in pieces for im in chunk]
         return PipelineOutput(
-            logits={"global": cat[0].astype(np.float32), "object": cat[1].astype(np.float32),
-                    "part": cat[2].astype(np.float32)},
+            logits={
+                "global": cat[0].astype(np.float32),
+                "object": cat[1].astype(np.float32),
+                "part": cat[2].astype(np.float32),
+            },
             part_maps=cat[3].astype(np.float32),
-            flags={"shrunk": np.array([max(im.pixels.shape) > cfg.canvas for im in every]),
-                   "inverted": np.array([bool(im.polarity.inverted) for im in every]),
-                   "object_fallback": cat[4].astype(bool), "part_fallback": cat[5].astype(bool)},
-            timings={"preprocess": pre_s, "branches": branch_s,
-                     "wall": time.perf_counter() - t_start},
+            flags={
+                "shrunk": np.array([max(im.pixels.shape) > cfg.canvas for im in every]),
+                "inverted": np.array([bool(im.polarity.inverted) for im in every]),
+                "object_fallback": cat[4].astype(bool),
+                "part_fallback": cat[5].astype(bool),
+            },
+            timings={
+                "preprocess": pre_s,
+                "branches": branch_s,
+                "wall": time.perf_counter() - t_start,
+            },
         )
 
     def _logit_dtype(self, branch: str) -> Any:

@@ -85,7 +85,9 @@ def probe_gpus() -> Probe:
     try:
         from cuda.bindings import runtime
     except ImportError as exc:
-        return Probe(error=f"cuda-bindings is not installed ({exc}); pip install 'edge-iapp[tensorrt]'")
+        return Probe(
+            error=f"cuda-bindings is not installed ({exc}); pip install 'edge-iapp[tensorrt]'"
+        )
     except Exception as exc:  # noqa: BLE001 - e.g. the CUDA runtime library itself is missing
         return Probe(error=f"cuda-bindings failed to load: {exc}")
     probe = Probe()
@@ -93,13 +95,15 @@ def probe_gpus() -> Probe:
         err, version = runtime.cudaRuntimeGetVersion()
         probe.runtime_version = int(version) if err == runtime.cudaError_t.cudaSuccess else None
         err, version = runtime.cudaDriverGetVersion()
-        probe.driver_version = int(version) if err == runtime.cudaError_t.cudaSuccess and version else None
+        probe.driver_version = (
+            int(version) if err == runtime.cudaError_t.cudaSuccess and version else None
+        )
         err, count = runtime.cudaGetDeviceCount()
         if err != runtime.cudaError_t.cudaSuccess:
-            probe.error = (
-                f"cudaGetDeviceCount failed: {err.name} ({int(err)}); "
-                + ("no NVIDIA driver, or one older than this CUDA runtime"
-                   if int(err) in (35, 100) else "see the CUDA error code")
+            probe.error = f"cudaGetDeviceCount failed: {err.name} ({int(err)}); " + (
+                "no NVIDIA driver, or one older than this CUDA runtime"
+                if int(err) in (35, 100)
+                else "see the CUDA error code"
             )
             return probe
         for i in range(count):
@@ -107,10 +111,22 @@ def probe_gpus() -> Probe:
             if err != runtime.cudaError_t.cudaSuccess:
                 probe.error = f"cudaGetDeviceProperties({i}) failed: {err.name}"
                 continue
-            name = prop.name.decode(errors="replace").rstrip("\0") if isinstance(prop.name, bytes) else str(prop.name)
+            name = (
+                prop.name.decode(errors="replace").rstrip("\0")
+                if isinstance(prop.name, bytes)
+                else str(prop.name)
+            )
             gbs, source = _bandwidth(name)
-            probe.gpus.append(GpuInfo(i, name, (int(prop.major), int(prop.minor)),
-                                      int(prop.totalGlobalMem), gbs, source))
+            probe.gpus.append(
+                GpuInfo(
+                    i,
+                    name,
+                    (int(prop.major), int(prop.minor)),
+                    int(prop.totalGlobalMem),
+                    gbs,
+                    source,
+                )
+            )
         if not probe.gpus and probe.error is None:
             probe.error = "the CUDA driver reports no GPU"
     except Exception as exc:  # noqa: BLE001 - the probe must never take the process down

@@ -69,9 +69,13 @@ def parse_profile(data: dict[str, Any], source: str = "<dict>") -> TargetProfile
     try:
         batch = data["batch"]
         prof = TargetProfile(
-            name=str(data["name"]), description=str(data.get("description", "")),
-            sm=int(data["sm"]), precision=str(data["precision"]),
-            batch_min=int(batch["min"]), batch_opt=int(batch["opt"]), batch_max=int(batch["max"]),
+            name=str(data["name"]),
+            description=str(data.get("description", "")),
+            sm=int(data["sm"]),
+            precision=str(data["precision"]),
+            batch_min=int(batch["min"]),
+            batch_opt=int(batch["opt"]),
+            batch_max=int(batch["max"]),
             workspace_mib=int(data["workspace_mib"]),
             builder_optimization_level=int(data["builder_optimization_level"]),
             notes=str(data.get("notes", "")),

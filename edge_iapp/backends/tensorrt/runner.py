@@ -15,8 +15,15 @@ from typing import Any
 
 import numpy as np
 
-DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32,
-          "INT64": np.int64, "BOOL": np.bool_, "UINT8": np.uint8}
+DTYPES = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+}
 
 
 @dataclass(frozen=True)
@@ -48,12 +55,16 @@ def io_specs(io: list[dict[str, Any]]) -> list[TensorSpec]:
     return specs
 
 
-def plan_bindings(specs: list[TensorSpec], batch: int, batch_range: tuple[int, int]) -> dict[str, int]:
+def plan_bindings(
+    specs: list[TensorSpec], batch: int, batch_range: tuple[int, int]
+) -> dict[str, int]:
     """Bytes each tensor needs for ``batch``; ValueError outside the engine's profile."""
     lo, hi = batch_range
     if not lo <= batch <= hi:
-        raise ValueError(f"batch {batch} is outside the engine's profile {lo}..{hi}; "
-                         "split it (split_batch) or rebuild with a larger max batch")
+        raise ValueError(
+            f"batch {batch} is outside the engine's profile {lo}..{hi}; "
+            "split it (split_batch) or rebuild with a larger max batch"
+        )
     return {s.name: s.nbytes(batch) for s in specs}
 
 
@@ -86,17 +97,23 @@ class EngineRunner:
         self.runtime = mod.Runtime(logger)
         self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
         if self.engine is None:
-            raise RuntimeError(f"{trt.label} could not deserialise {path} (see the log above); "
-                               "rebuild it with edge-iapp build")
+            raise RuntimeError(
+                f"{trt.label} could not deserialise {path} (see the log above); "
+                "rebuild it with edge-iapp build"
+            )
         self.specs = io_specs(record["io"])
         got = [(self.engine.get_tensor_name(i)) for i in range(self.engine.num_io_tensors)]
         if sorted(got) != sorted(s.name for s in self.specs):
-            raise RuntimeError(f"engine {path.name} has tensors {got}, its record says "
-                               f"{[s.name for s in self.specs]}; rebuild it")
+            raise RuntimeError(
+                f"engine {path.name} has tensors {got}, its record says "
+                f"{[s.name for s in self.specs]}; rebuild it"
+            )
         for s in self.specs:
             actual = str(self.engine.get_tensor_dtype(s.name)).rsplit(".", 1)[-1]
             if DTYPES.get(actual) is not s.dtype:
-                raise RuntimeError(f"engine {path.name}: {s.name} is {actual}, record says {s.dtype}")
+                raise RuntimeError(
+                    f"engine {path.name}: {s.name} is {actual}, record says {s.dtype}"
+                )
         b = record["key"]["batch"]
         self.batch_range = (int(b[0]), int(b[2]))
         self.inputs = [s for s in self.specs if s.mode == "input"]

@@ -67,7 +67,7 @@ class TrtModule:
 
     @property
     def has_weak_typing(self) -> bool:
-        """TensorRT <= 10 still has BuilderFlag.FP16/INT8 (never used here: precision is the graph's)."""
+        """TensorRT <= 10 has BuilderFlag.FP16/INT8 (never used here: precision is the graph's)."""
         return hasattr(self.module.BuilderFlag, "FP16")
 
 
@@ -95,7 +95,9 @@ def import_trt(name: str | None = None) -> TrtModule:
             if choice == "tensorrt"
             else "pip install tensorrt-rtx"
         )
-        raise TensorRTUnavailable(f"Python module {choice!r} is not importable ({exc}). {hint}.") from exc
+        raise TensorRTUnavailable(
+            f"Python module {choice!r} is not importable ({exc}). {hint}."
+        ) from exc
     except Exception as exc:  # noqa: BLE001 - a broken install raises OSError & co.
         raise TensorRTUnavailable(f"Python module {choice!r} failed to load: {exc}") from exc
     return TrtModule(module=module, name=choice, version=str(module.__version__))

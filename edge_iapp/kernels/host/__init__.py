@@ -24,7 +24,11 @@ COMMON = HOST_DIR.parent / "iapp_common.cu"
 CXXFLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-Wall", "-Wextra")
 
 __all__ = [
-    "EmulatedKernelModule", "HostKernels", "HostMemoryCudart", "build_host_library", "pack_crops",
+    "EmulatedKernelModule",
+    "HostKernels",
+    "HostMemoryCudart",
+    "build_host_library",
+    "pack_crops",
 ]
 
 MODES = {"paper": 0, "foreground": 1}
@@ -92,8 +96,16 @@ class HostKernels:
         out = np.zeros((n, s, s), dtype=np.uint8)
         sums = np.zeros(n, dtype=np.uint64)
         self.lib.host_global_canvas(
-            _ptr(buffer), _ptr(offsets), _ptr(shapes), _ptr(bg), n, s, canvas, int(normalize),
-            _ptr(out), _ptr(sums),
+            _ptr(buffer),
+            _ptr(offsets),
+            _ptr(shapes),
+            _ptr(bg),
+            n,
+            s,
+            canvas,
+            int(normalize),
+            _ptr(out),
+            _ptr(sums),
         )
         return out, sums
 
@@ -111,10 +123,22 @@ class HostKernels:
         boxes = np.zeros((n, 4), dtype=np.int32)
         fallback = np.zeros(n, dtype=np.uint8)
         self.lib.host_object_stage(
-            _ptr(g), _ptr(sums), n, s, MODES[mode], k, margin, _ptr(eroded), _ptr(mask),
-            _ptr(images), _ptr(boxes), _ptr(fallback),
+            _ptr(g),
+            _ptr(sums),
+            n,
+            s,
+            MODES[mode],
+            k,
+            margin,
+            _ptr(eroded),
+            _ptr(mask),
+            _ptr(images),
+            _ptr(boxes),
+            _ptr(fallback),
         )
-        return HostObject(images, mask.astype(bool), eroded.astype(bool), boxes, fallback.astype(bool))
+        return HostObject(
+            images, mask.astype(bool), eroded.astype(bool), boxes, fallback.astype(bool)
+        )
 
     def part_stage(self, object_u8: np.ndarray, part_maps: np.ndarray) -> HostPart:
         o = np.ascontiguousarray(object_u8, dtype=np.uint8)
@@ -128,11 +152,22 @@ class HostKernels:
         fallback = np.zeros(n, dtype=np.uint8)
         images = np.zeros_like(o)
         rc = self.lib.host_part_stage(
-            _ptr(maps), int(maps.dtype == np.float16), n, h, w, s, _ptr(o), _ptr(masks),
-            _ptr(boxes), _ptr(fallback), _ptr(images),
+            _ptr(maps),
+            int(maps.dtype == np.float16),
+            n,
+            h,
+            w,
+            s,
+            _ptr(o),
+            _ptr(masks),
+            _ptr(boxes),
+            _ptr(fallback),
+            _ptr(images),
         )
         if rc != 0:
-            raise ValueError(f"part grid {h}x{w} exceeds the kernels' limit of {self.max_grid} cells")
+            raise ValueError(
+                f"part grid {h}x{w} exceeds the kernels' limit of {self.max_grid} cells"
+            )
         return HostPart(images, masks.astype(bool), boxes, fallback.astype(bool))
 
     def network_input(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,8 +189,13 @@ class HostKernels:
         return float(self.lib.host_pairwise_sum(_ptr(v), int(v.size)))
 
 
-PIXEL_KERNELS = {"iapp_global_canvas", "iapp_erode", "iapp_dilate_box", "iapp_object_zoom",
-                 "iapp_part_zoom"}
+PIXEL_KERNELS = {
+    "iapp_global_canvas",
+    "iapp_erode",
+    "iapp_dilate_box",
+    "iapp_object_zoom",
+    "iapp_part_zoom",
+}
 BLOCK_REDUCTION = {"iapp_global_canvas", "iapp_dilate_box"}
 
 
@@ -173,8 +213,14 @@ class EmulatedKernelModule:
         self.compiled = Compiled(image=b"", kind="emulated", arch=0, log="")
         self.launches: list[tuple[str, tuple, tuple]] = []
 
-    def launch(self, name: str, grid: tuple[int, int, int], block: tuple[int, int, int],
-               args: tuple, stream: int = 0) -> None:
+    def launch(
+        self,
+        name: str,
+        grid: tuple[int, int, int],
+        block: tuple[int, int, int],
+        args: tuple,
+        stream: int = 0,
+    ) -> None:
         from ..launcher import BLOCK
 
         params = self.signatures[name]
@@ -188,8 +234,10 @@ class EmulatedKernelModule:
             assert grid[0] * block[0] >= n, (name, grid, block, n)
         if name in BLOCK_REDUCTION:
             assert block == (BLOCK, 1, 1), (name, block)
-        c_args = [ctypes.c_void_p(int(v)) if p.is_pointer else np.ctypeslib.as_ctypes_type(p.dtype)(v)
-                  for p, v in zip(params, args, strict=True)]
+        c_args = [
+            ctypes.c_void_p(int(v)) if p.is_pointer else np.ctypeslib.as_ctypes_type(p.dtype)(v)
+            for p, v in zip(params, args, strict=True)
+        ]
         getattr(self.lib, f"emu_{name}")(*c_args)
         self.launches.append((name, grid, block))
 
@@ -264,3 +312,16 @@ class HostMemoryCudart:
     @staticmethod
     def elapsed_ms(start, end) -> float:
         return 0.0
+
+    # CUDA graphs: "capturing" keeps the enqueue function, "launching" runs it again
+    @staticmethod
+    def capture(stream, enqueue):
+        return enqueue
+
+    @staticmethod
+    def graph_launch(graph, stream) -> None:
+        graph()
+
+    @staticmethod
+    def graph_destroy(graph) -> None:
+        pass

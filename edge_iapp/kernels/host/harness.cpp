@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #define __host__
 #define __device__
@@ -69,13 +70,14 @@ int host_part_stage(const void* maps, int maps_half, int n, int h, int w, int s,
                     const iapp_u8* object_u8, iapp_u8* part_masks, int* out_boxes,
                     iapp_u8* fallback, iapp_u8* part_u8) {
     if (h * w > IAPP_MAX_GRID || h < 1 || w < 1) return -1;
+    std::vector<short> scratch(2 * h * w);
     for (int k = 0; k < n; ++k) {
         long long offset = (long long)k * 2 * h * w;
         const void* mine = maps_half ? (const void*)((const iapp_half_bits*)maps + offset)
                                      : (const void*)((const float*)maps + offset);
         int* box = out_boxes + 4 * k;
         int has_box = iapp_part_select(mine, maps_half, h, w, s, part_masks + (long long)k * h * w,
-                                       box);
+                                       box, scratch.data());
         fallback[k] = (iapp_u8)(has_box ? 0 : 1);
         long long base = (long long)k * s * s;
         for (int t = 0; t < s * s; ++t)
@@ -100,7 +102,11 @@ void host_float_to_half(const float* values, long long count, iapp_half_bits* ou
 }
 
 double host_pairwise_sum(const double* values, int count) {
-    return iapp_pairwise_sum(values, count);
+    IappSeq seq;
+    seq.data = values;
+    seq.kind = 2;
+    seq.base = 0;
+    return iapp_pairwise_sum(seq, count);
 }
 
 // ---- Kernel emulators: the exact signatures of kernels.cu, every (image, pixel) visited in
@@ -183,14 +189,16 @@ void emu_iapp_object_zoom(const iapp_u8* global_u8, const iapp_u8* mask, const i
 }
 
 void emu_iapp_part_select(const void* maps, int maps_half, int n, int h, int w, int s,
-                          iapp_u8* part_masks, int* out_boxes, iapp_u8* fallback) {
+                          iapp_u8* part_masks, int* out_boxes, iapp_u8* fallback,
+                          short* scratch) {
     for (int k = 0; k < n; ++k) {
         long long offset = (long long)k * 2 * h * w;
         const void* mine = maps_half ? (const void*)((const iapp_half_bits*)maps + offset)
                                      : (const void*)((const float*)maps + offset);
         int box[4];
         int has_box = iapp_part_select(mine, maps_half, h, w, s,
-                                       part_masks + (long long)k * h * w, box);
+                                       part_masks + (long long)k * h * w, box,
+                                       scratch + (long long)k * 2 * h * w);
         for (int c = 0; c < 4; ++c) out_boxes[4 * k + c] = box[c];
         fallback[k] = (iapp_u8)(has_box ? 0 : 1);
     }

@@ -1,0 +1,106 @@
+"""edge-iapp bench: rows, statuses for unavailable combos, JSON/CSV, the accuracy floor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from export_helpers import tiny_bundle
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from edge_iapp.bench import check_floor, macro_f1  # noqa: E402
+from edge_iapp.cli.main import app  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    bundle = tiny_bundle(tmp_path_factory)
+    data = next(p for p in Path(bundle).parents[1].iterdir() if p.name.startswith("data")) / "set"
+    return bundle, data, data.parent / "set_split.json"
+
+
+def _bench(setup, tmp_path, *extra):
+    bundle, data, split = setup
+    args = [
+        "bench",
+        str(bundle),
+        "--data",
+        str(data),
+        "--split",
+        str(split),
+        "--subset",
+        "test",
+        "--backend",
+        "onnxruntime,torch",
+        "--precision",
+        "fp32,int8",
+        "--single",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--csv",
+        str(tmp_path / "r.csv"),
+        *extra,
+    ]
+    return CliRunner().invoke(app, args)
+
+
+def test_bench_rows_and_outputs(setup, tmp_path):
+    result = _bench(setup, tmp_path, "--min-accuracy", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    rows = {(r["backend"], r["precision"]): r for r in report["rows"]}
+    assert list(rows)[0] == ("onnxruntime", "fp32")  # the reference runs first
+    ref = rows[("onnxruntime", "fp32")]
+    assert ref["status"] == "ok" and ref["drop_points"] == 0 and ref["agreement"] == 1.0
+    assert ref["images"] == report["images"] > 0
+    assert ref["img_per_s"] > 0 and ref["batch_p50_ms"] > 0 and ref["single_p50_ms"] > 0
+    assert 0 < ref["preprocess_share"] < 1
+    assert rows[("torch", "fp32")]["agreement"] == 1.0  # torch and ORT fp32 agree
+    assert rows[("torch", "int8")]["status"].startswith("unavailable")
+    assert rows[("onnxruntime", "int8")]["file_mb"] < ref["file_mb"]
+    csv_lines = (tmp_path / "r.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("backend,precision,status")
+
+
+def test_bench_floor_fails_the_run(setup, tmp_path):
+    result = _bench(setup, tmp_path, "--min-accuracy", "1.01")
+    assert result.exit_code == 1
+    assert "below the floor" in result.output
+
+
+def test_bench_bad_bundle_is_a_clean_error(tmp_path):
+    result = CliRunner().invoke(app, ["bench", str(tmp_path / "nope"), "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
+
+
+def test_macro_f1_and_floor_rules():
+    labels = np.array([0, 0, 1, 1])
+    assert macro_f1(labels, labels) == 1.0
+    assert macro_f1(labels, np.array([0, 1, 1, 1])) == pytest.approx((2 / 3 + 0.8) / 2)
+    report = {
+        "rows": [
+            {
+                "backend": "a",
+                "precision": "int8",
+                "status": "ok",
+                "accuracy": 0.95,
+                "drop_points": 0.5,
+            },
+            {
+                "backend": "b",
+                "precision": "fp16",
+                "status": "unavailable: x",
+                "accuracy": None,
+                "drop_points": None,
+            },
+        ]
+    }
+    assert check_floor(report, max_drop=0.3) == ["a int8: top-1 drop 0.50 points > 0.3"]
+    assert check_floor(report, min_accuracy=0.9, max_drop=1.0) == []
