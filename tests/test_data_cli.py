@@ -114,3 +114,15 @@ def test_preview_bad_threshold_and_source(tmp_path, folder):
     unreadable = runner.invoke(app, ["preview", str(empty), "--out", str(out)])
     assert unreadable.exit_code == 2 and "no readable image" in text(unreadable)
     assert not out.exists()
+
+
+def test_file_names_with_brackets_are_printed_verbatim(tmp_path, make_crop):
+    root = tmp_path / "data"
+    (root / "3").mkdir(parents=True)
+    cv2.imwrite(str(root / "3" / "[bold]ok.png"), make_crop())
+    (root / "3" / "[red]empty.png").write_bytes(b"")
+    summary = runner.invoke(app, ["data", "summary", str(root)])
+    assert summary.exit_code == 0 and "[red]empty.png: file is empty" in text(summary)
+    out = tmp_path / "sheet.png"
+    result = runner.invoke(app, ["preview", str(root), "--out", str(out)])
+    assert result.exit_code == 0 and "[red]empty.png" in text(result) and out.exists()

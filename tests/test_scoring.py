@@ -187,7 +187,8 @@ def bad_slide(tmp_path_factory, synth_slides):
     spread_dir = slide / "d_spread"
     spread_dir.mkdir()
     crops = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in good]
-    cv2.imwrite(str(spread_dir / "metaphase.png"), _spread(crops, crops[0]))
+    longest = max(crops, key=lambda c: c.shape[0] * c.shape[1])  # two large ones crossing
+    cv2.imwrite(str(spread_dir / "metaphase.png"), _spread(crops, longest))
     (slide / "e_onebad").mkdir()
     (slide / "e_onebad" / "spread.tif").write_bytes(b"II*\x00garbage")
     return slide

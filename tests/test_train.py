@@ -329,6 +329,9 @@ def test_dataset_flips_global_and_object_together(synth) -> None:
     o = (prepared.object_images[:, :, ::-1] / 255.0).astype(np.float32)
     np.testing.assert_allclose(batch["global"][:, 0].numpy(), g, atol=1e-7)
     np.testing.assert_allclose(batch["object"][:, 0].numpy(), o, atol=1e-7)
+    # usable by a torch DataLoader: __getitems__ hands over whole batches
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=lambda b: b)
+    assert next(iter(loader))["global"].shape == (4, 1, 32, 32)
     plain = ChromosomeDataset(prepared, hflip=0.0)[3]
     assert plain["global"].shape == (1, 32, 32) and int(plain["label"]) == int(prepared.labels[3])
     half = ChromosomeDataset(prepared, hflip=0.5, seed=1).__getitems__(list(range(8)) * 20)

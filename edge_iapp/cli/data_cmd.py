@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from .common import console, fail
 
@@ -115,7 +116,7 @@ def split(
     parts = ", ".join(
         f"{p} {c['samples']} images / {c['groups']} groups" for p, c in result["counts"].items()
     )
-    console.print(f"wrote {out}: {parts}")
+    console.print(f"wrote {escape(str(out))}: {parts}")
 
 
 def preview(
@@ -136,6 +137,8 @@ def preview(
     from edge_iapp.preprocess import PreprocessConfig
     from edge_iapp.preview import compute_views, contact_sheet, strip, write_png
 
+    if n < 1:
+        fail(f"--n must be at least 1, got {n}")
     try:
         cfg = PreprocessConfig(threshold=threshold)  # type: ignore[arg-type]
     except ValueError as exc:
@@ -160,7 +163,7 @@ def preview(
         except ImageReadError as exc:
             bad.append(str(exc))
     for message in bad:
-        console.print(f"[yellow]skipped[/] {message}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]skipped[/] {escape(message)}", highlight=False, soft_wrap=True)
     if not images:
         fail("no readable image to preview")
     views = compute_views(images, cfg)
@@ -172,6 +175,7 @@ def preview(
         fail(f"cannot write {out}: {exc}")
     flagged = int(views.object_fallback.sum())
     console.print(
-        f"wrote {out}: {len(images)} image(s), global | object | part, threshold={threshold}"
+        f"wrote {escape(str(out))}: {len(images)} image(s), global | object | part, "
+        f"threshold={threshold}"
         + (f", {flagged} object fall-back(s) (empty mask)" if flagged else "")
     )
