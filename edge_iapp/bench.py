@@ -97,8 +97,8 @@ def load_labelled(
             raise ValueError(f"unknown split part {subset!r}; expected train, val or test")
         samples = parts[subset]
     samples = sorted(samples, key=lambda s: str(s.path))
-    if limit:
-        samples = samples[:limit]
+    if limit and limit < len(samples):
+        samples = stratified_subset(samples, limit)
     images, labels, skipped = [], [], [f"{p}: {why}" for p, why in scan.skipped]
     for s in samples:
         try:
@@ -107,6 +107,17 @@ def load_labelled(
         except ImageReadError as exc:
             skipped.append(str(exc))
     return images, np.array(labels, dtype=np.int64), skipped
+
+
+def stratified_subset(samples: Sequence, limit: int, seed: int = 0) -> list:
+    """``limit`` samples spread over classes and groups (the calibration rule), in path order."""
+    from .export.calibration import select_samples
+
+    present = {s.class_name for s in samples}
+    if limit < len(present):
+        return list(samples)[:limit]
+    chosen = select_samples(samples, limit, seed, require_all_classes=False)
+    return sorted(chosen, key=lambda s: str(s.path))
 
 
 def bench_one(

@@ -277,3 +277,26 @@ def test_full_disk_stops_with_a_clear_message_and_keeps_finished_cells(
     monkeypatch.setattr(cell_mod, "atomic_write_text", real)
     stats = run_scoring(slide, out, classifier, progress=False)
     assert stats.skipped == 3 and stats.scored == 2
+
+
+def test_scoring_modules_import_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import edge_iapp.scoring.score, edge_iapp.scoring.from_karyograms\n"
+        "import edge_iapp.cli.score_cmd\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_inline_writing_gives_the_same_files_as_the_pipeline(scored, synth_slides, classifier,
+                                                             tmp_path):
+    out, _ = scored
+    inline = tmp_path / "inline"
+    run_scoring(synth_slides / "slide_003", inline, classifier, progress=False, pipeline=False)
+    a = _tree_hash(out / "slide_003")
+    b = _tree_hash(inline / "slide_003")
+    assert a == b and len(a) == 5 * 3 + 3

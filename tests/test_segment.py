@@ -92,3 +92,23 @@ def test_fixed_or_otsu_threshold(make_crop, threshold):
     seg = segment(compose_spread(make_crop, n=12, cross=False), SegmentConfig(threshold=threshold))
     assert len(seg.objects) == 12
     assert seg.threshold == (200 if threshold else seg.threshold)
+
+
+def test_whole_image_cell_with_too_many_objects_is_not_classified(tmp_path):
+    import cv2
+
+    from edge_iapp.scoring.cell import CellOptions, load_objects
+    from edge_iapp.scoring.layout import CellJob
+
+    image = np.full((700, 700), 250, np.uint8)
+    for i in range(450):  # 450 separate dark dots: a noise image, not a spread
+        r, c = divmod(i, 21)
+        image[10 + r * 30 : 18 + r * 30, 10 + c * 30 : 18 + c * 30] = 20
+    cell = tmp_path / "slide" / "cell"
+    cell.mkdir(parents=True)
+    cv2.imwrite(str(cell / "noise.png"), image)
+    job = CellJob("slide", "cell", cell, tmp_path / "out" / "cell")
+    objects, kind, info, errors = load_objects(job, CellOptions())
+    assert kind == "whole_image" and info["objects"] == 450
+    assert [o.kind for o in objects] == ["unreadable"]
+    assert "not a metaphase image" in errors[0]["error"]

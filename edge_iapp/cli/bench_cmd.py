@@ -38,7 +38,7 @@ def bench_command(
         str, typer.Option("--reference", help="backend:precision for drop/agreement")
     ] = "onnxruntime:fp32",
     limit: Annotated[
-        int | None, typer.Option("--limit", help="use only the first N images")
+        int | None, typer.Option("--limit", help="use N images, stratified by class and group")
     ] = None,
     single: Annotated[
         int, typer.Option("--single", help="images timed one at a time (latency)")

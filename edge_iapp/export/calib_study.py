@@ -32,7 +32,9 @@ def _sessions(folder: Path, precision: str) -> dict:
     so.log_severity_level = 3
     return {
         b: ort.InferenceSession(
-            str(folder / f"{b}.{precision}.onnx"), sess_options=so, providers=["CPUExecutionProvider"]
+            str(folder / f"{b}.{precision}.onnx"),
+            sess_options=so,
+            providers=["CPUExecutionProvider"],
         )
         for b in BRANCHES
     }
@@ -63,6 +65,7 @@ def study(
     methods=("max", "percentile"),
     seeds=(0,),
     subset: str = "val",
+    limit: int | None = None,
     log=print,
 ) -> dict:
     """Run the study; returns ``{"fp32_accuracy", "images", "rows": [...]}``."""
@@ -80,6 +83,10 @@ def study(
     pcfg = cfg.preprocess
     parts = apply_split(scan_folder(data).samples, load_split(split), allow_missing=True)
     evals = sorted(parts[subset], key=lambda s: str(s.path))
+    if limit and limit < len(evals):
+        evals = sorted(
+            select_samples(evals, limit, 0, require_all_classes=False), key=lambda s: str(s.path)
+        )
     labels = np.array([s.label for s in evals])
     front = reference_front([read_image(s.path) for s in evals], pcfg)
     cache: dict[str, object] = {}
@@ -149,14 +156,18 @@ def main(argv=None) -> None:
     ap.add_argument("--sizes", default="24,48,96,192,384")
     ap.add_argument("--methods", default="max,percentile")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--limit", type=int, help="evaluate on N images (stratified)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     report = study(
-        a.run, a.data, a.split,
+        a.run,
+        a.data,
+        a.split,
         sizes=[int(s) for s in a.sizes.split(",")],
         methods=a.methods.split(","),
         seeds=[int(s) for s in a.seeds.split(",")],
         subset=a.subset,
+        limit=a.limit,
     )
     if a.json:
         from ..ioutil import atomic_write_text

@@ -125,9 +125,13 @@ def quantize_int8(
     if not np.all(np.isfinite(x)):
         raise QuantizationError("calibration inputs contain NaN or infinite values")
 
+    # Equal batches: ORT's histogram collectors (entropy, percentile) stack the
+    # per-batch arrays and fail on a shorter last batch.
+    step = max(d for d in range(1, min(batch_size, len(x)) + 1) if len(x) % d == 0)
+
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter([x[i : i + batch_size] for i in range(0, len(x), batch_size)])
+            self._batches = iter([x[i : i + step] for i in range(0, len(x), step)])
 
         def get_next(self):
             batch = next(self._batches, None)

@@ -25,8 +25,14 @@ class BackboneSpec:
 
 def _resnet_features(model: nn.Module) -> nn.Module:
     return nn.Sequential(
-        model.conv1, model.bn1, model.relu, model.maxpool,
-        model.layer1, model.layer2, model.layer3, model.layer4,
+        model.conv1,
+        model.bn1,
+        model.relu,
+        model.maxpool,
+        model.layer1,
+        model.layer2,
+        model.layer3,
+        model.layer4,
     )
 
 
@@ -54,8 +60,14 @@ def _specs() -> dict[str, BackboneSpec]:
 
 
 BACKBONES: tuple[str, ...] = (
-    "resnet18", "resnet34", "resnet50", "vgg16_bn", "densenet121",
-    "alexnet", "mobilenet_v3_large", "efficientnet_b0",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "vgg16_bn",
+    "densenet121",
+    "alexnet",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
 )
 
 

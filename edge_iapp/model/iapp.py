@@ -41,7 +41,9 @@ class Branch(nn.Module):
     Forward: ``(N, 1, S, S)`` -> logits ``(N, K)``.
     """
 
-    def __init__(self, backbone: str, num_classes: int = NUM_CLASSES, weights: str | Path | None = None):
+    def __init__(
+        self, backbone: str, num_classes: int = NUM_CLASSES, weights: str | Path | None = None
+    ):
         super().__init__()
         self.stem = InputStem()
         self.features, channels = create_backbone(backbone, weights)
@@ -58,8 +60,12 @@ class ObjectBranch(Branch):
     """
 
     def __init__(
-        self, backbone: str, num_classes: int = NUM_CLASSES, weights: str | Path | None = None,
-        r1: int = 8, r2: int = 16,
+        self,
+        backbone: str,
+        num_classes: int = NUM_CLASSES,
+        weights: str | Path | None = None,
+        r1: int = 8,
+        r2: int = 16,
     ):
         super().__init__(backbone, num_classes, weights)
         self.part_se = PartAwareSE(self.head.in_features, r1, r2)
@@ -79,8 +85,12 @@ class IAPPCNN(nn.Module):
     """
 
     def __init__(
-        self, backbone: str = "resnet18", num_classes: int = NUM_CLASSES,
-        weights: str | Path | None = None, r1: int = 8, r2: int = 16,
+        self,
+        backbone: str = "resnet18",
+        num_classes: int = NUM_CLASSES,
+        weights: str | Path | None = None,
+        r1: int = 8,
+        r2: int = 16,
     ):
         super().__init__()
         self.backbone = backbone
@@ -89,7 +99,10 @@ class IAPPCNN(nn.Module):
         self.part_branch = Branch(backbone, num_classes, weights)
 
     def forward(
-        self, global_x: torch.Tensor, object_x: torch.Tensor, part_x: torch.Tensor | None = None,
+        self,
+        global_x: torch.Tensor,
+        object_x: torch.Tensor,
+        part_x: torch.Tensor | None = None,
         part_fn=None,
     ) -> dict[str, torch.Tensor]:
         """Run all three branches.

@@ -62,6 +62,7 @@ class PreprocessConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(
-                f"unknown preprocessing parameters {sorted(unknown)}; this edge-iapp knows {sorted(known)}"
+                f"unknown preprocessing parameters {sorted(unknown)}; "
+                f"this edge-iapp knows {sorted(known)}"
             )
         return cls(**data)

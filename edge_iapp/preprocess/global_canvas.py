@@ -63,9 +63,11 @@ def global_canvas(
     images = np.empty((n, s, s), dtype=np.uint8)
     shrunk = np.zeros(n, dtype=bool)
     scales = np.zeros(n, dtype=np.float32)
-    for k, (crop, bg) in enumerate(zip(crops, backgrounds)):
+    for k, (crop, bg) in enumerate(zip(crops, backgrounds, strict=True)):
         if crop.dtype != np.uint8 or crop.ndim != 2 or min(crop.shape) < 1:
-            raise ValueError(f"crop {k}: expected non-empty (h, w) uint8, got {crop.dtype} {crop.shape}")
+            raise ValueError(
+                f"crop {k}: expected non-empty (h, w) uint8, got {crop.dtype} {crop.shape}"
+            )
         gain = level_gain(int(bg), cfg)
         levels = np.minimum(crop.astype(np.float32) * gain, np.float32(BACKGROUND))
         scale, top, left, shrunk[k] = canvas_geometry(*crop.shape, cfg)

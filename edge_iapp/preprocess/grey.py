@@ -53,4 +53,6 @@ def _to_unit_float(a: np.ndarray) -> np.ndarray:
             raise UnsupportedImageError("image contains NaN or infinite values")
         peak = float(f.max())
         return np.clip(f if peak <= 1.0 else f / 255.0, 0.0, 1.0)
-    raise UnsupportedImageError(f"unsupported pixel type {a.dtype}; expected uint8, uint16 or float")
+    raise UnsupportedImageError(
+        f"unsupported pixel type {a.dtype}; expected uint8, uint16 or float"
+    )

@@ -70,7 +70,9 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
-def grow_box(box: tuple[int, int, int, int], margin: int, h: int, w: int) -> tuple[int, int, int, int]:
+def grow_box(
+    box: tuple[int, int, int, int], margin: int, h: int, w: int
+) -> tuple[int, int, int, int]:
     y0, x0, y1, x1 = box
     return max(0, y0 - margin), max(0, x0 - margin), min(h, y1 + margin), min(w, x1 + margin)
 
@@ -82,7 +84,13 @@ def object_zoom(global_images: np.ndarray, cfg: PreprocessConfig) -> ObjectBatch
     zero, no NaN.
     """
     n, s, _ = global_images.shape
-    masks = np.stack([open_mask(m, cfg.morph_kernel) for m in threshold_mask(global_images, cfg.threshold)]) if n else np.zeros((0, s, s), bool)
+    masks = (
+        np.stack(
+            [open_mask(m, cfg.morph_kernel) for m in threshold_mask(global_images, cfg.threshold)]
+        )
+        if n
+        else np.zeros((0, s, s), bool)
+    )
     images = np.empty_like(global_images)
     boxes = np.zeros((n, 4), dtype=np.int32)
     fallback = np.zeros(n, dtype=bool)

@@ -53,7 +53,9 @@ def part_mask(part_maps: np.ndarray) -> np.ndarray:
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """Largest 8-connected region of a 2-D mask; ties go to the region met first in raster order."""
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(
+        mask.astype(np.uint8), connectivity=8
+    )
     if count <= 1:
         return np.zeros_like(mask, dtype=bool)
     areas = stats[1:, cv2.CC_STAT_AREA]
@@ -64,7 +66,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == chosen
 
 
-def grid_box_to_image(box: tuple[int, int, int, int], grid: tuple[int, int], size: int) -> tuple[int, int, int, int]:
+def grid_box_to_image(
+    box: tuple[int, int, int, int], grid: tuple[int, int], size: int
+) -> tuple[int, int, int, int]:
     """Scale a box on the ``h x w`` feature grid to ``size x size`` image pixels (outward)."""
     y0, x0, y1, x1 = box
     h, w = grid

@@ -132,6 +132,11 @@ def load_objects(
             "dropped_as_noise": seg.dropped,
             "warnings": seg.warnings,
         }
+        if "too_many_objects" in seg.warnings:
+            reason = (f"{len(seg.objects)} objects found (more than "
+                      f"{options.segment.max_objects}): not a metaphase image? not classified")
+            errors.append({"file": path.name, "error": reason})
+            return [_Object(path.name, "unreadable", error=reason)], "whole_image", info, errors
         for o in seg.objects:
             obj = _Object(o.object_id, "cluster" if o.cluster else "chromosome", crop=o.crop,
                           bbox=o.bbox)
@@ -172,6 +177,16 @@ def classify(objects: list[_Object], predictor: Predictor, batch_size: int) -> N
                 obj.error = res.error or "no call"
 
 
+@dataclass(eq=False)
+class ScoredCell:
+    """A classified cell whose outputs are not written yet (see :func:`write_cell`)."""
+
+    job: CellJob
+    objects: list[_Object]
+    summary: dict[str, Any]
+    title: str
+
+
 def score_cell(
     job: CellJob,
     predictor: Predictor,
@@ -195,6 +210,20 @@ def score_cell(
         EmptyCellError: the cell folder has no files (nothing is written).
         OSError: an output could not be written (a full disk, say).
     """
+    return write_cell(prepare_cell(job, predictor, options, timings), timings)
+
+
+def prepare_cell(
+    job: CellJob,
+    predictor: Predictor,
+    options: CellOptions,
+    timings: dict[str, float] | None = None,
+) -> ScoredCell:
+    """Read, segment, classify and summarise one cell; nothing is written.
+
+    Raises:
+        EmptyCellError: the cell folder has no files.
+    """
     clock = _Clock(timings)
     objects, input_kind, seg_info, errors = load_objects(job, options)
     n_files = len(cell_files(job.source)[0])
@@ -209,7 +238,7 @@ def score_cell(
     if options.consistency and called:
         probs = np.stack([np.asarray(o.result.probabilities, dtype=np.float64) for o in called])
         adj = reassign(probs, threshold=options.threshold, penalty=options.penalty)
-        for o, name in zip(called, adj.class_names, strict=False):
+        for o, name in zip(called, adj.class_names, strict=True):
             o.adjusted = name
         consistency = adj
     clock.lap("consistency")
@@ -239,14 +268,29 @@ def score_cell(
         "outputs": {"predictions": PREDICTIONS, "karyogram": KARYOGRAM},
     }
     title = f"{job.slide} / {job.cell}   {plain.iscn}   [{backend} {precision}]"
-    png = encode_png(render(_karyogram_items(objects), title=title))
+    return ScoredCell(job, objects, summary, title)
+
+
+def write_cell(cell: ScoredCell, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Draw the karyogram and write the cell's files, ``summary.json`` last.
+
+    Returns:
+        The summary.
+
+    Raises:
+        OSError: an output could not be written.
+    """
+    clock = _Clock(timings)
+    png = encode_png(render(_karyogram_items(cell.objects), title=cell.title))
     clock.lap("karyogram")
+    job = cell.job
     job.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(job.out / PREDICTIONS, predictions_csv(objects))
+    atomic_write_text(job.out / PREDICTIONS, predictions_csv(cell.objects))
     atomic_write_bytes(job.out / KARYOGRAM, png)
-    atomic_write_text(job.summary_path, json.dumps(summary, indent=1, sort_keys=False) + "\n")
+    text = json.dumps(cell.summary, indent=1, sort_keys=False) + "\n"
+    atomic_write_text(job.summary_path, text)
     clock.lap("write")
-    return summary
+    return cell.summary
 
 
 class _Clock:

@@ -14,12 +14,13 @@ import os
 import platform
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..ioutil import atomic_write_text
-from .cell import CellOptions, EmptyCellError, Predictor, score_cell
+from .cell import CellOptions, EmptyCellError, Predictor, ScoredCell, prepare_cell, write_cell
 from .layout import (
     ERRORS,
     INDEX,
@@ -167,6 +168,7 @@ def run_scoring(
     force: bool = False,
     progress: bool = True,
     run_info: dict[str, Any] | None = None,
+    pipeline: bool = True,
 ) -> RunStats:
     """Score all cells under ``slides`` into ``out``.
 
@@ -178,6 +180,8 @@ def run_scoring(
         force: re-score finished cells.
         progress: draw a progress bar with ETA on stderr.
         run_info: extra facts for ``run_info.json`` (bundle, backend, precision...).
+        pipeline: write each cell's files on a background thread while the next cell
+            is classified (same outputs; False writes inline).
 
     Returns:
         :class:`RunStats`.
@@ -196,7 +200,8 @@ def run_scoring(
         raise OutputWriteError(out, exc, 0) from exc
     lock = _acquire_lock(out)
     try:
-        return _run(jobs, out, _TimedPredictor(predictor), options, force, progress, run_info or {})
+        timed = _TimedPredictor(predictor)
+        return _run(jobs, out, timed, options, force, progress, run_info or {}, pipeline)
     finally:
         lock.unlink(missing_ok=True)
 
@@ -209,6 +214,7 @@ def _run(
     force: bool,
     progress: bool,
     run_info: dict[str, Any],
+    pipeline: bool,
 ) -> RunStats:
     from rich.progress import (
         BarColumn,
@@ -232,35 +238,51 @@ def _run(
         **run_info,
     }
     _write(out / RUN_INFO, json.dumps(info, indent=1) + "\n", stats)
-    finished = sum(1 for s in jobs for c in s.cells if c.finished)
     columns = (
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     )
-    with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task("scoring", total=stats.cells)
-        for slide in jobs:
-            problems: dict[str, str] = {}
-            for job in slide.cells:
-                bar.update(task, description=f"{slide.name}/{job.cell}")
-                _remove_stale_temps(job.out)
-                if job.finished and not force:
-                    stats.skipped += 1
+    all_cells = [c for s in jobs for c in s.cells]
+
+    def n_finished() -> int:
+        return sum(1 for c in all_cells if c.finished)
+
+    writer = _Writer(pipeline)
+    try:
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("scoring", total=stats.cells)
+            for slide in jobs:
+                problems: dict[str, str] = {}
+                for job in slide.cells:
+                    bar.update(task, description=f"{slide.name}/{job.cell}")
+                    _remove_stale_temps(job.out)
+                    if job.finished and not force:
+                        stats.skipped += 1
+                        bar.advance(task)
+                        continue
+                    cell = _prepare(job, predictor, options, force, problems, stats, n_finished)
+                    # The previous cell's files were written meanwhile; collect them first,
+                    # so a full disk stops the run before more work is queued.
+                    writer.collect(problems, stats, n_finished)
+                    if cell is not None:
+                        writer.submit(cell)
                     bar.advance(task)
-                    continue
-                finished = _score_one(job, predictor, options, force, problems, stats, finished)
-                bar.advance(task)
-            _remove_stale_temps(slide.out)
-            try:
-                stats.slides.append(write_slide_reports(slide, problems))
-            except OSError as exc:
-                raise OutputWriteError(slide.out, exc, finished) from exc
+                writer.collect(problems, stats, n_finished)
+                _remove_stale_temps(slide.out)
+                try:
+                    stats.slides.append(write_slide_reports(slide, problems))
+                except OSError as exc:
+                    raise OutputWriteError(slide.out, exc, n_finished()) from exc
+    finally:
+        writer.close()
+    stats.cell_steps.update({k: stats.cell_steps.get(k, 0.0) + v
+                             for k, v in writer.steps.items()})
     stats.errors = sum(s["errors"] for s in stats.slides)
     _remove_stale_temps(out)
     try:
         write_index(out, stats.slides)
     except OSError as exc:
-        raise OutputWriteError(out / INDEX, exc, finished) from exc
+        raise OutputWriteError(out / INDEX, exc, n_finished()) from exc
     stats.seconds = time.perf_counter() - t0
     stats.predict_seconds = predictor.seconds
     stats.stages = dict(predictor.stages)
@@ -273,36 +295,81 @@ def _run(
     return stats
 
 
-def _score_one(
+class _Writer:
+    """Writes finished cells (karyogram, CSV, summary last) on one background thread.
+
+    While cell N's files are drawn and written, cell N+1 is read and classified: on a GPU
+    backend the CPU is otherwise idle during the branches. At most one cell is in flight,
+    and it is collected before the next is queued, so a killed run loses at most the
+    cells that had no summary yet, and write errors surface one cell late at most.
+    ``enabled=False`` writes inline (same files, same order).
+    """
+
+    def __init__(self, enabled: bool) -> None:
+        self.pool = (
+            ThreadPoolExecutor(1, thread_name_prefix="edge-iapp-score-write") if enabled else None
+        )
+        self.pending: tuple[CellJob, Future] | None = None
+        self.steps: dict[str, float] = {}  # only the writing thread adds to it
+
+    def submit(self, cell: ScoredCell) -> None:
+        if self.pool is None:
+            future: Future = Future()
+            try:
+                future.set_result(write_cell(cell, self.steps))
+            except BaseException as exc:  # noqa: BLE001 - re-raised by collect()
+                future.set_exception(exc)
+        else:
+            future = self.pool.submit(write_cell, cell, self.steps)
+        self.pending = (cell.job, future)
+
+    def collect(self, problems: dict[str, str], stats: RunStats, n_finished) -> None:
+        if self.pending is None:
+            return
+        job, future = self.pending
+        self.pending = None
+        try:
+            future.result()
+        except OSError as exc:
+            if _is_output_error(exc, job.out):
+                raise OutputWriteError(Path(exc.filename or job.out), exc, n_finished()) from exc
+            problems[job.cell] = f"cell could not be written: {exc}"
+            stats.failed += 1
+        except Exception as exc:  # noqa: BLE001 - one bad cell must not stop the slide
+            problems[job.cell] = f"cell failed: {type(exc).__name__}: {exc}"
+            stats.failed += 1
+        else:
+            stats.scored += 1
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+def _prepare(
     job: CellJob,
     predictor: _TimedPredictor,
     options: CellOptions,
     force: bool,
     problems: dict[str, str],
     stats: RunStats,
-    finished: int,
-) -> int:
+    n_finished,
+) -> ScoredCell | None:
     try:
         if force:
             # The old summary goes first: a forced cell is never half old, half new.
             job.summary_path.unlink(missing_ok=True)
-        score_cell(job, predictor, options, stats.cell_steps)
+        return prepare_cell(job, predictor, options, stats.cell_steps)
     except EmptyCellError:
         problems[job.cell] = "empty cell folder (no files); it will be scored on the next run"
-        stats.failed += 1
-        return finished
     except OSError as exc:
         if _is_output_error(exc, job.out):
-            raise OutputWriteError(Path(exc.filename or job.out), exc, finished) from exc
+            raise OutputWriteError(Path(exc.filename or job.out), exc, n_finished()) from exc
         problems[job.cell] = f"cell could not be read: {exc}"
-        stats.failed += 1
-        return finished
     except Exception as exc:  # noqa: BLE001 - one bad cell must not stop the slide
         problems[job.cell] = f"cell failed: {type(exc).__name__}: {exc}"
-        stats.failed += 1
-        return finished
-    stats.scored += 1
-    return finished + 1
+    stats.failed += 1
+    return None
 
 
 def _is_output_error(exc: OSError, cell_out: Path) -> bool:
