@@ -11,12 +11,13 @@ INPUT=${3:-64}
 CANVAS=${4:-128}
 TEST_MPC=${5:-40}
 RUNS=${RUNS:-/work/runs}
+TAG=${TAG:-}   # suffix of the run names, to keep several budgets side by side
 COMMON=(--input-size "$INPUT" --canvas "$CANVAS" --epochs "$EPOCHS" --max-per-class "$MPC"
         --val-max-per-class 5 --threads 1 --cache "$RUNS/cache" --seed 0)
 mkdir -p "$RUNS/logs"
 
 run_set() {  # name data split
-  local name=$1 data=$2 split=$3
+  local name=$1$TAG data=$2 split=$3
   nice -n 10 edge-iapp train "$data" --split "$split" --out "$RUNS/${name}_baseline" \
     --branches global "${COMMON[@]}" > "$RUNS/logs/${name}_baseline.log" 2>&1 &
   local pb=$!

@@ -177,26 +177,32 @@ def sweep(recorder: Recorder, truth: dict) -> list[dict]:
             continue
         probs = np.stack([np.asarray(recorder.results[f].probabilities, np.float64) for f in names])
         cells.append((probs, [t["files"][f] for f in names], karyotype(t["classes"]).iscn))
-    rows = []
+    def row(label_t, label_p, calls_per_cell) -> dict:
+        k_ok = c_ok = c_n = an_seen = an_exact = norm_ok = n_an = n_norm = 0
+        for (_, true, true_k), calls in zip(cells, calls_per_cell, strict=True):
+            k = karyotype(calls)
+            k_ok += k.iscn == true_k
+            c_ok += sum(a == b for a, b in zip(calls, true, strict=True))
+            c_n += len(true)
+            if karyotype(true).aneuploidy:
+                n_an += 1
+                an_seen += k.aneuploidy
+                an_exact += k.iscn == true_k
+            else:
+                n_norm += 1
+                norm_ok += not k.aneuploidy
+        return {"threshold": label_t, "penalty": label_p,
+                "karyotype_accuracy": k_ok / len(cells), "chromosome_accuracy": c_ok / c_n,
+                "aneuploid_flagged": f"{an_seen}/{n_an}", "aneuploid_exact": f"{an_exact}/{n_an}",
+                "normal_called_normal": f"{norm_ok}/{n_norm}"}
+
+    plain = [[CLASS_NAMES[int(p.argmax())] for p in probs] for probs, _, _ in cells]
+    rows = [row(None, None, plain)]
     for threshold in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
         for penalty in (1.0, 2.0, 3.0, 5.0):
-            k_ok = c_ok = c_n = 0
-            for probs, true, true_k in cells:
-                adj = reassign(probs, threshold=threshold, penalty=penalty).class_names
-                k_ok += karyotype(adj).iscn == true_k
-                c_ok += sum(a == b for a, b in zip(adj, true, strict=True))
-                c_n += len(true)
-            rows.append({"threshold": threshold, "penalty": penalty,
-                         "karyotype_accuracy": k_ok / len(cells),
-                         "chromosome_accuracy": c_ok / c_n})
-    plain_k = plain_c = 0
-    for probs, true, true_k in cells:
-        calls = [CLASS_NAMES[int(p.argmax())] for p in probs]
-        plain_k += karyotype(calls).iscn == true_k
-        plain_c += sum(a == b for a, b in zip(calls, true, strict=True))
-    rows.insert(0, {"threshold": None, "penalty": None,
-                    "karyotype_accuracy": plain_k / len(cells),
-                    "chromosome_accuracy": plain_c / sum(len(t) for _, t, _ in cells)})
+            adj = [reassign(probs, threshold=threshold, penalty=penalty).class_names
+                   for probs, _, _ in cells]
+            rows.append(row(threshold, penalty, adj))
     return rows
 
 

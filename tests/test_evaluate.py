@@ -86,3 +86,4 @@ def test_evaluate_predictions_writes_report_and_figures(tmp_path) -> None:
     assert "Table 3" in report and "Table 4" in report and "| X |" in report
     assert "P base" in report  # the baseline columns of Table 3
     assert 0.0 <= saved["review"]["ece"] <= 1.0
+    assert 0.0 <= saved["baseline_review"]["aurc"] <= 1.0

@@ -141,6 +141,7 @@ def test_resume_continues_from_checkpoint(synth, tmp_path) -> None:
         batch_size=8,
         lr=0.01,
         seed=3,
+        branches=("global", "object"),  # the three-branch path is trained in the test above
     )
     samples = _samples(data, split, "train")[::4]  # 16 images, all four classes
     prepared = prepare(samples, cfg.preprocess)

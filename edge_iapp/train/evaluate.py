@@ -162,6 +162,11 @@ def evaluate_predictions(
             raise ValueError("the baseline was evaluated on different images")
         bprobs, _ = fused_scores(baseline, ("global",), "sum")
         record["baseline"] = summarize(baseline.labels, bprobs)
+        bcorrect = bprobs.argmax(1) == baseline.labels
+        record["baseline_review"] = {
+            "ece": M.reliability(bprobs.max(1), bcorrect)["ece"],
+            "aurc": M.risk_coverage(bprobs.max(1), bcorrect)["aurc"],
+        }
     # figures
     names = list(CLASS_NAMES[: probs.shape[1]])
     plots.confusion_png(
