@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--penalty", type=float, default=2.0)
+    ap.add_argument("--pipeline", action="store_true",
+                    help="write each cell's files on a background thread (run_scoring pipeline)")
+    ap.add_argument("--no-pipeline", action="store_true", help=argparse.SUPPRESS)  # default
     args = ap.parse_args(argv)
 
     from edge_iapp.runtime.classifier import Classifier
@@ -260,7 +263,8 @@ def main(argv: list[str] | None = None) -> int:
             rec = Recorder(clf)
             opts = CellOptions(threshold=args.threshold, penalty=args.penalty)
             t0, c0 = time.perf_counter(), time.process_time()
-            stats = run_scoring(slides, out, rec, opts, progress=sys.stderr.isatty())
+            stats = run_scoring(slides, out, rec, opts, progress=sys.stderr.isatty(),
+                                pipeline=args.pipeline)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             ran = clf.describe()
         branches = stats.stages.get("branches", 0.0)
@@ -272,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             "branches_s": round(branches, 2),
             "overhead_s": round(wall - branches, 2),
             "overhead_fraction": round((wall - branches) / wall, 4),
+            "pipeline": args.pipeline,
             "ran": ran,
         }
         if mode == "crops":

@@ -104,3 +104,19 @@ def test_macro_f1_and_floor_rules():
     }
     assert check_floor(report, max_drop=0.3) == ["a int8: top-1 drop 0.50 points > 0.3"]
     assert check_floor(report, min_accuracy=0.9, max_drop=1.0) == []
+
+
+def test_limit_is_stratified_over_classes():
+    from types import SimpleNamespace
+
+    from edge_iapp.bench import stratified_subset
+
+    samples = [
+        SimpleNamespace(path=f"/d/{c}/{k}.png", class_name=c, group=f"G{k % 4}")
+        for c in ("1", "2", "X")
+        for k in range(10)
+    ]
+    picked = stratified_subset(samples, 9)
+    assert sorted(s.class_name for s in picked) == ["1"] * 3 + ["2"] * 3 + ["X"] * 3
+    assert [s.path for s in picked] == sorted(s.path for s in picked)
+    assert len(stratified_subset(samples, 2)) == 2

@@ -23,9 +23,10 @@ from edge_iapp.scoring.karyogram import KaryogramItem, render
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "layouts" / "edge_iapp_karyogram.json"
 
 
-def _karyogram(make_crop, classes: list[str], seed: int = 0) -> np.ndarray:
+def _karyogram(make_crop, classes: list[str], seed: int = 0, marks: bool = False) -> np.ndarray:
     items = [
-        KaryogramItem(make_crop(100 - 3 * CLASS_NAMES.index(c), 22, seed + i), c)
+        KaryogramItem(make_crop(100 - 3 * CLASS_NAMES.index(c), 22, seed + i), c,
+                      doubtful=marks and i % 5 == 0)  # red frames and "?" inside the slots
         for i, c in enumerate(classes)
     ]
     return render(items, title="test karyogram 46,XY")
@@ -44,7 +45,7 @@ def test_shipped_example_is_the_renderer_layout():
 def test_round_trip_cuts_every_chromosome_into_its_class(tmp_path, make_crop):
     src = tmp_path / "karyograms"
     src.mkdir()
-    cv2.imwrite(str(src / "97000001.3.png"), _karyogram(make_crop, _normal("XY")))
+    cv2.imwrite(str(src / "97000001.3.png"), _karyogram(make_crop, _normal("XY"), marks=True))
     extra = _normal("XX") + ["21"]
     image = _karyogram(make_crop, extra, seed=100)
     big = cv2.resize(image, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_LINEAR)
@@ -123,3 +124,13 @@ def test_missing_or_broken_layout_file(tmp_path):
     ok.write_text(json.dumps({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
                               "slots": {"1": [0, 0, 5, 5]}, "segment": {"threshold": 128}}))
     assert load_layout(ok).segment.threshold == 128
+
+
+def test_review_marks_inside_slots_are_not_cut_as_chromosomes(tmp_path, make_crop):
+    path = tmp_path / "marked.png"
+    cv2.imwrite(str(path), _karyogram(make_crop, _normal("XY"), marks=True))
+    data = json.loads(EXAMPLE.read_text())
+    data["segment"] = {"min_area_fraction": 0.0}  # let the "?" marks survive segmentation
+    stats = cut_karyograms(path, parse_layout(data), tmp_path / "out")
+    assert stats.crops == 46
+    assert all(stats.per_class[c] == 2 for c in CLASS_NAMES[:22])

@@ -41,8 +41,9 @@ def slides(tmp_path_factory) -> Path:
 
 
 def _command(slides: Path, bundle: Path, out: Path) -> list[str]:
+    # --pipeline: the killed run may die with one cell's files in flight on the writer.
     return [sys.executable, "-m", "edge_iapp.cli.main", "score", str(slides), "--bundle",
-            str(bundle), "--out", str(out), "--no-progress"]
+            str(bundle), "--out", str(out), "--no-progress", "--pipeline"]
 
 
 def _env() -> dict[str, str]:

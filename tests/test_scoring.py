@@ -292,11 +292,11 @@ def test_scoring_modules_import_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_inline_writing_gives_the_same_files_as_the_pipeline(scored, synth_slides, classifier,
-                                                             tmp_path):
-    out, _ = scored
-    inline = tmp_path / "inline"
-    run_scoring(synth_slides / "slide_003", inline, classifier, progress=False, pipeline=False)
+def test_pipelined_writing_gives_the_same_files_as_inline(scored, synth_slides, classifier,
+                                                          tmp_path):
+    out, _ = scored  # written inline (the default)
+    piped = tmp_path / "piped"
+    run_scoring(synth_slides / "slide_003", piped, classifier, progress=False, pipeline=True)
     a = _tree_hash(out / "slide_003")
-    b = _tree_hash(inline / "slide_003")
+    b = _tree_hash(piped / "slide_003")
     assert a == b and len(a) == 5 * 3 + 3

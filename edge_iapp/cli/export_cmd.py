@@ -51,6 +51,17 @@ def export_command(
         Path | None, typer.Option("--checkpoint", help="default RUN/last.pt")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing bundle")] = False,
+    engines: Annotated[
+        bool,
+        typer.Option(
+            "--engines/--no-engines",
+            help="also build TensorRT engines when TensorRT and a GPU are here",
+        ),
+    ] = True,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", help="target profile in export/ (default: one for this GPU)"),
+    ] = None,
 ) -> None:
     """Export the three branches to ONNX (fp32, fp16, int8 Q/DQ), check parity, write a bundle."""
     from ..export.build import export_bundle
@@ -83,6 +94,19 @@ def export_command(
     except (ExportError, CalibrationError, QuantizationError, ValueError, OSError) as exc:
         fail(str(exc))
     _print_parity(bundle)
+    if engines:
+        _build_engines(bundle, profile)
+
+
+def _build_engines(bundle, profile: str | None) -> None:
+    """Build engines where TensorRT and a GPU exist; otherwise say what is missing."""
+    from ..backends.tensorrt.builder import build_if_possible
+
+    try:
+        _, message = build_if_possible(bundle, list(bundle.precisions), profile=profile)
+    except Exception as exc:  # a failed build must not lose the exported bundle
+        fail(f"bundle written to {bundle.path}, but the TensorRT engine build failed: {exc}")
+    console.print(message)
 
 
 def _print_parity(bundle) -> None:

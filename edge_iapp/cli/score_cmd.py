@@ -51,6 +51,12 @@ def score(
         float, typer.Option(help="consistency: log-cost of a copy beyond the normal number")
     ] = 2.0,
     batch_size: Annotated[int, typer.Option(help="images per classifier call")] = 64,
+    pipeline: Annotated[
+        bool,
+        typer.Option("--pipeline/--no-pipeline",
+                     help="write each cell's files on a background thread while the next cell "
+                          "is classified (for GPU backends; same outputs)"),
+    ] = False,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="progress bar with ETA")
     ] = True,
@@ -90,7 +96,7 @@ def score(
     try:
         with clf:
             stats = run_scoring(slides, out, clf, options, force=force, progress=progress,
-                                run_info=info)
+                                run_info=info, pipeline=pipeline)
     except OutputWriteError as exc:
         fail(str(exc), code=3)
     except OutputLockedError as exc:

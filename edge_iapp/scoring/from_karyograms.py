@@ -4,7 +4,8 @@ In a karyogram every class sits at a fixed position, so a *layout* of class posi
 turns segmentation into labelling: the image is segmented once (binarise, open/close,
 connected components: :mod:`edge_iapp.scoring.segment`) and each component goes to the
 class whose box contains the centre of the component's bounding box. Components in no
-box (titles, class numbers, group letters) are ignored; components that look like
+box (titles, class numbers, group letters) are ignored, and so are components in a box
+smaller than 0.15 x the median in-box area (review marks, stray labels); components that look like
 several chromosomes touching are listed, not written.
 
 Layout file (JSON)::
@@ -51,6 +52,9 @@ from .segment import SegmentConfig, cluster_reasons, segment
 
 LAYOUT_FORMAT = "edge-iapp-karyogram-layout/1"
 KARYOGRAM_SEGMENT = {"cluster_area_factor": 4.0}
+MIN_SLOT_FRACTION = 0.15
+"""In-slot objects smaller than this fraction of the in-slot median area are marks, not
+chromosomes."""
 """Segmentation defaults for karyograms (layout ``segment`` entries override them)."""
 MANIFEST = "from_karyograms.csv"
 MANIFEST_COLUMNS = ["karyogram", "class", "file", "bbox", "area", "status", "note"]
@@ -232,6 +236,11 @@ def _cut_one(path: Path, pixels, spec: KaryogramLayoutSpec, out: Path, stats: Cu
     # (many small components) would drag the whole-image median down.
     in_slots = [o for objs in found.values() for o in objs]
     median = float(np.median([o.area for o in in_slots])) if in_slots else 0.0
+    # Marks drawn inside slots (review "?" glyphs, small labels) are far smaller than the
+    # smallest chromosome (~0.25x the median in a karyogram).
+    floor = MIN_SLOT_FRACTION * median
+    found = {name: [o for o in objs if o.area >= floor] for name, objs in found.items()}
+    in_slots = [o for objs in found.values() for o in objs]
     use_area = len(in_slots) >= spec.segment.min_objects_for_area
     for obj in in_slots:
         obj.cluster_reasons = cluster_reasons(obj.area, obj.concavities, median, use_area,
