@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..ioutil import sha256_file  # noqa: F401 - re-exported
 from .common import console, fail
 
 PAPER_INPUT_SIZE = 224
@@ -66,11 +66,6 @@ def _report_scan(parts) -> None:
             f"[yellow]{parts.unassigned} images belong to groups the split does not name "
             "(not used)[/]"
         )
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file (the split hash quoted in results)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def train_command(

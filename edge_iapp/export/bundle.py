@@ -17,11 +17,12 @@ without torch or onnx installed. Every listed file's sha256 is checked on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..ioutil import sha256_file  # noqa: F401 - re-exported
 
 FORMAT = "edge-iapp-bundle"
 FORMAT_VERSION = 1
@@ -35,14 +36,6 @@ DEFAULT_REVIEW = {"min_confidence": 0.9, "min_branch_agreement": 2, "flag_fallba
 
 class BundleError(RuntimeError):
     """The bundle is missing, incomplete, modified, or from an unknown format version."""
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def branch_file_name(branch: str, precision: str) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import CLASS_NAMES
+from ..ioutil import sha256_file  # noqa: F401 - re-exported
 
 MANIFEST_FORMAT = "edge-iapp-calibration"
 MANIFEST_VERSION = 1
@@ -51,14 +52,6 @@ class CalibrationImage:
 
 def _key(seed: int, text: str) -> str:
     return hashlib.sha256(f"{seed}:{text}".encode()).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def select_samples(

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ...ioutil import sha256_file  # noqa: F401 - re-exported
+
 ENGINE_DIR = "engines"
 INDEX = "engines.json"
 INDEX_FORMAT = "edge-iapp-engines"
@@ -78,14 +80,6 @@ class EngineKey:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def engine_dir(bundle_path: Path) -> Path:
