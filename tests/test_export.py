@@ -135,3 +135,20 @@ def test_export_cli_fails_cleanly_on_a_non_run(tmp_path):
     result = CliRunner().invoke(app, ["export", str(tmp_path), "--out", str(tmp_path / "b")])
     assert result.exit_code == 2
     assert "not a training run" in " ".join(result.output.split())
+
+
+def test_baseline_run_is_refused(tmp_path):
+    """A run that trained only the global branch must not become a three-branch bundle."""
+    import json
+
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.export.onnx_export import ExportError
+    from tests.export_helpers import make_run
+
+    run = make_run(tmp_path / "run")
+    config = json.loads((run / "config.json").read_text())
+    config["branches"] = ["global"]
+    (run / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match="baseline"):
+        export_bundle(run, tmp_path / "bundle", ["fp32"], log=lambda _m: None)
+    assert not (tmp_path / "bundle").exists()

@@ -16,8 +16,17 @@ def _split_list(values: list[str]) -> list[str]:
 
 
 def bench_command(
-    bundle: Annotated[Path, typer.Argument(help="bundle folder (from edge-iapp export)")],
-    data: Annotated[Path, typer.Option("--data", help="labelled image folder <class>/<images>")],
+    bundle: Annotated[
+        Path | None,
+        typer.Argument(
+            help="bundle folder (from edge-iapp export); omit it for the built-in default "
+            "(synthetic chromosomes and a small model, made on first use and cached)"
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="labelled image folder <class>/<images> (needed with BUNDLE)"),
+    ] = None,
     split: Annotated[
         Path | None, typer.Option("--split", help="split file; default: all images")
     ] = None,
@@ -64,6 +73,10 @@ def bench_command(
 
     if ":" not in reference:
         fail("--reference must be backend:precision, e.g. onnxruntime:fp32")
+    if bundle is None:
+        bundle, data, split = _builtin_default(data, split)
+    elif data is None:
+        fail("--data is needed with a bundle: the labelled images to measure accuracy on")
     ref_backend, ref_precision = reference.split(":", 1)
     try:
         report = run_bench(
@@ -92,6 +105,22 @@ def bench_command(
         for v in violations:
             console.print(f"[bold red]below the floor:[/] {v}")
         raise typer.Exit(1)
+
+
+def _builtin_default(data: Path | None, split: Path | None) -> tuple[Path, Path, Path]:
+    from ..demo import demo_dir, ensure_demo
+
+    if data is not None or split is not None:
+        fail("--data/--split need a BUNDLE; without one the built-in default is used")
+    console.print(
+        f"no bundle given: using the built-in default in {demo_dir()} (synthetic chromosomes, "
+        "a small resnet18 IAPP-CNN at 64 px; made on first use, a few minutes on 2 cores)"
+    )
+    try:
+        return ensure_demo(log=lambda m: console.print(m))
+    except (RuntimeError, OSError) as exc:
+        fail(str(exc))
+    raise AssertionError("unreachable")
 
 
 def _fmt(value, spec: str) -> str:

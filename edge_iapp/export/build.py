@@ -138,6 +138,13 @@ def _load_run(run_dir, checkpoint):
             f"cannot load the model of {run_dir} from {ckpt.name}: the checkpoint is corrupted "
             f"or does not match config.json ({type(exc).__name__}: {str(exc)[:300]})"
         ) from None
+    if tuple(cfg.branches) != ("global", "object", "part"):
+        # A single-branch baseline run saves all three branches but trains only some:
+        # exporting it would ship untrained branches into the fused vote.
+        raise ExportError(
+            f"{run_dir} trained only the {', '.join(cfg.branches)} branch(es) (a baseline run); "
+            "a bundle needs all three: train with --branches global,object,part"
+        )
     return model, cfg, ckpt
 
 
