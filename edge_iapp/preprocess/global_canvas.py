@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import BACKGROUND, PreprocessConfig
-from .sampling import place
+from .sampling import place_batch
 
 
 @dataclass
@@ -60,9 +60,9 @@ def global_canvas(
     if len(crops) != len(backgrounds):
         raise ValueError(f"{len(crops)} crops but {len(backgrounds)} background levels")
     n, s = len(crops), cfg.input_size
-    images = np.empty((n, s, s), dtype=np.uint8)
     shrunk = np.zeros(n, dtype=bool)
     scales = np.zeros(n, dtype=np.float32)
+    sources, tops, lefts = [], [], []
     for k, (crop, bg) in enumerate(zip(crops, backgrounds, strict=True)):
         if crop.dtype != np.uint8 or crop.ndim != 2 or min(crop.shape) < 1:
             raise ValueError(
@@ -72,5 +72,8 @@ def global_canvas(
         levels = np.minimum(crop.astype(np.float32) * gain, np.float32(BACKGROUND))
         scale, top, left, shrunk[k] = canvas_geometry(*crop.shape, cfg)
         scales[k] = scale
-        images[k] = place(levels, s, scale, top, left, fill=BACKGROUND)
+        sources.append(levels)
+        tops.append(top)
+        lefts.append(left)
+    images = place_batch(sources, s, scales, tops, lefts, fill=BACKGROUND)
     return GlobalBatch(images=images, shrunk=shrunk, scale=scales)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from .config import BACKGROUND, UPPER_LIMIT, PreprocessConfig
-from .sampling import zoom_box
+from .sampling import zoom_boxes
 
 
 @dataclass
@@ -91,18 +91,15 @@ def object_zoom(global_images: np.ndarray, cfg: PreprocessConfig) -> ObjectBatch
         if n
         else np.zeros((0, s, s), bool)
     )
-    images = np.empty_like(global_images)
+    images = global_images.copy()  # the fall-back for empty masks
     boxes = np.zeros((n, 4), dtype=np.int32)
     fallback = np.zeros(n, dtype=bool)
     for k in range(n):
         box = mask_box(masks[k])
-        if box is None:
-            fallback[k] = True
-            boxes[k] = (0, 0, s, s)
-            images[k] = global_images[k]
-            continue
-        box = grow_box(box, cfg.object_margin, s, s)
-        boxes[k] = box
-        masked = np.where(masks[k], global_images[k], np.uint8(BACKGROUND))
-        images[k] = zoom_box(masked, box, s)
+        fallback[k] = box is None
+        boxes[k] = (0, 0, s, s) if box is None else grow_box(box, cfg.object_margin, s, s)
+    zoom = np.flatnonzero(~fallback)
+    if zoom.size:
+        masked = np.where(masks[zoom], global_images[zoom], np.uint8(BACKGROUND))
+        images[zoom] = zoom_boxes(masked, boxes[zoom], s)
     return ObjectBatch(images=images, masks=masks, boxes=boxes, fallback=fallback)

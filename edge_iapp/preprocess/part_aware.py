@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import PreprocessConfig
 from .object_aware import mask_box
-from .sampling import zoom_box
+from .sampling import zoom_boxes
 
 
 @dataclass
@@ -88,18 +88,16 @@ def part_zoom(object_images: np.ndarray, part_maps: np.ndarray, cfg: PreprocessC
         raise ValueError(f"{n} object images but {part_maps.shape[0]} part maps")
     raw = part_mask(part_maps)
     masks = np.zeros_like(raw)
-    images = np.empty_like(object_images)
+    images = object_images.copy()  # the fall-back for empty masks
     boxes = np.zeros((n, 4), dtype=np.int32)
     fallback = np.zeros(n, dtype=bool)
     grid = raw.shape[1:]
     for k in range(n):
         masks[k] = largest_component(raw[k])
         box = mask_box(masks[k])
-        if box is None:
-            fallback[k] = True
-            boxes[k] = (0, 0, s, s)
-            images[k] = object_images[k]
-            continue
-        boxes[k] = grid_box_to_image(box, grid, s)
-        images[k] = zoom_box(object_images[k], tuple(boxes[k]), s)
+        fallback[k] = box is None
+        boxes[k] = (0, 0, s, s) if box is None else grid_box_to_image(box, grid, s)
+    zoom = np.flatnonzero(~fallback)
+    if zoom.size:
+        images[zoom] = zoom_boxes(object_images[zoom], boxes[zoom], s)
     return PartBatch(images=images, masks=masks, boxes=boxes, fallback=fallback)

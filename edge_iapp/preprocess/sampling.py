@@ -12,7 +12,12 @@ The result is rounded half up to uint8.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+PAD_BUDGET_BYTES = 32 << 20
+"""Largest padded source stack resampled in one batched step (bigger batches are chunked)."""
 
 
 def place(
@@ -30,31 +35,74 @@ def place(
     Returns:
         ``(out_size, out_size)`` uint8.
     """
+    return place_batch([src], out_size, [scale], [top], [left], fill)[0]
+
+
+def place_batch(
+    srcs: Sequence[np.ndarray],
+    out_size: int,
+    scales: Sequence[float],
+    tops: Sequence[float],
+    lefts: Sequence[float],
+    fill: float = 255.0,
+) -> np.ndarray:
+    """:func:`place` for N sources at once: ``(N, out_size, out_size)`` uint8.
+
+    The same float32 operations per pixel as one-by-one placement, vectorised over the
+    batch (each source sits in a fill-padded stack), so the result is identical; the
+    stack is chunked to stay under :data:`PAD_BUDGET_BYTES`.
+    """
+    n = len(srcs)
+    out = np.empty((n, out_size, out_size), dtype=np.uint8)
+    start = 0
+    while start < n:
+        stop, h_max, w_max = start, 0, 0
+        while stop < n:
+            h, w = srcs[stop].shape
+            h_next, w_next = max(h_max, h), max(w_max, w)
+            stack_bytes = (stop - start + 1) * (h_next + 2) * (w_next + 2) * 4
+            if stop > start and stack_bytes > PAD_BUDGET_BYTES:
+                break
+            h_max, w_max, stop = h_next, w_next, stop + 1
+        out[start:stop] = _place_chunk(
+            srcs[start:stop],
+            out_size,
+            scales[start:stop],
+            tops[start:stop],
+            lefts[start:stop],
+            fill,
+            h_max,
+            w_max,
+        )
+        start = stop
+    return out
+
+
+def _place_chunk(srcs, out_size, scales, tops, lefts, fill, h_max, w_max) -> np.ndarray:
     f32 = np.float32
-    h, w = src.shape
-    padded = np.full((h + 2, w + 2), fill, dtype=f32)
-    padded[1:-1, 1:-1] = src
+    n = len(srcs)
+    padded = np.full((n, h_max + 2, w_max + 2), fill, dtype=f32)
+    for k, src in enumerate(srcs):
+        h, w = src.shape
+        padded[k, 1 : h + 1, 1 : w + 1] = src
     grid = np.arange(out_size, dtype=f32) + f32(0.5)
-    v = (grid - f32(top)) / f32(scale) - f32(0.5)
-    u = (grid - f32(left)) / f32(scale) - f32(0.5)
+    scale = np.asarray(scales, dtype=f32)[:, None]
+    v = (grid[None, :] - np.asarray(tops, dtype=f32)[:, None]) / scale - f32(0.5)
+    u = (grid[None, :] - np.asarray(lefts, dtype=f32)[:, None]) / scale - f32(0.5)
     y0 = np.floor(v)
     x0 = np.floor(u)
-    fy = (v - y0)[:, None]
-    fx = (u - x0)[None, :]
-    # +1 for the padding; anything beyond the padding reads the padding (== fill).
-    ya = np.clip(y0.astype(np.int64) + 1, 0, h + 1)
-    yb = np.clip(y0.astype(np.int64) + 2, 0, h + 1)
-    xa = np.clip(x0.astype(np.int64) + 1, 0, w + 1)
-    xb = np.clip(x0.astype(np.int64) + 2, 0, w + 1)
-    p00 = padded[np.ix_(ya, xa)]
-    p01 = padded[np.ix_(ya, xb)]
-    p10 = padded[np.ix_(yb, xa)]
-    p11 = padded[np.ix_(yb, xb)]
+    fy = (v - y0)[:, :, None]
+    fx = (u - x0)[:, None, :]
+    # +1 for the padding; anything beyond a source reads padding (== fill).
+    ya = np.clip(y0.astype(np.int64) + 1, 0, h_max + 1)[:, :, None]
+    yb = np.clip(y0.astype(np.int64) + 2, 0, h_max + 1)[:, :, None]
+    xa = np.clip(x0.astype(np.int64) + 1, 0, w_max + 1)[:, None, :]
+    xb = np.clip(x0.astype(np.int64) + 2, 0, w_max + 1)[:, None, :]
+    k = np.arange(n)[:, None, None]
     one = f32(1.0)
-    top_row = p00 * (one - fx) + p01 * fx
-    bottom_row = p10 * (one - fx) + p11 * fx
-    out = top_row * (one - fy) + bottom_row * fy
-    return round_u8(out)
+    top_row = padded[k, ya, xa] * (one - fx) + padded[k, ya, xb] * fx
+    bottom_row = padded[k, yb, xa] * (one - fx) + padded[k, yb, xb] * fx
+    return round_u8(top_row * (one - fy) + bottom_row * fy)
 
 
 def round_u8(values: np.ndarray) -> np.ndarray:
@@ -67,11 +115,22 @@ def zoom_box(image: np.ndarray, box: tuple[int, int, int, int], out_size: int) -
 
     The crop is scaled so its longer side fills ``out_size``; the rest is background.
     """
-    y0, x0, y1, x1 = (int(b) for b in box)
-    crop = image[y0:y1, x0:x1]
-    bh, bw = crop.shape
+    return zoom_boxes([image], [box], out_size)[0]
+
+
+def zoom_boxes(
+    images: Sequence[np.ndarray], boxes: Sequence[Sequence[int]], out_size: int
+) -> np.ndarray:
+    """:func:`zoom_box` for N images and boxes: ``(N, out_size, out_size)`` uint8."""
     f32 = np.float32
-    scale = f32(out_size) / f32(max(bh, bw))
-    top = (f32(out_size) - f32(bh) * scale) / f32(2)
-    left = (f32(out_size) - f32(bw) * scale) / f32(2)
-    return place(crop, out_size, float(scale), float(top), float(left))
+    crops, scales, tops, lefts = [], [], [], []
+    for image, box in zip(images, boxes, strict=True):
+        y0, x0, y1, x1 = (int(b) for b in box)
+        crop = image[y0:y1, x0:x1]
+        bh, bw = crop.shape
+        scale = f32(out_size) / f32(max(bh, bw))
+        crops.append(crop)
+        scales.append(scale)
+        tops.append((f32(out_size) - f32(bh) * scale) / f32(2))
+        lefts.append((f32(out_size) - f32(bw) * scale) / f32(2))
+    return place_batch(crops, out_size, scales, tops, lefts)
