@@ -93,15 +93,18 @@ def _place_chunk(srcs, out_size, scales, tops, lefts, fill, h_max, w_max) -> np.
     x0 = np.floor(u)
     fy = (v - y0)[:, :, None]
     fx = (u - x0)[:, None, :]
-    # +1 for the padding; anything beyond a source reads padding (== fill).
-    ya = np.clip(y0.astype(np.int64) + 1, 0, h_max + 1)[:, :, None]
-    yb = np.clip(y0.astype(np.int64) + 2, 0, h_max + 1)[:, :, None]
-    xa = np.clip(x0.astype(np.int64) + 1, 0, w_max + 1)[:, None, :]
-    xb = np.clip(x0.astype(np.int64) + 2, 0, w_max + 1)[:, None, :]
-    k = np.arange(n)[:, None, None]
+    # +1 for the padding; anything beyond a source reads padding (== fill). Gathers go
+    # through flat indices (np.take), several times faster than 3-array fancy indexing.
+    rows, cols = h_max + 2, w_max + 2
+    image_base = (np.arange(n) * rows)[:, None]
+    row_a = ((image_base + np.clip(y0.astype(np.int64) + 1, 0, h_max + 1)) * cols)[:, :, None]
+    row_b = ((image_base + np.clip(y0.astype(np.int64) + 2, 0, h_max + 1)) * cols)[:, :, None]
+    col_a = np.clip(x0.astype(np.int64) + 1, 0, w_max + 1)[:, None, :]
+    col_b = np.clip(x0.astype(np.int64) + 2, 0, w_max + 1)[:, None, :]
+    flat = padded.reshape(-1)
     one = f32(1.0)
-    top_row = padded[k, ya, xa] * (one - fx) + padded[k, ya, xb] * fx
-    bottom_row = padded[k, yb, xa] * (one - fx) + padded[k, yb, xb] * fx
+    top_row = np.take(flat, row_a + col_a) * (one - fx) + np.take(flat, row_a + col_b) * fx
+    bottom_row = np.take(flat, row_b + col_a) * (one - fx) + np.take(flat, row_b + col_b) * fx
     return round_u8(top_row * (one - fy) + bottom_row * fy)
 
 
