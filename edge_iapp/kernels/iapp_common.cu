@@ -59,7 +59,7 @@ __host__ __device__ inline IappPlace iapp_canvas_geometry(int h, int w, int canv
     return p;
 }
 
-// sampling.zoom_box: a bh x bw crop fitted aspect-kept and centred into out_size.
+// sampling.zoom_boxes: a bh x bw crop fitted aspect-kept and centred into out_size.
 __host__ __device__ inline IappPlace iapp_zoom_geometry(int bh, int bw, int out_size) {
     IappPlace p;
     p.scale = IAPP_DIV((float)out_size, (float)(bh > bw ? bh : bw));

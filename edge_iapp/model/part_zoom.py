@@ -98,7 +98,7 @@ def _mask_boxes(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _zoom_boxes(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.Tensor:
-    """Batched ``sampling.zoom_box``: crop each box, fit it aspect-kept and centred.
+    """Torch ``sampling.zoom_boxes``: crop each box, fit it aspect-kept and centred.
 
     Args:
         images: ``(N, S, S)`` float32 grey levels 0..255.

@@ -113,18 +113,14 @@ def round_u8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.floor(values + np.float32(0.5)), 0, 255).astype(np.uint8)
 
 
-def zoom_box(image: np.ndarray, box: tuple[int, int, int, int], out_size: int) -> np.ndarray:
-    """Crop ``box = (y0, x0, y1, x1)`` (end-exclusive) and fit it, aspect kept, centred.
-
-    The crop is scaled so its longer side fills ``out_size``; the rest is background.
-    """
-    return zoom_boxes([image], [box], out_size)[0]
-
-
 def zoom_boxes(
     images: Sequence[np.ndarray], boxes: Sequence[Sequence[int]], out_size: int
 ) -> np.ndarray:
-    """:func:`zoom_box` for N images and boxes: ``(N, out_size, out_size)`` uint8."""
+    """Crop each ``box = (y0, x0, y1, x1)`` (end-exclusive) and fit it, aspect kept, centred.
+
+    The crop is scaled so its longer side fills ``out_size``; the rest is background.
+    Returns ``(N, out_size, out_size)`` uint8.
+    """
     f32 = np.float32
     crops, scales, tops, lefts = [], [], [], []
     for image, box in zip(images, boxes, strict=True):
