@@ -344,3 +344,48 @@ def test_dataset_flips_global_and_object_together(synth) -> None:
     ]
     assert flipped == same_o  # one draw per sample for both images
     assert 40 < sum(flipped) < 120
+
+
+def test_time_budget_fits_the_schedule_to_the_epochs_that_fit(synth, tmp_path) -> None:
+    data, split = synth
+    # a budget far below one epoch: one epoch runs, the schedule is cut to it and recorded
+    cfg = RunConfig(
+        preprocess=PreprocessConfig(input_size=32, canvas=128),
+        epochs=5,
+        batch_size=8,
+        branches=("global",),
+        extra={"time_budget_min": 1e-4},
+    )
+    prepared = prepare(_samples(data, split, "train")[::4], cfg.preprocess)
+    outcome = train(cfg, prepared, tmp_path / "run")
+    assert outcome.last_epoch == 1
+    saved = RunConfig.load(tmp_path / "run")
+    assert saved.epochs == 1 and saved.extra["planned_epochs"] == 5
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["epochs_fit_in_budget"] == 1
+    # a generous budget changes nothing
+    cfg2 = RunConfig.from_dict({**cfg.to_dict(), "epochs": 2, "extra": {"time_budget_min": 60}})
+    assert train(cfg2, prepared, tmp_path / "run2").last_epoch == 2
+    assert "planned_epochs" not in RunConfig.load(tmp_path / "run2").extra
+
+
+def test_amp_needs_cuda(synth, tmp_path) -> None:
+    data, split = synth
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            str(data),
+            "--split",
+            str(split),
+            "--out",
+            str(tmp_path / "r"),
+            "--device",
+            "cpu",
+            "--amp",
+            "--epochs",
+            "1",
+        ],
+    )
+    assert result.exit_code != 0
+    assert "--amp" in flat(result.output) and "CUDA" in result.output

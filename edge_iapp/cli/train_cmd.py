@@ -96,6 +96,10 @@ def train_command(
     resume: Annotated[bool, Opt("--resume", help="Continue RUN from last.pt.")] = False,
     keep: Annotated[int, Opt(help="Epoch checkpoints kept (0 = all); last.pt always.")] = 2,
     cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
+    amp: Annotated[bool, Opt("--amp", help="CUDA only: bf16 autocast, channels-last.")] = False,
+    time_budget: Annotated[
+        float | None, Opt(help="Minutes for training: epochs cut to what fits after epoch 1.")
+    ] = None,
 ) -> None:
     """Train IAPP-CNN (or one branch) on DATA with the split's train part; val each epoch."""
     import torch
@@ -139,12 +143,18 @@ def train_command(
                     "max_per_class": max_per_class,
                     "val_max_per_class": val_max_per_class,
                     "weights": str(weights) if weights else None,
+                    "amp": amp,
+                    "time_budget_min": time_budget,
                 },
             )
         except ValueError as exc:
             fail(str(exc))
     if cfg.fusion not in ("lambda", "sum"):
         fail(f"--fusion must be lambda or sum, got {cfg.fusion!r}")
+    if cfg.extra.get("amp") and dev != "cuda":
+        fail("--amp is bf16 autocast on a CUDA device; this run would be on the CPU")
+    if time_budget is not None and not time_budget > 0:
+        fail(f"--time-budget must be a positive number of minutes, got {time_budget}")
     if weights is not None and not weights.is_file():
         fail(f"--weights {weights} does not exist; pass a torchvision ImageNet .pth file")
     try:

@@ -49,7 +49,9 @@ def forward_branches(model, batch: dict, branches: Sequence[str]) -> dict:
         out["object"], part_maps = model.object_branch(batch["object"])
         if "part" in branches:
             with torch.no_grad():
-                zoom = part_zoom_torch(to_u8(batch["object"]), part_maps.detach())
+                # float32 maps: under bf16 autocast (--amp) the mask must still come from
+                # float32 comparisons, as at export
+                zoom = part_zoom_torch(to_u8(batch["object"]), part_maps.detach().float())
                 part_x = (zoom.images.to(torch.float32) / 255.0)[:, None]
             out["part"] = model.part_branch(part_x)
             out["part_fallback"] = zoom.fallback

@@ -164,8 +164,19 @@ def train(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    amp = bool(cfg.extra.get("amp"))
+    if amp and not str(device).startswith("cuda"):
+        raise ValueError("--amp (bf16 autocast) needs a CUDA device; this run is on the CPU")
+    if str(device).startswith("cuda"):
+        # cuDNN picks the fastest convolution per shape (the shapes never change);
+        # TF32 keeps float32 weights and is what NVIDIA's training recipes use
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
     model = build_model(cfg, weights if not (resume and last.exists()) else None).to(device)
+    if amp:
+        model = model.to(memory_format=torch.channels_last)
     params = [p for b in branches for p in getattr(model, f"{b}_branch").parameters()]
     optimizer = torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -204,8 +215,11 @@ def train(
     )
     write_metrics(run_dir, metrics)
 
+    budget_s = _time_budget_seconds(cfg) if start_epoch == 0 else None
     done = 0
-    for epoch in range(start_epoch, cfg.epochs):
+    epoch = start_epoch
+    while epoch < cfg.epochs:
+        t_epoch = time.perf_counter()
         entry = _train_epoch(
             model,
             optimizer,
@@ -230,6 +244,14 @@ def train(
             )
         if val_data is not None and len(val_data):
             entry["val"] = evaluate_subset(model, val_data, branches, device)
+        if budget_s is not None and epoch == 0:
+            fit = _epochs_in_budget(cfg, budget_s, time.perf_counter() - t_epoch, console)
+            if fit < cfg.epochs:
+                cfg.extra["planned_epochs"] = cfg.epochs
+                cfg.epochs = fit
+                cfg.save(run_dir)
+                total_steps = steps_per_epoch * cfg.epochs
+            metrics["epochs_fit_in_budget"] = fit
         metrics["epochs"].append(entry)
         save_checkpoint(
             run_dir,
@@ -247,6 +269,7 @@ def train(
         _print_epoch(console, entry, cfg.epochs)
         if on_epoch:
             on_epoch(entry, model)
+        epoch += 1
     metrics["status"] = "finished"
     write_metrics(run_dir, metrics)
     return TrainOutcome("finished", done, max(start_epoch + done, start_epoch), metrics)
@@ -276,6 +299,7 @@ def _train_epoch(
 
     torch.manual_seed(cfg.seed * 100003 + epoch)
     rng = np.random.default_rng([cfg.seed, epoch])
+    amp = bool(cfg.extra.get("amp"))
     dataset = ChromosomeDataset(data, hflip=cfg.hflip, seed=int(rng.integers(2**31)))
     model.train()
     loss_sum, seen = 0.0, 0
@@ -300,8 +324,11 @@ def _train_epoch(
                 )
             x = {k: batch[k].to(device, non_blocking=True) for k in ("global", "object")}
             y = batch["label"].to(device)
-            out = forward_branches(model, x, branches)
-            losses = [torch.nn.functional.cross_entropy(out[b], y) for b in branches]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                out = forward_branches(model, x, branches)
+                losses = [
+                    torch.nn.functional.cross_entropy(out[b].float(), y) for b in branches
+                ]
             loss = torch.stack(losses).sum()  # eq. 14
             if not torch.isfinite(loss):
                 return {
@@ -340,6 +367,32 @@ def _train_epoch(
         "seconds": seconds,
         "images_per_s": seen / max(seconds, 1e-9),
     }
+
+
+def _time_budget_seconds(cfg: RunConfig) -> float | None:
+    minutes = cfg.extra.get("time_budget_min")
+    if minutes is None:
+        return None
+    if not float(minutes) > 0:
+        raise ValueError(f"--time-budget must be a positive number of minutes, got {minutes}")
+    return float(minutes) * 60.0
+
+
+def _epochs_in_budget(cfg: RunConfig, budget_s: float, first_epoch_s: float, console) -> int:
+    """How many epochs (training + validation) fit the budget, judged by the first one.
+
+    The first epoch is the slowest (cuDNN autotuning, warm caches), so the estimate errs
+    on the short side. The schedule is then fitted to that many epochs; the first epoch
+    ran on the start of the planned (longer) schedule, so at a slightly higher LR.
+    """
+    fit = max(1, min(cfg.epochs, int(budget_s // max(first_epoch_s, 1e-9))))
+    if fit < cfg.epochs:
+        console.print(
+            f"--time-budget {budget_s / 60:g} min: the first epoch took {first_epoch_s:.0f} s, "
+            f"so {fit} of the {cfg.epochs} planned epochs fit; the {cfg.schedule} schedule "
+            f"now ends at epoch {fit} (recorded in config.json)"
+        )
+    return fit
 
 
 def _print_epoch(console, entry: dict, epochs: int) -> None:
