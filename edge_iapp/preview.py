@@ -15,7 +15,13 @@ import cv2
 import numpy as np
 
 from edge_iapp.ioutil import atomic_write_bytes
-from edge_iapp.preprocess import PreprocessConfig, global_canvas, object_zoom, part_zoom
+from edge_iapp.preprocess import (
+    PreprocessConfig,
+    global_canvas,
+    object_zoom,
+    part_zoom,
+    rescale_to_reference,
+)
 
 from .data.imread import ChromosomeImage
 
@@ -55,7 +61,10 @@ def compute_views(
     images: Sequence[ChromosomeImage], cfg: PreprocessConfig, part_maps: np.ndarray | None = None
 ) -> Views:
     """Run the reference preprocessing on a batch (part maps default to the centre)."""
-    g = global_canvas([im.pixels for im in images], [im.polarity.background for im in images], cfg)
+    backgrounds = [im.polarity.background for im in images]
+    cells = [im.cell for im in images]  # cell size mode: scaled as the runtime does
+    size = rescale_to_reference([im.pixels for im in images], backgrounds, cells, cfg)
+    g = global_canvas(size.crops, backgrounds, cfg)
     o = object_zoom(g.images, cfg)
     maps = centre_part_maps(len(images)) if part_maps is None else part_maps
     p = part_zoom(o.images, maps, cfg)

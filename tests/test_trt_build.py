@@ -453,6 +453,19 @@ def test_gpu_backend_pipeline_emulated(built, trt, monkeypatch, tmp_path):
     for flag in ("shrunk", "inverted", "object_fallback", "part_fallback"):
         assert np.array_equal(got.flags[flag], want.flags[flag]), flag
     assert got.flags["object_fallback"][-1]
+    # cell-relative size: the same host-side rescale as the reference path
+    import dataclasses
+
+    cell_cfg = dataclasses.replace(
+        bundle.preprocess, size_mode="cell", cell_length=min(40, bundle.preprocess.canvas),
+        reference_length=30.0,
+    )
+    celled = [from_array(im.pixels, cell="c") for im in images[:20]] + [images[20]]
+    got_c, want_c = be.run_pipeline(celled, cell_cfg), ref.run_pipeline(celled, cell_cfg)
+    np.testing.assert_allclose(got_c.logits["part"], want_c.logits["part"], rtol=1e-5, atol=1e-5)
+    for flag in ("shrunk", "size_fallback"):
+        assert np.array_equal(got_c.flags[flag], want_c.flags[flag]), flag
+    assert want_c.flags["size_fallback"].tolist() == [False] * 20 + [True]
     assert be.describe()["input_dtype"] == "float32"
     # warm-up, and two threads at once: each gets its own workspace (buffers, contexts)
     be.warmup()

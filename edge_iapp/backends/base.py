@@ -36,6 +36,8 @@ class FrontBatch:
     Attributes:
         global_images, object_images: ``(N, S, S)`` uint8.
         shrunk, inverted, object_fallback: ``(N,)`` bool.
+        size_fallback: ``(N,)`` bool, cell-relative size without a usable cell
+            (``rescale_to_reference``); all False in absolute mode.
     """
 
     global_images: np.ndarray
@@ -43,6 +45,7 @@ class FrontBatch:
     shrunk: np.ndarray
     inverted: np.ndarray
     object_fallback: np.ndarray
+    size_fallback: np.ndarray | None = None
 
 
 @dataclass
@@ -53,7 +56,7 @@ class PipelineOutput:
         logits: ``{"global", "object", "part"}`` -> ``(N, K)`` float32.
         part_maps: ``(N, 2, h, w)`` float32 from the object branch.
         flags: ``(N,)`` bool arrays: ``shrunk``, ``inverted``, ``object_fallback``,
-            ``part_fallback``.
+            ``part_fallback``, ``size_fallback``.
         timings: seconds for the batch: ``preprocess`` (all host/device preprocessing,
             part zoom included) and ``branches`` (the three networks).
     """
@@ -64,12 +67,35 @@ class PipelineOutput:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def sized_crops(images: Sequence, cfg):
+    """The crops of ``ChromosomeImage`` objects as they go on the global canvas.
+
+    In ``size_mode="cell"`` they are rescaled by their cell's median chromosome length
+    (images grouped by ``image.cell``; see ``edge_iapp.preprocess.size_reference``); in
+    absolute mode they are the pixels themselves. Every backend calls this (on the
+    host) so that all of them put the same crops on the canvas.
+
+    Returns:
+        ``(crops, backgrounds, size)``: N uint8 crops, N background levels, and the
+        :class:`~edge_iapp.preprocess.SizeReference` (``fallback`` per image).
+    """
+    from ..preprocess import rescale_to_reference
+
+    backgrounds = [int(im.polarity.background) for im in images]
+    cells = [getattr(im, "cell", None) for im in images]
+    size = rescale_to_reference([im.pixels for im in images], backgrounds, cells, cfg)
+    return size.crops, backgrounds, size
+
+
 def reference_front(images: Sequence, cfg) -> FrontBatch:
-    """Global canvas and object zoom for ``ChromosomeImage`` objects (reference NumPy code)."""
+    """Global canvas and object zoom for ``ChromosomeImage`` objects (reference NumPy code).
+
+    The images of one cell must be in the same call in cell size mode (see
+    :func:`sized_crops`).
+    """
     from ..preprocess import global_canvas, object_zoom
 
-    crops = [im.pixels for im in images]
-    backgrounds = [int(im.polarity.background) for im in images]
+    crops, backgrounds, size = sized_crops(images, cfg)
     g = global_canvas(crops, backgrounds, cfg)
     o = object_zoom(g.images, cfg)
     return FrontBatch(
@@ -78,6 +104,7 @@ def reference_front(images: Sequence, cfg) -> FrontBatch:
         shrunk=g.shrunk,
         inverted=np.array([bool(im.polarity.inverted) for im in images], dtype=bool),
         object_fallback=o.fallback,
+        size_fallback=size.fallback,
     )
 
 
@@ -199,6 +226,7 @@ class Backend(ABC):
                 "inverted": front.inverted,
                 "object_fallback": front.object_fallback,
                 "part_fallback": part.fallback,
+                "size_fallback": front.size_fallback,
             },
             timings={"preprocess": (t1 - t0) + (t3 - t2), "branches": (t2 - t1) + (t4 - t3)},
         )

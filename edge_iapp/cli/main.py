@@ -13,6 +13,8 @@ from . import (
     data_cmd,
     deploy_cmd,
     export_cmd,
+    finetune_cmd,
+    ood_cmd,
     score_cmd,
     synth_cmd,
     train_cmd,
@@ -28,7 +30,8 @@ app = typer.Typer(
 )
 
 for _module in (
-    data_cmd, synth_cmd, train_cmd, export_cmd, bench_cmd, score_cmd, deploy_cmd, watch_cmd,
+    data_cmd, synth_cmd, train_cmd, finetune_cmd, ood_cmd, export_cmd, bench_cmd, score_cmd,
+    deploy_cmd, watch_cmd,
 ):
     _module.register(app)
 

@@ -56,6 +56,49 @@ def _prepare(samples, cfg, label: str, cache: Path | None):
     return data
 
 
+def _with_reference_length(pcfg, samples):
+    """Cell size mode: the training part's median chromosome length, kept in the config
+    (and so in the bundle manifest) as the fall-back for crops without a usable cell."""
+    import dataclasses
+
+    from ..train.data import median_chromosome_length
+
+    length = median_chromosome_length(samples, pcfg)
+    if not length > 0:
+        fail("--size-mode cell: no chromosome could be measured in the training part")
+    console.print(
+        f"cell size mode: training median chromosome length {length:.1f} px "
+        f"(reference_length; scaled to {pcfg.cell_length} px)"
+    )
+    return dataclasses.replace(pcfg, reference_length=round(length, 3))
+
+
+def _augment_names(text: str) -> list[str]:
+    """``--augment`` as the list kept in ``RunConfig.extra["augment"]`` ([] = off)."""
+    from ..train.augment import parse_augment
+
+    try:
+        return parse_augment(text).names
+    except ValueError as exc:
+        fail(f"--augment: {exc}")
+
+
+def _prepare_raw(samples, cfg, names: list[str]):
+    """Train part with augmentations: the raw crops (augmented per batch) and, from the
+    same reading, their un-augmented prepared images (for counts and calibration)."""
+    from ..train.online import load_raw, prepare_raw
+
+    raw = load_raw(samples)
+    for path, reason in raw.skipped[:10]:
+        console.print(f"[yellow]skipped[/] {path}: {reason}")
+    data = prepare_raw(raw, cfg)
+    console.print(
+        f"train: {len(raw)} crops read ({len(raw.skipped)} unreadable skipped), augmented "
+        f"per batch with {', '.join(names)}; validation is not augmented"
+    )
+    return raw, data
+
+
 def _report_scan(parts) -> None:
     if parts.skipped:
         console.print(f"[yellow]{len(parts.skipped)} entries of the data folder skipped[/], e.g.:")
@@ -75,6 +118,12 @@ def train_command(
     input_size: Annotated[int, Opt(help="Network input side (paper: 224).")] = PAPER_INPUT_SIZE,
     canvas: Annotated[int, Opt(help="Canvas side, source px (larger crops shrink).")] = 176,
     threshold: Annotated[str, Opt(help="Eq. 3 reading: foreground or paper.")] = "foreground",
+    size_mode: Annotated[
+        str, Opt(help="absolute (paper: pixel size kept) or cell (relative to the cell).")
+    ] = "absolute",
+    cell_length: Annotated[
+        int, Opt(help="cell mode: canvas px of the cell's median chromosome length.")
+    ] = 72,
     backbone: Annotated[str, Opt(help="resnet18/34/50, vgg16_bn, densenet121, ...")] = "resnet18",
     weights: Annotated[Path | None, Opt(help="Local torchvision ImageNet .pth.")] = None,
     branches: Annotated[str, Opt(help="Branches to train; 'global' = baseline.")] = BRANCHES,
@@ -100,6 +149,11 @@ def train_command(
     time_budget: Annotated[
         float | None, Opt(help="Minutes for training: epochs cut to what fits after epoch 1.")
     ] = None,
+    augment: Annotated[
+        str,
+        Opt(help="Training augmentations: none, all, or a list of scale,contrast,blur,noise,"
+            "sharpness,rotation,bend (docs/AUGMENT.md)."),
+    ] = "none",
 ) -> None:
     """Train IAPP-CNN (or one branch) on DATA with the split's train part; val each epoch."""
     import torch
@@ -123,8 +177,12 @@ def train_command(
             cfg = RunConfig(
                 backbone=backbone,
                 preprocess=PreprocessConfig(
-                    canvas=canvas, input_size=input_size, threshold=threshold
-                ),  # type: ignore[arg-type]
+                    canvas=canvas,
+                    input_size=input_size,
+                    threshold=threshold,  # type: ignore[arg-type]
+                    size_mode=size_mode,  # type: ignore[arg-type]
+                    cell_length=cell_length,
+                ),
                 r1=r1,
                 r2=r2,
                 fusion=fusion,
@@ -145,6 +203,7 @@ def train_command(
                     "weights": str(weights) if weights else None,
                     "amp": amp,
                     "time_budget_min": time_budget,
+                    "augment": _augment_names(augment),
                 },
             )
         except ValueError as exc:
@@ -171,8 +230,14 @@ def train_command(
         check_training_classes([s.label for s in train_samples])
     except DataProblem as exc:
         fail(str(exc))
+    if cfg.preprocess.size_mode == "cell" and not cfg.preprocess.reference_length > 0:
+        cfg.preprocess = _with_reference_length(cfg.preprocess, train_samples)
     cache_dir = cache
-    train_data = _prepare(train_samples, cfg.preprocess, "train", cache_dir)
+    train_raw = None
+    if cfg.extra.get("augment"):  # the epochs augment the raw crops: read them once
+        train_raw, train_data = _prepare_raw(train_samples, cfg.preprocess, cfg.extra["augment"])
+    else:
+        train_data = _prepare(train_samples, cfg.preprocess, "train", cache_dir)
     val_data = _prepare(val_samples, cfg.preprocess, "val", cache_dir) if val_samples else None
     try:
         missing = check_training_classes(train_data.labels)
@@ -200,6 +265,7 @@ def train_command(
             keep=keep,
             split=parts.split,
             console=console,
+            train_raw=train_raw,
         )
     except (RunConflict, ValueError) as exc:
         fail(str(exc))
@@ -283,15 +349,28 @@ def evaluate_command(
     }
     if baseline:
         info["baseline"] = str(baseline)
+    from ..train.ood_run import load_run_ood
+
+    ood, ood_note = load_run_ood(run, checkpoint)
+    console.print(f"OOD flag: {ood_note}")
     record = evaluate_predictions(
-        preds, out, cfg.fusion, f"{run.name} ({subset})", base_preds, info
+        preds, out, cfg.fusion, f"{run.name} ({subset})", base_preds, info, ood=ood
     )
     console.print(
         f"accuracy {record['main']['accuracy']:.2%}, macro-F1 {record['main']['macro_f1']:.2%}; "
         f"report: {out / 'report.md'}"
     )
+    for name, row in record.get("ood", {}).get("by", {}).items():
+        console.print(
+            f"  review by {name:<10}: errors flagged {_share(row['errors_flagged'])}, "
+            f"correct calls flagged {_share(row['correct_flagged'])}"
+        )
     for row in record["ablation"]:
         console.print(f"  {'+'.join(row['branches']):<20} {row['fusion']:<6} {row['accuracy']:.2%}")
+
+
+def _share(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1%}"
 
 
 def register(app: typer.Typer) -> None:

@@ -78,6 +78,10 @@ class ChromosomeImage:
             side below :data:`TINY_SIDE`; ``blank`` = grey levels span at most
             :data:`BLANK_RANGE` levels (all white, all black, or empty crop). Flagged
             images still go through the preprocessing (its empty-mask fall-backs).
+        cell: ID of the metaphase (cell) the chromosome belongs to, or None. In the
+            cell-relative size mode (``PreprocessConfig.size_mode == "cell"``) the images
+            of one cell, classified in one call, are scaled by their cell's median
+            chromosome length; an image without a cell uses the documented fall-back.
     """
 
     pixels: np.ndarray
@@ -86,6 +90,7 @@ class ChromosomeImage:
     source_dtype: str
     source_shape: tuple[int, ...]
     flags: tuple[str, ...] = ()
+    cell: str | None = None
 
 
 def from_array(
@@ -94,6 +99,7 @@ def from_array(
     *,
     bgr: bool = False,
     max_side: int = DEFAULT_MAX_SIDE,
+    cell: str | None = None,
 ) -> ChromosomeImage:
     """Turn pixels (a camera frame, a decoded file) into a :class:`ChromosomeImage`.
 
@@ -103,6 +109,7 @@ def from_array(
         source: name used in messages and kept in the result.
         bgr: the colour channels are in OpenCV's BGR(A) order.
         max_side: refuse arrays longer than this on either side.
+        cell: the cell (metaphase) ID, see :class:`ChromosomeImage`.
 
     Raises:
         ImageReadError: unsupported shape or dtype, empty, too large, NaN values.
@@ -126,6 +133,7 @@ def from_array(
         source_dtype=source_dtype,
         source_shape=source_shape,
         flags=quality_flags(pixels),
+        cell=None if cell is None else str(cell),
     )
 
 
@@ -139,7 +147,9 @@ def quality_flags(pixels: np.ndarray) -> tuple[str, ...]:
     return tuple(flags)
 
 
-def read_image(path: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> ChromosomeImage:
+def read_image(
+    path: str | Path, max_side: int = DEFAULT_MAX_SIDE, cell: str | None = None
+) -> ChromosomeImage:
     """Read a chromosome image file.
 
     Args:
@@ -147,6 +157,7 @@ def read_image(path: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> Chromosome
             its name).
         max_side: refuse images longer than this on either side (checked from the
             header before decoding when the header tells the size).
+        cell: the cell (metaphase) ID, see :class:`ChromosomeImage`.
 
     Returns:
         The image as dark-on-white ``(H, W)`` uint8 with its polarity.
@@ -162,7 +173,7 @@ def read_image(path: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> Chromosome
     pixels = _decode(data, header, path)
     if min(pixels.shape[:2]) == 0:
         raise ImageReadError(path, f"image has no pixels (shape {pixels.shape})")
-    return from_array(pixels, source=str(path), max_side=max_side)
+    return from_array(pixels, source=str(path), max_side=max_side, cell=cell)
 
 
 def read_header(path: str | Path, max_side: int | None = None) -> ImageHeader:

@@ -313,7 +313,11 @@ def _build(
         "files": files,
         "calibration": calibration or None,
         "parity": parity,
-        "review": {**DEFAULT_REVIEW, **(args.get("review") or {})},
+        "review": {
+            **DEFAULT_REVIEW,
+            **_ood_review(run_dir, ckpt, log),
+            **(args.get("review") or {}),
+        },
         "source": {
             "run": str(run_dir.resolve()),
             "checkpoint": ckpt.name,
@@ -328,6 +332,15 @@ def _build(
         },
         "libraries": _versions(),
     }
+
+
+def _ood_review(run_dir: Path, ckpt: Path, log) -> dict:
+    """``{"ood": RUN/ood.json}`` when it was calibrated for ``ckpt``; else ``{}`` (said)."""
+    from ..train.ood_run import load_run_ood
+
+    record, note = load_run_ood(run_dir, ckpt)
+    log(f"review: {note}" if record else f"review: no OOD flag in this bundle ({note})")
+    return {"ood": record} if record else {}
 
 
 def _calibration(args: dict, cfg, run_object, tmp: Path, log):

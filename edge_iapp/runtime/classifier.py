@@ -27,6 +27,7 @@ import numpy as np
 from ..classes import CLASS_NAMES
 from ..export.bundle import BRANCHES, Bundle, load_bundle
 from ..fusion import fuse, softmax
+from ..ood import ood_scores
 from .result import ChromosomeResult
 from .review import ReviewPolicy
 
@@ -132,8 +133,8 @@ class Classifier:
             else:
                 decoded.append((k, image))
         timings["read"] = time.perf_counter() - t0
-        for start in range(0, len(decoded), self.batch_size):
-            chunk = decoded[start : start + self.batch_size]
+        group = self.backend.cfg.size_mode == "cell"
+        for chunk in cell_batches(decoded, self.batch_size, group):
             out = self.backend.run_pipeline([im for _, im in chunk])
             timings["preprocess"] += out.timings.get("preprocess", 0.0)
             timings["branches"] += out.timings.get("branches", 0.0)
@@ -216,6 +217,7 @@ class Classifier:
         fused, lambdas = fuse(logits, self.fusion)
         probs = softmax(fused)
         branch_idx = logits.argmax(axis=-1)  # (3, N)
+        ood = ood_scores(logits)  # (N,) mean branch energy; checked against the manifest's
         info = self.backend.describe()
         backend, precision = (
             str(info.get("backend", self.backend.name)),
@@ -228,7 +230,12 @@ class Classifier:
             votes = int((branch_idx[:, n] == idx).sum())
             flags = {k: bool(v[n]) for k, v in out.flags.items()}
             reasons = self.review.reasons(
-                conf, votes, flags.get("object_fallback", False), flags.get("part_fallback", False)
+                conf,
+                votes,
+                flags.get("object_fallback", False),
+                flags.get("part_fallback", False),
+                ood_score=float(ood[n]),
+                size_fallback=flags.get("size_fallback", False),
             )
             results.append(
                 ChromosomeResult(
@@ -246,6 +253,8 @@ class Classifier:
                     shrunk=flags.get("shrunk", False),
                     object_fallback=flags.get("object_fallback", False),
                     part_fallback=flags.get("part_fallback", False),
+                    size_fallback=flags.get("size_fallback", False),
+                    ood_score=float(ood[n]),
                     backend=backend,
                     precision=precision,
                 )
@@ -265,6 +274,38 @@ class Classifier:
             precision=self.precision,
             error=error,
         )
+
+
+def cell_batches(
+    decoded: list[tuple[int, Any]], batch_size: int, group: bool = True
+) -> list[list[tuple[int, Any]]]:
+    """Batches of about ``batch_size`` ``(index, image)`` pairs that never split a cell.
+
+    The cell-relative size needs every image of a cell in one backend call: images
+    with the same ``cell`` go to one batch (which may then exceed ``batch_size``);
+    images without a cell fill batches in input order. Cells keep their first
+    position's order. ``group=False`` (absolute size): plain ``batch_size`` slices.
+    """
+    if not group:
+        return [decoded[i : i + batch_size] for i in range(0, len(decoded), batch_size)]
+    units: list[list[tuple[int, Any]]] = []
+    by_cell: dict[str, list[tuple[int, Any]]] = {}
+    for pair in decoded:
+        cell = getattr(pair[1], "cell", None)
+        if cell is None:
+            units.append([pair])
+        elif cell in by_cell:
+            by_cell[cell].append(pair)
+        else:
+            by_cell[cell] = [pair]
+            units.append(by_cell[cell])
+    batches: list[list[tuple[int, Any]]] = []
+    for unit in units:
+        if batches and len(batches[-1]) + len(unit) <= batch_size:
+            batches[-1].extend(unit)
+        else:
+            batches.append(list(unit))
+    return batches
 
 
 def _coerce(item: Any, k: int) -> tuple[Any, str | None]:

@@ -27,6 +27,11 @@ class ChromosomeResult:
         shrunk: the crop was larger than the canvas and was shrunk.
         object_fallback, part_fallback: an empty mask made that stage use the
             previous image.
+        ood_score: out-of-distribution score (mean branch energy, ``edge_iapp/ood.py``;
+            higher = less like the training lab); None when no call was made.
+        size_fallback: cell-relative size mode only: the image had no usable cell
+            (no cell ID, or too few measured chromosomes in it), so the training
+            set's reference length (or, unknown, its own size) was used.
         backend, precision: what actually ran (e.g. ``"onnxruntime"``, ``"int8"``).
         error: why the image gave no call (None when it did).
     """
@@ -43,6 +48,8 @@ class ChromosomeResult:
     shrunk: bool = False
     object_fallback: bool = False
     part_fallback: bool = False
+    ood_score: float | None = None
+    size_fallback: bool = False
     backend: str = ""
     precision: str = ""
     error: str | None = None

@@ -59,7 +59,9 @@ class CellOptions:
         consistency: run the karyotype-level consistency step.
         threshold: calls with fused confidence at or above this are never re-assigned.
         penalty: cost of a copy beyond the normal number (see ``consistency``).
-        batch_size: images per ``predict`` call.
+        batch_size: images per ``predict`` call for images without a cell ID; the
+            objects of a cell (they carry its ID) go in one call so that the
+            cell-relative size sees the whole cell (the classifier batches inside).
         max_side: largest accepted image side (pixels) for crops and whole images.
         segment: segmentation parameters for whole-image cells.
     """
@@ -112,6 +114,7 @@ def load_objects(
         EmptyCellError: no files at all.
     """
     files, errors = cell_files(job.source)
+    cell_id = f"{job.slide}/{job.cell}"  # every image of the cell: scaled as one cell
     if not files:
         raise EmptyCellError(f"{job.source}: empty cell folder (no files)")
     objects: list[_Object] = []
@@ -143,12 +146,14 @@ def load_objects(
             if o.cluster:
                 obj.notes = [f"cluster:{r}" for r in o.cluster_reasons]
             else:
-                obj.image = from_array(o.crop, source=f"{path.name}#{o.object_id}")
+                obj.image = from_array(
+                    o.crop, source=f"{path.name}#{o.object_id}", cell=cell_id
+                )
             objects.append(obj)
         return objects, "whole_image", info, errors
     for path in files:
         try:
-            image = read_image(path, max_side=options.max_side)
+            image = read_image(path, max_side=options.max_side, cell=cell_id)
         except ImageReadError as exc:
             errors.append({"file": path.name, "error": exc.reason})
             objects.append(_Object(path.name, "unreadable", error=exc.reason))
@@ -163,6 +168,8 @@ def load_objects(
 def classify(objects: list[_Object], predictor: Predictor, batch_size: int) -> None:
     """Fill ``result`` of every chromosome object, in batches of ``batch_size``."""
     todo = [o for o in objects if o.image is not None]
+    if any(o.image.cell is not None for o in todo):
+        batch_size = max(batch_size, len(todo))  # never split a cell across calls
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         results = predictor.predict([o.image for o in chunk])

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import CLASS_NAMES
-from ..preprocess import PreprocessConfig, global_canvas, object_zoom
+from ..preprocess import PreprocessConfig, global_canvas, object_zoom, rescale_to_reference
 
 CHUNK = 256
 """Images preprocessed per call of the (batched) reference functions."""
@@ -63,11 +63,69 @@ def _empty(size: int) -> PreparedImages:
     )
 
 
+SIZE_FIELDS = ("size_mode", "cell_length", "reference_length", "min_cell_chromosomes")
+"""Config fields of the cell-relative size; they change nothing in absolute mode."""
+
+
 def _cache_key(samples: Sequence, cfg: PreprocessConfig) -> str:
-    h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    data = cfg.to_dict()
+    if cfg.size_mode == "absolute":  # caches made before these fields existed stay valid
+        data = {k: v for k, v in data.items() if k not in SIZE_FIELDS}
+    h = hashlib.sha256(json.dumps(data, sort_keys=True).encode())
     for s in samples:
         h.update(f"{s.path}\t{s.label}\t{s.group}\n".encode())
     return h.hexdigest()[:24]
+
+
+def cell_key(sample) -> str | None:
+    """The cell of a sample as one string (``group/cell``), None when it has none."""
+    cell = getattr(sample, "cell", None)
+    return None if cell is None else f"{getattr(sample, 'group', '')}/{cell}"
+
+
+def _chunks(samples: Sequence, cfg: PreprocessConfig) -> list[list[int]]:
+    """Sample indices per preprocessing call: ``CHUNK`` at a time; whole cells in cell mode."""
+    n = len(samples)
+    if cfg.size_mode != "cell":
+        return [list(range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK)]
+    units: dict[object, list[int]] = {}
+    for i, s in enumerate(samples):
+        key = cell_key(s)
+        units.setdefault(key if key is not None else ("no cell", i), []).append(i)
+    chunks: list[list[int]] = []
+    for unit in units.values():
+        if chunks and len(chunks[-1]) < CHUNK:
+            chunks[-1].extend(unit)
+        else:
+            chunks.append(list(unit))
+    return chunks
+
+
+def median_chromosome_length(
+    samples: Sequence, cfg: PreprocessConfig, progress: Callable[[int], None] | None = None
+) -> float:
+    """Median ``chromosome_length`` (source px) over readable samples; 0.0 when none.
+
+    Used as ``PreprocessConfig.reference_length`` of a cell-size run (the fall-back
+    for crops without a usable cell). Unreadable files are left out.
+    """
+    from ..data.imread import ImageReadError, read_image
+    from ..preprocess import chromosome_length
+
+    lengths = []
+    for k, s in enumerate(samples):
+        try:
+            image = read_image(s.path)
+        except ImageReadError:
+            continue
+        length = chromosome_length(image.pixels, image.polarity.background, cfg)
+        if length > 0:
+            lengths.append(length)
+        if progress and (k + 1) % CHUNK == 0:
+            progress(CHUNK)
+    if progress and len(samples) % CHUNK:
+        progress(len(samples) % CHUNK)
+    return float(np.median(lengths)) if lengths else 0.0
 
 
 def prepare(
@@ -79,7 +137,9 @@ def prepare(
     """Read and preprocess ``samples`` (``edge_iapp.data.dataset.Sample``) once.
 
     Unreadable files are skipped and listed in ``skipped`` (a batch never stops at
-    the first bad file).
+    the first bad file). In ``cfg.size_mode == "cell"`` each crop is first rescaled by
+    its cell's median chromosome length (``rescale_to_reference``, cells from
+    ``Sample.cell``); the outputs keep the order of ``samples``.
 
     Args:
         samples: labelled image files.
@@ -103,10 +163,11 @@ def prepare(
             return loaded
     out = _empty(cfg.input_size)
     globals_, objects, labels, fallback, shrunk = [], [], [], [], []
-    for start in range(0, len(samples), CHUNK):
-        chunk = samples[start : start + CHUNK]
+    order: list[int] = []  # sample index of every kept image, in processing order
+    for indices in _chunks(samples, cfg):
+        chunk = [samples[i] for i in indices]
         crops, backgrounds, kept = [], [], []
-        for s in chunk:
+        for i, s in zip(indices, chunk, strict=True):
             try:
                 image = read_image(s.path)
             except ImageReadError as exc:
@@ -115,8 +176,10 @@ def prepare(
             crops.append(image.pixels)
             backgrounds.append(image.polarity.background)
             kept.append(s)
+            order.append(i)
         if kept:
-            g = global_canvas(crops, backgrounds, cfg)
+            size = rescale_to_reference(crops, backgrounds, [cell_key(s) for s in kept], cfg)
+            g = global_canvas(size.crops, backgrounds, cfg)
             o = object_zoom(g.images, cfg)
             globals_.append(g.images)
             objects.append(o.images)
@@ -133,6 +196,12 @@ def prepare(
         out.object_fallback = np.concatenate(fallback)
         out.shrunk = np.concatenate(shrunk)
         out.labels = np.asarray(labels, np.int64)
+        if cfg.size_mode == "cell":  # chunks were whole cells: back to the samples' order
+            back = np.argsort(np.asarray(order), kind="stable")
+            for name in ("global_images", "object_images", "object_fallback", "shrunk", "labels"):
+                setattr(out, name, getattr(out, name)[back])
+            out.paths = [out.paths[k] for k in back]
+            out.groups = [out.groups[k] for k in back]
     if cache_file is not None:
         _save_cache(cache_file, out)
     return out

@@ -114,6 +114,69 @@ def review_analysis(preds: Predictions, probs: np.ndarray) -> dict[str, Any]:
     }
 
 
+def ood_review(
+    preds: Predictions,
+    probs: np.ndarray,
+    calibration: dict[str, Any],
+    min_confidence: float | None = None,
+) -> dict[str, Any]:
+    """What the OOD flag and the other review flags send to review, among errors and correct calls.
+
+    Args:
+        preds: per-branch logits (the OOD score uses the calibration's branches).
+        probs: ``(N, K)`` fused probabilities (the call and its confidence).
+        calibration: a run's ``ood.json`` record (:func:`edge_iapp.ood.calibrate_ood`).
+        min_confidence: the confidence flag's threshold; default the runtime's
+            (:data:`~edge_iapp.export.bundle.DEFAULT_REVIEW`).
+
+    Returns:
+        ``{"threshold", "quantile", "min_confidence", "errors", "correct", "score_mean",
+        "by": {flag: {"errors_flagged", "correct_flagged", "all_flagged"}}}``: shares
+        (None when there is no error / no correct call). Flags: ``ood``, ``confidence``,
+        ``either`` (ood or confidence), ``review`` (the runtime's whole flag as far as
+        logits tell: either, or fewer than ``min_branch_agreement`` branches voting for
+        the call, or a part-mask fall-back; object-mask fall-backs are not in ``preds``).
+    """
+    from ..export.bundle import DEFAULT_REVIEW
+    from ..ood import is_ood, ood_scores
+
+    if min_confidence is None:
+        min_confidence = float(DEFAULT_REVIEW["min_confidence"])
+    wanted = calibration.get("branches") or list(preds.branches)
+    subset = [b for b in wanted if b in preds.branches] or list(preds.branches)
+    scores = ood_scores(preds.select(subset))
+    correct = probs.argmax(1) == preds.labels
+    flags = {
+        "ood": is_ood(scores, calibration),
+        "confidence": probs.max(1) < min_confidence,
+    }
+    flags["either"] = flags["ood"] | flags["confidence"]
+    votes = (preds.logits.argmax(2) == probs.argmax(1)).sum(0)  # (N,) branches for the call
+    need = min(int(DEFAULT_REVIEW["min_branch_agreement"]), len(preds.branches))
+    flags["review"] = flags["either"] | (votes < need) | preds.part_fallback.astype(bool)
+
+    def share(flag: np.ndarray, where: np.ndarray) -> float | None:
+        return float(flag[where].mean()) if where.any() else None
+
+    return {
+        "threshold": float(calibration["threshold"]),
+        "quantile": calibration.get("quantile"),
+        "branches": subset,
+        "min_confidence": float(min_confidence),
+        "errors": int((~correct).sum()),
+        "correct": int(correct.sum()),
+        "score_mean": float(np.nanmean(scores)) if scores.size else None,
+        "by": {
+            name: {
+                "errors_flagged": share(f, ~correct),
+                "correct_flagged": share(f, correct),
+                "all_flagged": float(f.mean()) if f.size else None,
+            }
+            for name, f in flags.items()
+        },
+    }
+
+
 def evaluate_predictions(
     preds: Predictions,
     out_dir: str | Path,
@@ -121,6 +184,7 @@ def evaluate_predictions(
     title: str,
     baseline: Predictions | None = None,
     info: dict[str, Any] | None = None,
+    ood: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute everything, write the figures, ``metrics.json`` and ``report.md``.
 
@@ -132,6 +196,8 @@ def evaluate_predictions(
         baseline: optional logits of a single-branch baseline run on the same images
             (its ``global`` branch is compared per class, as in Table 3).
         info: extra facts for the report (run, data, split hash, checkpoint...).
+        ood: the run's OOD calibration (``RUN/ood.json``); adds the ``"ood"`` key
+            (:func:`ood_review`).
 
     Returns:
         The metrics record (as written to ``metrics.json``).
@@ -157,6 +223,8 @@ def evaluate_predictions(
         if preds.labels.size
         else {},
     }
+    if ood is not None:
+        record["ood"] = ood_review(preds, probs, ood)
     if baseline is not None:
         if not np.array_equal(baseline.labels, preds.labels):
             raise ValueError("the baseline was evaluated on different images")
@@ -271,9 +339,40 @@ def render_report(record: dict[str, Any], title: str) -> str:
             f"| {100 * float(risk):g}% | {_pct(row['coverage'])} "
             f"| {_pct(row['review_fraction'])} | {thr} |"
         )
+    if record.get("ood"):
+        lines += render_ood(record["ood"])
     lines += [
         "",
         "Figures: `confusion.png`, `roc.png`, `reliability.png`, `risk_coverage.png`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def render_ood(ood: dict[str, Any]) -> list[str]:
+    """The report's OOD section: share of errors and of correct calls each flag sends to review."""
+    q = ood.get("quantile")
+    where = f" (the {100 * q:g}th percentile of the training lab's val images)" if q else ""
+    mean = ood.get("score_mean")
+    lines = [
+        "",
+        "## Out-of-distribution flag",
+        "",
+        f"- score: mean branch energy ({', '.join(ood['branches'])}); threshold "
+        f"{ood['threshold']:.4f}{where}; mean score here "
+        + ("n/a" if mean is None else f"{mean:.4f}"),
+        f"- {ood['errors']} errors, {ood['correct']} correct calls; confidence flag: fused "
+        f"probability < {ood['min_confidence']:g}",
+        "- `either`: OOD or confidence; `review`: either, or branch disagreement, or a "
+        "part-mask fall-back (the runtime flag, less object-mask fall-backs)",
+        "- target across labs: errors flagged >= 80% with correct calls flagged <= 20%",
+        "",
+        "| flag | errors flagged % | correct calls flagged % | all flagged % |",
+        "|---|---|---|---|",
+    ]
+    for name, row in ood["by"].items():
+        lines.append(
+            f"| {name} | {_pct(row['errors_flagged'])} | {_pct(row['correct_flagged'])} "
+            f"| {_pct(row['all_flagged'])} |"
+        )
+    return lines

@@ -7,6 +7,8 @@ Layout of ``RUN/``::
     checkpoints/epoch_001.pt ...   {"model", "optimizer", "scheduler", "epoch", "metrics"}
     last.pt -> the newest checkpoint (a copy, written atomically)
     metrics.json         one entry per epoch
+    ood.json             OOD review threshold from the val part (edge_iapp/ood.py)
+    finetune.json        a fine-tuned run: its cells, scores before and after (finetune.py)
 """
 
 from __future__ import annotations

@@ -122,11 +122,13 @@ def train(
     resume: bool = False,
     device: str = "cpu",
     weights: str | Path | None = None,
+    init_from: str | Path | None = None,
     keep: int = 2,
     split: dict | None = None,
     console=None,
     log_every: int = 50,
     on_epoch: Callable[[dict, Any], None] | None = None,
+    train_raw=None,
 ) -> TrainOutcome:
     """Train (or resume) the run in ``run_dir``.
 
@@ -137,11 +139,17 @@ def train(
         resume: continue from ``RUN/last.pt`` (start fresh when it does not exist).
         device: ``"cpu"`` or ``"cuda"``.
         weights: local ImageNet state dict for every branch's backbone (fresh runs).
+        init_from: a checkpoint (e.g. another run's ``last.pt``) whose full IAPP-CNN
+            state dict starts this run (fresh runs only; fine-tuning). Replaces ``weights``.
         keep: epoch checkpoints to keep (0 = all); ``last.pt`` is always kept.
         split: the split record, copied to ``RUN/split.json``.
         console: a rich console for progress bars and messages.
         log_every: when the console is not a terminal, print a line every this many steps.
         on_epoch: called with each epoch's metrics entry and the model, after its checkpoint.
+        train_raw: the train part's raw crops (``edge_iapp.train.online.RawImages``),
+            needed when ``cfg.extra["augment"]`` names augmentations: the epochs then
+            augment and preprocess them per batch (``OnlineDataset``); validation
+            stays on the prepared images, without augmentation.
 
     Raises:
         TrainingDiverged: non-finite loss (last good checkpoint kept, metrics say so).
@@ -155,6 +163,11 @@ def train(
 
     console = console or Console(stderr=True)
     _check_config(cfg)
+    if cfg.extra.get("augment") and (train_raw is None or len(train_raw) != len(train_data)):
+        raise ValueError(
+            f"augmentations {cfg.extra['augment']} need the train part's raw crops "
+            "(train_raw, edge_iapp.train.online.load_raw) for the same images as train_data"
+        )
     branches = check_branches(cfg.branches)
     run_dir = Path(run_dir)
     last = run_dir / LAST_CHECKPOINT
@@ -174,7 +187,11 @@ def train(
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed only
-    model = build_model(cfg, weights if not (resume and last.exists()) else None).to(device)
+    fresh = not (resume and last.exists())
+    model = build_model(cfg, weights if fresh and init_from is None else None)
+    if fresh and init_from is not None:
+        model.load_state_dict(load_checkpoint(init_from)["model"])
+    model = model.to(device)
     if amp:
         model = model.to(memory_format=torch.channels_last)
     params = [p for b in branches for p in getattr(model, f"{b}_branch").parameters()]
@@ -232,6 +249,7 @@ def train(
             device,
             console,
             log_every,
+            raw=train_raw,
         )
         if entry.get("diverged"):
             metrics["status"] = "diverged"
@@ -270,6 +288,18 @@ def train(
         if on_epoch:
             on_epoch(entry, model)
         epoch += 1
+    if val_data is not None and len(val_data):
+        # the OOD review threshold of this run (edge_iapp/ood.py), from its own val images
+        from .ood_run import write_run_ood
+
+        try:
+            metrics["ood_threshold"] = write_run_ood(
+                run_dir,
+                predict(model, val_data, branches, device=device),
+                source={"part": "val", "data": cfg.extra.get("data"), "images": len(val_data)},
+            )["threshold"]
+        except ValueError as exc:  # e.g. non-finite val logits: the run itself is done
+            console.print(f"[yellow]warning:[/] no OOD calibration written: {exc}")
     metrics["status"] = "finished"
     write_metrics(run_dir, metrics)
     return TrainOutcome("finished", done, max(start_epoch + done, start_epoch), metrics)
@@ -287,6 +317,7 @@ def _train_epoch(
     device,
     console,
     log_every,
+    raw=None,
 ) -> dict:
     import torch
     from rich.progress import (
@@ -300,7 +331,18 @@ def _train_epoch(
     torch.manual_seed(cfg.seed * 100003 + epoch)
     rng = np.random.default_rng([cfg.seed, epoch])
     amp = bool(cfg.extra.get("amp"))
-    dataset = ChromosomeDataset(data, hflip=cfg.hflip, seed=int(rng.integers(2**31)))
+    augment = cfg.extra.get("augment") or []
+    if augment:  # augmentations change the crop: preprocess each batch anew
+        from .augment import parse_augment
+        from .online import OnlineDataset, online_batches
+
+        dataset = OnlineDataset(
+            raw, cfg.preprocess, parse_augment(augment), cfg.hflip, int(rng.integers(2**31))
+        )
+        stream = online_batches(dataset, cfg.batch_size, rng)  # made ahead by threads
+    else:
+        dataset = ChromosomeDataset(data, hflip=cfg.hflip, seed=int(rng.integers(2**31)))
+        stream = batches(dataset, cfg.batch_size, shuffle=True, rng=rng)
     model.train()
     loss_sum, seen = 0.0, 0
     correct = {b: 0 for b in (*branches, "fused")}
@@ -316,7 +358,7 @@ def _train_epoch(
         *columns, console=console, transient=True, disable=not console.is_terminal
     ) as bar:
         task = bar.add_task("train", total=steps_per_epoch, loss=float("nan"), acc=0.0)
-        for step, batch in enumerate(batches(dataset, cfg.batch_size, shuffle=True, rng=rng)):
+        for step, batch in enumerate(stream):
             global_step = epoch * steps_per_epoch + step
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * lr_factor(

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Backend, BackendUnavailable, PipelineOutput
+from ..base import Backend, BackendUnavailable, PipelineOutput, sized_crops
 
 BRANCHES = ("global", "object", "part")
 
@@ -305,12 +305,14 @@ class TensorRTBackend(Backend):
             raise ValueError(f"input_size {cfg.input_size} but the engines take {self.size}")
         ws = self._workspace()
         t_start = time.perf_counter()
-        pieces, pre_s, branch_s = [], 0.0, 0.0
+        # cell-relative size is applied on the host, over the whole call, as by every backend
+        all_crops, all_backgrounds, size = sized_crops(images, cfg)
+        t_size = time.perf_counter() - t_start
+        pieces, pre_s, branch_s = [], t_size, 0.0
         k = len(self.bundle.classes)
         for lo, hi in split_batch(len(images), self.max_batch):
             chunk = images[lo:hi]
-            crops = [im.pixels for im in chunk]
-            n = self._enqueue(ws, crops, [int(im.polarity.background) for im in chunk], cfg)
+            n = self._enqueue(ws, all_crops[lo:hi], all_backgrounds[lo:hi], cfg)
             pm = ws.out[("object", "part_maps")]
             maps_dtype = np.float16 if self.maps_half else np.float32
             got = self._fetch(
@@ -340,10 +342,11 @@ class TensorRTBackend(Backend):
             },
             part_maps=cat[3].astype(np.float32),
             flags={
-                "shrunk": np.array([max(im.pixels.shape) > cfg.canvas for im in every]),
+                "shrunk": np.array([max(c.shape) > cfg.canvas for c in all_crops]),
                 "inverted": np.array([bool(im.polarity.inverted) for im in every]),
                 "object_fallback": cat[4].astype(bool),
                 "part_fallback": cat[5].astype(bool),
+                "size_fallback": size.fallback,
             },
             timings={
                 "preprocess": pre_s,

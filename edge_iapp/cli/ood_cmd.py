@@ -1,0 +1,95 @@
+"""CLI command ``ood-calibrate``: (re)compute a run's OOD review threshold ``RUN/ood.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .common import console, fail
+
+Opt = typer.Option
+
+
+def ood_calibrate_command(
+    run: Annotated[Path, typer.Argument(help="Training run folder.")],
+    data: Annotated[
+        Path | None, Opt("--data", help="Labelled folder (default: the run's training data).")
+    ] = None,
+    split: Annotated[
+        Path | None, Opt("--split", help="Split file (default: RUN/split.json).")
+    ] = None,
+    quantile: Annotated[
+        float, Opt(help="Share of the val images to accept (threshold = this quantile).")
+    ] = 0.95,
+    max_per_class: Annotated[int | None, Opt(help="Class-balanced subset of val.")] = None,
+    batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 64,
+    threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+    cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
+) -> None:
+    """Calibrate RUN's out-of-distribution threshold on the val part of its training lab."""
+    import torch
+
+    from ..ood import DEFINITION
+    from ..train.data import balanced_subset
+    from ..train.loading import DataProblem, load_parts
+    from ..train.ood_run import write_run_ood
+    from ..train.predict import predict
+    from ..train.run import load_model
+    from .train_cmd import _device, _prepare, _report_scan
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = _device(device)
+    if not 0.0 < quantile < 1.0:
+        fail(f"--quantile must be between 0 and 1, got {quantile}")
+    try:
+        model, cfg = load_model(run)
+    except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
+        fail(f"cannot load the run: {exc}")
+    if data is None:
+        saved = cfg.extra.get("data")
+        if not saved:
+            fail(f"{run}/config.json records no data folder: pass --data")
+        data = Path(saved)
+    split = split or run / "split.json"
+    if not split.is_file():
+        fail(f"split file {split} does not exist: pass --split")
+    try:
+        parts = load_parts(data, split)
+    except DataProblem as exc:
+        fail(str(exc))
+    _report_scan(parts)
+    samples = parts.parts["val"]
+    if max_per_class:
+        samples = balanced_subset(samples, max_per_class, 0)
+    if not samples:
+        fail(
+            f"the split's val part has no images in {data}: the OOD threshold is calibrated on "
+            "the training lab's validation images"
+        )
+    prepared = _prepare(samples, cfg.preprocess, "val", cache)
+    if len(prepared) == 0:
+        fail(f"none of the {len(samples)} val images could be read")
+    preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
+    try:
+        record = write_run_ood(
+            run,
+            preds,
+            quantile,
+            source={"part": "val", "data": str(data), "split": str(split), "images": len(prepared)},
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(
+        f"OOD score: {DEFINITION}\n"
+        f"threshold {record['threshold']:.4f} = the {quantile:g} quantile of {record['n']} val "
+        f"images (mean {record['mean']:.4f}, std {record['std']:.4f}); written: {run / 'ood.json'}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``ood-calibrate`` to ``app``."""
+    app.command("ood-calibrate")(ood_calibrate_command)

@@ -1,0 +1,272 @@
+"""Few-shot fine-tuning: adapt a trained run to a new lab with K labelled cells, score it.
+
+``finetune(RUN, NEWLAB, SPLIT, K, RUN2)`` picks K cells of the new lab's *train* part
+(seeded; the K cells of a larger K include those of a smaller one with the same seed,
+so a few-shot curve 0, 1, 5, 20 is nested), trains all branches of RUN's model on them
+with RUN's recipe and preprocessing (:func:`~edge_iapp.train.trainer.train` with
+``init_from``), and evaluates RUN ("before") and RUN2 ("after") on the new lab's *test*
+part with the functions of :mod:`edge_iapp.train.evaluate`. K = 0 only evaluates RUN:
+the zero-shot point of the curve. Everything is recorded in ``RUN2/finetune.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..classes import CLASS_NAMES
+from .evaluate import fused_scores, ood_review, summarize
+from .predict import Predictions
+
+FINETUNE_FILE = "finetune.json"
+DROPPED_EXTRA = ("time_budget_min", "planned_epochs", "max_per_class", "val_max_per_class")
+"""RUN's ``extra`` settings that describe how RUN was sized, not how to train: not copied."""
+
+
+class FinetuneError(ValueError):
+    """The fine-tuning request cannot be carried out (the message says why)."""
+
+
+def pick_cells(samples: Sequence, k: int, seed: int = 0) -> list[str]:
+    """K distinct cells of ``samples`` (``Sample.cell``), chosen by ``seed``; sorted.
+
+    The choice is the first K of one seeded permutation of the sorted cell ids, so the
+    cells of a smaller K are among those of a larger K.
+
+    Raises:
+        FinetuneError: negative K, or more cells asked for than there are.
+    """
+    cells = sorted({str(s.cell) for s in samples})
+    if k < 0:
+        raise FinetuneError(f"--cells must be 0 or more, got {k}")
+    if k > len(cells):
+        raise FinetuneError(
+            f"--cells {k}: the split's train part has only {len(cells)} cell(s) in this folder"
+        )
+    order = np.random.default_rng(seed).permutation(len(cells))
+    return sorted(cells[int(i)] for i in order[:k])
+
+
+def missing_classes(chosen: Sequence, reference: Sequence) -> list[str]:
+    """Class names present in ``reference`` samples but absent from ``chosen`` samples."""
+    have = {int(s.label) for s in chosen}
+    want = {int(s.label) for s in reference}
+    return [CLASS_NAMES[c] for c in sorted(want - have)]
+
+
+def score(preds: Predictions, fusion: str, ood: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Accuracy and macro-F1 of the fused call and of each branch (evaluate.py's functions).
+
+    Args:
+        preds: per-branch logits on the test images.
+        fusion: ``"lambda"`` or ``"sum"`` (the run's).
+        ood: the run's OOD calibration; adds :func:`~edge_iapp.train.evaluate.ood_review`.
+    """
+    probs, _ = fused_scores(preds, preds.branches, fusion)
+    fused = summarize(preds.labels, probs)
+    out: dict[str, Any] = {
+        "images": int(preds.labels.size),
+        "fused": {"accuracy": fused["accuracy"], "macro_f1": fused["macro_f1"]},
+        "branches": {},
+    }
+    for b in preds.branches:
+        s = summarize(preds.labels, fused_scores(preds, (b,), "sum")[0])
+        out["branches"][b] = {"accuracy": s["accuracy"], "macro_f1": s["macro_f1"]}
+    if ood is not None:
+        out["ood"] = ood_review(preds, probs, ood)
+    return out
+
+
+def finetune_config(cfg, *, epochs: int, lr: float, seed: int, device: str, extra: dict):
+    """RUN's :class:`~edge_iapp.train.run.RunConfig` with the fine-tuning epochs, LR, seed.
+
+    Everything else (backbone, preprocessing incl. any size mode, batch size, momentum,
+    schedule, flips, augmentation settings in ``extra``) is RUN's. bf16 autocast is kept
+    only on CUDA.
+    """
+    from .run import RunConfig
+
+    new = RunConfig.from_dict(cfg.to_dict())
+    new.epochs, new.lr, new.seed = int(epochs), float(lr), int(seed)
+    new.extra = {k: v for k, v in new.extra.items() if k not in DROPPED_EXTRA}
+    if new.extra.get("amp") and not str(device).startswith("cuda"):
+        new.extra["amp"] = False
+    new.extra.update(extra)
+    return new
+
+
+def _weight_change(run_a: Path, run_b: Path) -> float:
+    """Largest absolute difference between the floating-point weights of two runs."""
+    from .checkpoint import load_checkpoint
+    from .run import LAST_CHECKPOINT
+
+    a = load_checkpoint(run_a / LAST_CHECKPOINT)["model"]
+    b = load_checkpoint(run_b / LAST_CHECKPOINT)["model"]
+    diff = 0.0
+    for name, t in a.items():
+        if t.is_floating_point():
+            diff = max(diff, float((t - b[name]).abs().max()))
+    return diff
+
+
+def finetune(
+    run: str | Path,
+    data: str | Path,
+    split: str | Path,
+    cells: int,
+    out: str | Path,
+    *,
+    epochs: int = 10,
+    lr: float = 0.005,
+    seed: int = 0,
+    device: str = "cpu",
+    max_test_per_class: int | None = None,
+    batch_size: int = 64,
+    prepare_fn: Callable[[Sequence, Any, str], Any] | None = None,
+    log: Callable[[str], None] = print,
+    console=None,
+) -> dict[str, Any]:
+    """Fine-tune RUN on ``cells`` cells of a new lab, evaluate before and after.
+
+    Args:
+        run: the trained run (``config.json``, ``last.pt``).
+        data: the new lab's labelled folder.
+        split: its split file (cells are taken from ``train``, scores from ``test``).
+        cells: K; 0 evaluates RUN only.
+        out: RUN2, the new run folder (``finetune.json`` is written there even for K = 0).
+        epochs, lr, seed: the fine-tuning recipe (the rest is RUN's).
+        device: ``"cpu"`` or ``"cuda"``.
+        max_test_per_class: class-balanced subset of the test part (quick looks).
+        batch_size: images per forward pass in evaluation.
+        prepare_fn: ``(samples, PreprocessConfig, label) -> PreparedImages``; default
+            :func:`~edge_iapp.train.data.prepare`.
+        log: messages and warnings.
+        console: rich console for the training progress.
+
+    Returns:
+        The ``finetune.json`` record.
+
+    Raises:
+        FinetuneError: K too large or negative, no matching cells or test images,
+            RUN2 already holds a run. ``DataProblem`` from the data folder or split.
+    """
+    from ..ioutil import atomic_write_text, sha256_file
+    from .data import balanced_subset, prepare
+    from .loading import load_parts
+    from .ood_run import load_run_ood
+    from .predict import predict
+    from .run import LAST_CHECKPOINT, RunConfig, load_model
+    from .trainer import train
+
+    run, data, split, out = Path(run), Path(data), Path(split), Path(out)
+    prepare_fn = prepare_fn or (lambda samples, pcfg, _label: prepare(samples, pcfg))
+    cfg = RunConfig.load(run)
+    if not (run / LAST_CHECKPOINT).is_file():
+        raise FinetuneError(f"{run} has no {LAST_CHECKPOINT}: nothing to fine-tune")
+    if cells > 0 and (out / LAST_CHECKPOINT).exists():
+        raise FinetuneError(
+            f"{out} already holds a run ({out / LAST_CHECKPOINT}); choose a new --out"
+        )
+    parts = load_parts(data, split)
+    train_samples, test_samples = parts.parts["train"], parts.parts["test"]
+    if not train_samples and not test_samples:
+        raise FinetuneError(f"no image of {data} belongs to the train or test part of {split}")
+    chosen = pick_cells(train_samples, cells, seed)
+    ft_samples = [s for s in train_samples if str(s.cell) in set(chosen)]
+    missing = missing_classes(ft_samples, [*train_samples, *test_samples]) if cells else []
+    if missing:
+        log(
+            f"warning: the {cells} fine-tuning cell(s) have no image of class(es) "
+            f"{', '.join(missing)} (present elsewhere in {data}): those classes are not adapted"
+        )
+    if max_test_per_class:
+        test_samples = balanced_subset(test_samples, max_test_per_class, seed)
+    if not test_samples:
+        raise FinetuneError(f"the split's test part has no images in {data}: nothing to score")
+
+    test = prepare_fn(test_samples, cfg.preprocess, "test")
+    if len(test) == 0:
+        raise FinetuneError(f"none of the {len(test_samples)} test images could be read")
+    ood, ood_note = load_run_ood(run)
+    model, _ = load_model(run)
+    before = score(
+        predict(model.to(device), test, cfg.branches, device=device, batch_size=batch_size),
+        cfg.fusion,
+        ood,
+    )
+    record: dict[str, Any] = {
+        "run": str(run),
+        "out": str(out),
+        "data": str(data),
+        "split": str(split),
+        "split_sha256": sha256_file(split),
+        "cells_requested": int(cells),
+        "cells": chosen,
+        "seed": int(seed),
+        "epochs": int(epochs) if cells else 0,
+        "lr": float(lr),
+        "device": device,
+        "train_cells_available": len({str(s.cell) for s in train_samples}),
+        "train_images": 0,
+        "missing_classes": missing,
+        "test_images": len(test),
+        "test_cells": len({str(s.cell) for s in test_samples}),
+        "test_max_per_class": max_test_per_class,
+        "ood_calibration": ood_note,
+        "before": before,
+        "after": None,
+    }
+    if cells:
+        new_cfg = finetune_config(
+            cfg,
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
+            device=device,
+            extra={
+                "data": str(data),
+                "split_sha256": record["split_sha256"],
+                "finetune": {"from": str(run.resolve()), "cells": chosen},
+            },
+        )
+        raw = None
+        if new_cfg.extra.get("augment"):  # RUN's augmentations: per batch, from raw crops
+            from .online import load_raw, prepare_raw
+
+            raw = load_raw(ft_samples)
+            ft = prepare_raw(raw, new_cfg.preprocess)
+            log(f"fine-tuning with RUN's augmentations: {', '.join(new_cfg.extra['augment'])}")
+        else:
+            ft = prepare_fn(ft_samples, new_cfg.preprocess, f"{cells} fine-tuning cell(s)")
+        if len(ft) == 0:
+            raise FinetuneError(f"none of the {len(ft_samples)} fine-tuning images could be read")
+        record["train_images"] = len(ft)
+        train(
+            new_cfg,
+            ft,
+            out,
+            None,
+            device=device,
+            init_from=run / LAST_CHECKPOINT,
+            split=parts.split,
+            console=console,
+            train_raw=raw,
+        )
+        model, _ = load_model(out)
+        record["after"] = score(
+            predict(model.to(device), test, new_cfg.branches, device=device, batch_size=batch_size),
+            new_cfg.fusion,
+        )
+        record["max_abs_weight_change"] = _weight_change(run, out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def read_finetune(run_dir: str | Path) -> dict[str, Any]:
+    """``RUN2/finetune.json``."""
+    return json.loads((Path(run_dir) / FINETUNE_FILE).read_text(encoding="utf-8"))

@@ -1,0 +1,82 @@
+"""A run's OOD calibration file ``RUN/ood.json``: write it from predictions, read it back.
+
+The threshold (:mod:`edge_iapp.ood`) is calibrated on the training lab's validation
+images with the weights of ``RUN/last.pt``; the file records that checkpoint's sha256
+so that a reader never applies it to other weights silently.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..ood import DEFAULT_QUANTILE, OOD_FILE, calibrate_ood, check_calibration, ood_scores
+from .predict import Predictions
+from .run import LAST_CHECKPOINT
+
+
+def calibration_from_predictions(
+    preds: Predictions, quantile: float = DEFAULT_QUANTILE
+) -> dict[str, Any]:
+    """:func:`~edge_iapp.ood.calibrate_ood` of the scores of all of ``preds``' branches."""
+    return calibrate_ood(ood_scores(preds.logits), quantile, branches=preds.branches)
+
+
+def write_run_ood(
+    run_dir: str | Path,
+    preds: Predictions,
+    quantile: float = DEFAULT_QUANTILE,
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Calibrate on ``preds`` (the val part) and write ``RUN/ood.json`` atomically.
+
+    Args:
+        run_dir: the run folder (its ``last.pt`` made ``preds``).
+        preds: logits of the training lab's validation images.
+        quantile: see :func:`~edge_iapp.ood.calibrate_ood`.
+        source: facts to record (data folder, split, part).
+
+    Returns:
+        The record written.
+    """
+    from ..ioutil import atomic_write_text, sha256_file
+
+    run_dir = Path(run_dir)
+    record = calibration_from_predictions(preds, quantile)
+    ckpt = run_dir / LAST_CHECKPOINT
+    record["source"] = {
+        **(source or {}),
+        "checkpoint": LAST_CHECKPOINT,
+        "checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else None,
+    }
+    atomic_write_text(run_dir / OOD_FILE, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def load_run_ood(
+    run_dir: str | Path, checkpoint: str | Path | None = None
+) -> tuple[dict[str, Any] | None, str]:
+    """``RUN/ood.json`` if it fits the weights in use, else ``None``; plus a note saying why.
+
+    Args:
+        run_dir: the run folder.
+        checkpoint: the checkpoint in use (default ``RUN/last.pt``).
+    """
+    from ..ioutil import sha256_file
+
+    path = Path(run_dir) / OOD_FILE
+    if not path.is_file():
+        return None, f"{path} does not exist (run `edge-iapp ood-calibrate {run_dir}`)"
+    try:
+        record = check_calibration(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        return None, f"{path} is unusable: {exc}"
+    ckpt = Path(checkpoint) if checkpoint else Path(run_dir) / LAST_CHECKPOINT
+    want = (record.get("source") or {}).get("checkpoint_sha256")
+    if want and ckpt.is_file() and sha256_file(ckpt) != want:
+        return None, (
+            f"{path} was calibrated for other weights than {ckpt}; "
+            f"run `edge-iapp ood-calibrate {run_dir}` again"
+        )
+    return record, f"OOD threshold {record['threshold']:.4f} from {path}"

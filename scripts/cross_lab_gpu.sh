@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Issue #7 on one GPU: does a model trained in one lab work in another?
+#
+#   1. train IAPP-CNN on each lab with every combination of the two switches
+#      (size: absolute | cell-relative; lab augmentations: none | all), time-budgeted;
+#   2. evaluate each on its own lab's test part and zero-shot on the other lab's
+#      (with the out-of-distribution review flag calibrated on its own val part);
+#   3. few-shot: fine-tune the best zero-shot model of each direction with 1, 5 and 20
+#      cells of the other lab and evaluate on that lab's held-out test part.
+#
+# Usage: scripts/cross_lab_gpu.sh DATA_ROOT OUT [BUDGET_MIN] [INPUT] [CANVAS]
+#   DATA_ROOT holds gband612/ and bioimlab/ (read only), e.g. ../shared/data.
+#   OUT gets logs/, runs/, evals/, fewshot/, summary.json and results.tar.gz (no checkpoints).
+# Environment: DEVICE (cuda; cpu for a smoke test, without --amp), GB_MAX_PER_CLASS
+# (gband612 training images per class, default 300), BI_MAX_PER_CLASS (bioimlab, default
+# all), TRAIN_ARGS / EVAL_ARGS / FT_ARGS (extra options of train / evaluate / finetune),
+# FEWSHOT (cell counts, default "1 5 20"), FT_EPOCHS (default 10), VARIANTS (default all
+# four), TRAIN_LIMIT_S (hard stop per training run; default budget + 4 min).
+# Models trained on real data are written under OUT only, never into the repository.
+set -u
+DATA=$1
+OUT=$2
+BUDGET=${3:-2}
+INPUT=${4:-128}
+CANVAS=${5:-176}
+PY=${PYTHON:-python3}
+EI=("$PY" -m edge_iapp)
+DEVICE=${DEVICE:-cuda}
+FEWSHOT=${FEWSHOT:-1 5 20}
+FT_EPOCHS=${FT_EPOCHS:-10}
+read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
+read -r -a EVAL_EXTRA <<< "${EVAL_ARGS:-}"
+read -r -a FT_EXTRA <<< "${FT_ARGS:-}"
+mkdir -p "$OUT/logs" "$OUT/runs" "$OUT/evals" "$OUT/fewshot" "$OUT/cache"
+stamp() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$OUT/logs/timeline.txt"; }
+LIMIT=${TRAIN_LIMIT_S:-$(awk -v b="$BUDGET" 'BEGIN { printf "%d", b * 60 + 240 }')}
+COMMON=(--input-size "$INPUT" --canvas "$CANVAS" --device "$DEVICE" --threads 2 --keep 1
+        --cache "$OUT/cache" --seed 0 --time-budget "$BUDGET" "${TRAIN_EXTRA[@]}")
+[ "$DEVICE" = cuda ] && COMMON+=(--amp)
+EV=(--device "$DEVICE" --threads 2 --cache "$OUT/cache" "${EVAL_EXTRA[@]}")
+declare -A SPLIT=([gband612]=docs/splits/gband612_case.json
+                  [bioimlab]=docs/splits/bioimlab_karyotype.json)
+declare -A OTHER=([gband612]=bioimlab [bioimlab]=gband612)
+declare -A LIMITS=([gband612]="--max-per-class ${GB_MAX_PER_CLASS:-300}"
+                   [bioimlab]="${BI_MAX_PER_CLASS:+--max-per-class $BI_MAX_PER_CLASS}")
+VARIANTS=${VARIANTS:-abs-none cell-none abs-all cell-all}
+
+stamp "start: $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null || echo no GPU)"
+pids=()
+for lab in gband612 bioimlab; do
+  for v in $VARIANTS; do
+    size=${v%-*}; aug=${v#*-}
+    [ "$size" = abs ] && size=absolute
+    read -r -a lim <<< "${LIMITS[$lab]}"
+    timeout "$LIMIT" "${EI[@]}" train "$DATA/$lab" --split "${SPLIT[$lab]}" \
+      --out "$OUT/runs/${lab}_$v" --size-mode "$size" --augment "$aug" "${lim[@]}" \
+      "${COMMON[@]}" > "$OUT/logs/train_${lab}_$v.log" 2>&1 &
+    pids+=($!)
+  done
+done
+wait "${pids[@]}"
+stamp "training done"
+
+pids=()
+for lab in gband612 bioimlab; do
+  for v in $VARIANTS; do
+    for target in "$lab" "${OTHER[$lab]}"; do
+      "${EI[@]}" evaluate "$OUT/runs/${lab}_$v" --data "$DATA/$target" \
+        --split "${SPLIT[$target]}" --out "$OUT/evals/${lab}_${v}_on_$target" "${EV[@]}" \
+        > "$OUT/logs/eval_${lab}_${v}_on_$target.log" 2>&1 &
+      pids+=($!)
+    done
+  done
+done
+wait "${pids[@]}"
+stamp "evaluations done"
+
+best() {  # the variant of lab $1 with the best zero-shot accuracy on the other lab
+  "$PY" - "$OUT/evals" "$1" "${OTHER[$1]}" "$VARIANTS" <<'PYEOF'
+import json, sys
+from pathlib import Path
+evals, lab, other, variants = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].split()
+def acc(v):
+    f = evals / f"{lab}_{v}_on_{other}" / "metrics.json"
+    return json.loads(f.read_text())["main"]["accuracy"] if f.is_file() else -1.0
+print(max(variants, key=acc))
+PYEOF
+}
+
+pids=()
+for lab in gband612 bioimlab; do
+  v=$(best "$lab")
+  target=${OTHER[$lab]}
+  stamp "few-shot $lab -> $target from variant $v"
+  for k in $FEWSHOT; do
+    "${EI[@]}" finetune "$OUT/runs/${lab}_$v" --data "$DATA/$target" \
+      --split "${SPLIT[$target]}" --cells "$k" --epochs "$FT_EPOCHS" --device "$DEVICE" "${FT_EXTRA[@]}" \
+      --out "$OUT/fewshot/${lab}_${v}_to_${target}_k$k" \
+      > "$OUT/logs/fewshot_${lab}_to_${target}_k$k.log" 2>&1 &
+    pids+=($!)
+  done
+done
+wait "${pids[@]}"
+stamp "few-shot done"
+(cd "$OUT" && tar czf results.tar.gz --exclude='*.pt' --exclude='*.npz' logs evals \
+  runs/*/config.json runs/*/metrics.json runs/*/ood.json fewshot/*/finetune.json \
+  fewshot/*/config.json fewshot/*/metrics.json 2>/dev/null)
+stamp "packed"

@@ -1,0 +1,199 @@
+"""``edge-iapp finetune``: K cells of a new lab, before/after scores, clear refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from test_train import CLASSES, flat, write_split, write_synthetic  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from edge_iapp.cli.main import app  # noqa: E402
+from edge_iapp.train.finetune import pick_cells  # noqa: E402
+
+BASE_SEED = 123
+"""The base run's weights come from another seed than the fine-tuning run's (0), so a
+fine-tuned model that ignored ``init_from`` would not match the base."""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A new lab: 10 synthetic cells (seed 1), cell 0 lacks class 21; and an untrained base run.
+
+    Train part: cells 0-5, val 6, test 7-9 (24 test images).
+    """
+    from edge_iapp.model import create_model
+    from edge_iapp.preprocess import PreprocessConfig
+    from edge_iapp.train.run import RunConfig
+
+    root = tmp_path_factory.mktemp("finetune")
+    data = write_synthetic(root / "data", 10, [c for c in CLASSES for _ in range(2)], seed=1)
+    for p in (data / "21").glob("*_S0000.1.png"):
+        p.unlink()
+    split = write_split(root / "split.json", list(range(6)), [6], [7, 8, 9])
+    run = root / "base"
+    cfg = RunConfig(
+        preprocess=PreprocessConfig(input_size=40, canvas=128),
+        batch_size=8,
+        lr=0.02,
+        extra={"time_budget_min": 0.001},  # must not carry over into the fine-tuning
+    )
+    run.mkdir()
+    cfg.save(run)
+    torch.manual_seed(BASE_SEED)
+    torch.save({"model": create_model("resnet18").state_dict(), "epoch": 1}, run / "last.pt")
+    return run, data, split
+
+
+def _finetune(run, data, split, out, *extra: str):
+    args = ["finetune", str(run), "--data", str(data), "--split", str(split), "--out", str(out)]
+    return CliRunner().invoke(app, [*args, *extra, "--device", "cpu", "--threads", "1"])
+
+
+def test_pick_cells_is_seeded_and_nested() -> None:
+    class S:
+        def __init__(self, cell):
+            self.cell = cell
+
+    samples = [S(f"c{i}") for i in range(20) for _ in range(3)]
+    five = pick_cells(samples, 5, seed=0)
+    assert five == pick_cells(samples, 5, seed=0) and len(set(five)) == 5
+    assert set(pick_cells(samples, 1, seed=0)) <= set(five) <= set(pick_cells(samples, 20, 0))
+    assert pick_cells(samples, 5, seed=1) != five
+    assert pick_cells(samples, 0) == []
+
+
+def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
+    run, data, split = lab
+    out = tmp_path / "run2"
+    result = _finetune(run, data, split, out, "--cells", "3", "--epochs", "3", "--lr", "0.01")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "finetune.json").read_text())
+    assert len(record["cells"]) == 3 and record["cells_requested"] == 3
+    train_cells = {f"S{i:04d}.1" for i in range(6)}
+    assert set(record["cells"]) <= train_cells
+    assert record["cells"] == pick_cells([type("S", (), {"cell": c}) for c in train_cells], 3, 0)
+    assert record["test_images"] == 24 and record["test_cells"] == 3
+    for key in ("before", "after"):
+        s = record[key]
+        assert s["images"] == 24
+        assert 0.0 <= s["fused"]["accuracy"] <= 1.0 and 0.0 <= s["fused"]["macro_f1"] <= 1.0
+        assert set(s["branches"]) == {"global", "object", "part"}
+    assert record["max_abs_weight_change"] > 0
+    # an untrained base is at chance (1/4); 3 labelled cells lift it
+    assert record["after"]["fused"]["accuracy"] > record["before"]["fused"]["accuracy"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["epochs"], cfg["lr"], cfg["batch_size"]) == (3, 0.01, 8)  # the rest is RUN's
+    assert cfg["preprocess"] == json.loads((run / "config.json").read_text())["preprocess"]
+    assert cfg["extra"]["finetune"]["cells"] == record["cells"]
+    assert "time_budget_min" not in cfg["extra"]
+    assert (out / "last.pt").is_file() and (out / "split.json").is_file()
+    before, after = (f"{100 * record[k]['fused']['accuracy']:.1f}" for k in ("before", "after"))
+    assert f"before│base│0│{before}" in flat(result.output)
+    assert f"after│run2│3│{after}" in flat(result.output)
+    # RUN2 now holds a run: a second fine-tuning into it is refused, not mixed in
+    again = _finetune(run, data, split, out, "--cells", "1", "--epochs", "1")
+    assert again.exit_code == 2 and "alreadyholdsarun" in flat(again.output)
+
+
+def test_init_from_starts_from_the_run_weights(lab, tmp_path) -> None:
+    from edge_iapp.train.data import prepare
+    from edge_iapp.train.loading import load_parts
+    from edge_iapp.train.run import RunConfig
+    from edge_iapp.train.trainer import train
+
+    run, data, split = lab
+    cfg = RunConfig.load(run)
+    cfg.epochs, cfg.lr, cfg.branches, cfg.extra = 1, 1e-12, ("global",), {}
+    samples = load_parts(data, split).parts["train"][::6]
+    train(cfg, prepare(samples, cfg.preprocess), tmp_path / "r", init_from=run / "last.pt")
+    base = torch.load(run / "last.pt", weights_only=False)["model"]
+    new = torch.load(tmp_path / "r" / "last.pt", weights_only=False)["model"]
+    for name, t in base.items():
+        if name.startswith("object_branch") or (t.is_floating_point() and "running" not in name):
+            assert torch.allclose(t, new[name], atol=1e-6), name  # lr ~ 0: base weights kept
+
+
+def test_missing_classes_are_a_warning(lab, tmp_path) -> None:
+    run, data, split_all = lab
+    split = write_split(tmp_path / "split0.json", [0], [6], [7, 8, 9])  # cell 0 lacks "21"
+    out = tmp_path / "run2"
+    result = _finetune(run, data, split, out, "--cells", "1", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    text = flat(result.output)
+    assert "warning" in text and "class(es)21" in text
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["missing_classes"] == ["21"] and record["cells"] == ["S0000.1"]
+    assert record["train_images"] == 6  # 8 less the two 21s
+
+
+def test_refusals(lab, tmp_path) -> None:
+    run, data, split = lab
+    out = tmp_path / "run2"
+    result = _finetune(run, data, split, out, "--cells", "7")
+    assert result.exit_code == 2 and "only6cell(s)" in flat(result.output)
+    assert not (out / "last.pt").exists()
+    foreign = write_split(tmp_path / "other.json", [50], [51], [52])  # cells this lab lacks
+    result = _finetune(run, data, foreign, out, "--cells", "1")
+    assert result.exit_code == 2 and "thedatalacks" in flat(result.output)
+    no_test = write_split(tmp_path / "notest.json", [0, 1], [6], [])
+    result = _finetune(run, data, no_test, out, "--cells", "1")
+    assert result.exit_code == 2 and "testparthasnoimages" in flat(result.output)
+    result = _finetune(tmp_path / "nowhere", data, split, out, "--cells", "1")
+    assert result.exit_code == 2 and "notatrainingrun" in flat(result.output)
+
+
+def test_zero_cells_evaluates_only(lab, tmp_path) -> None:
+    from edge_iapp.train.data import prepare
+    from edge_iapp.train.loading import load_parts
+    from edge_iapp.train.ood_run import write_run_ood
+    from edge_iapp.train.predict import predict
+    from edge_iapp.train.run import load_model
+
+    run, data, split = lab
+    # an OOD calibration for the base run (plumbing only: from this lab's val cell)
+    model, cfg = load_model(run)
+    val = prepare(load_parts(data, split).parts["val"], cfg.preprocess)
+    base = tmp_path / "base"
+    base.mkdir()
+    for name in ("config.json", "last.pt"):
+        (base / name).write_bytes((run / name).read_bytes())
+    write_run_ood(base, predict(model, val, cfg.branches))
+    out = tmp_path / "zero"
+    result = _finetune(base, data, split, out, "--cells", "0", "--max-test-per-class", "4")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "finetune.json").read_text())
+    assert record["after"] is None and record["cells"] == [] and record["epochs"] == 0
+    assert record["test_images"] == 16  # 4 classes x 4
+    assert not (out / "last.pt").exists() and not (out / "config.json").exists()
+    ood = record["before"]["ood"]
+    assert set(ood["by"]) == {"ood", "confidence", "either", "review"}
+    assert ood["errors"] + ood["correct"] == 16
+    assert "zero-shot" in flat(result.output)
+    assert np.isfinite(record["before"]["fused"]["accuracy"])
+
+
+def test_runs_augmentations_are_kept(lab, tmp_path) -> None:
+    pytest.importorskip("edge_iapp.train.online")
+    run, data, split = lab
+    base = tmp_path / "base"
+    base.mkdir()
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["extra"]["augment"] = ["contrast"]
+    (base / "config.json").write_text(json.dumps(cfg))
+    (base / "last.pt").write_bytes((run / "last.pt").read_bytes())
+    out = tmp_path / "run2"
+    result = _finetune(base, data, split, out, "--cells", "1", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["extra"]["augment"] == ["contrast"]
+    assert "augmentations:contrast" in flat(result.output)

@@ -1,0 +1,241 @@
+"""Out-of-distribution review flag: energy maths, calibration, the run file, bundle and runtime."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+from edge_iapp.ood import calibrate_ood, check_calibration, energy, is_ood, ood_scores
+from edge_iapp.runtime.review import ReviewPolicy
+from edge_iapp.train.evaluate import evaluate_predictions, ood_review
+from edge_iapp.train.predict import Predictions
+
+
+def test_energy_by_hand() -> None:
+    logits = np.array([[0.0, 0.0], [math.log(3.0), 0.0], [1000.0, 1000.0], [-1000.0, -1000.0]])
+    assert energy(logits) == pytest.approx(
+        [-math.log(2), -math.log(4), -1000 - math.log(2), 1000 - math.log(2)]
+    )
+    # (B=2, N=1, K=2): mean of -log 2 and -log 4
+    two = np.array([[[0.0, 0.0]], [[math.log(3.0), 0.0]]])
+    assert ood_scores(two) == pytest.approx([-1.5 * math.log(2)])
+    with pytest.raises(ValueError, match="branches, N, classes"):
+        ood_scores(np.zeros((3, 2)))
+
+
+def test_calibration_quantile() -> None:
+    scores = np.arange(1, 101, dtype=float)
+    cal = calibrate_ood(np.concatenate([scores, [np.nan]]), 0.95, branches=("global",))
+    # NumPy's linear rule: position 0.95 * 99 = 94.05 -> 95 + 0.05
+    assert cal["threshold"] == pytest.approx(95.05)
+    assert cal["n"] == 100 and cal["flagged_fraction"] == pytest.approx(0.05)
+    assert (cal["mean"], cal["min"], cal["max"]) == (50.5, 1.0, 100.0)
+    assert cal["branches"] == ["global"] and cal["quantile"] == 0.95
+    assert calibrate_ood(scores, 0.5)["threshold"] == pytest.approx(50.5)
+    assert calibrate_ood(scores, 0.99)["threshold"] > cal["threshold"]
+    for q in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            calibrate_ood(scores, q)
+    with pytest.raises(ValueError, match="no finite scores"):
+        calibrate_ood(np.array([np.nan, np.inf]))
+
+
+def test_is_ood_and_bad_records() -> None:
+    cal = calibrate_ood(np.arange(1, 101, dtype=float))
+    flags = is_ood(np.array([95.0, 95.05, 95.06, np.nan, np.inf, -np.inf]), cal)
+    assert flags.tolist() == [False, False, True, True, True, True]
+    for bad, msg in (
+        ({"threshold": "x"}, "numeric"),
+        ({"threshold": float("nan")}, "not finite"),
+        ({"score": "mahalanobis", "threshold": 1.0}, "unknown OOD score"),
+        ([1, 2], "JSON object"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            check_calibration(bad)
+
+
+def test_flatter_logits_are_flagged() -> None:
+    rng = np.random.default_rng(0)
+
+    def peaked(n):  # a confident vote per branch, like in-distribution images
+        logits = rng.normal(0, 1, (3, n, 24))
+        logits[:, np.arange(n), rng.integers(0, 24, n)] += 9.0
+        return logits
+
+    flat = rng.normal(0, 1, (3, 500, 24))  # no class stands out: unlike the training data
+    cal = calibrate_ood(ood_scores(peaked(500)), 0.95)
+    assert is_ood(ood_scores(peaked(500)), cal).mean() < 0.1
+    assert is_ood(ood_scores(flat), cal).mean() > 0.95
+
+
+def test_review_policy_ood_reason() -> None:
+    cal = {"threshold": -5.0}
+    policy = ReviewPolicy.from_dict({"ood": cal, "min_confidence": 0.5})
+    assert policy.reasons(0.99, 3, False, False, ood_score=-4.0) == ["out_of_distribution"]
+    assert policy.reasons(0.99, 3, False, False, ood_score=-6.0) == []
+    assert policy.reasons(0.99, 3, False, False, ood_score=float("nan")) == ["out_of_distribution"]
+    assert policy.reasons(0.99, 3, False, False) == []  # no score given: no OOD check
+    no_ood = ReviewPolicy.from_dict({"min_confidence": 0.5})  # an older bundle
+    assert no_ood.ood is None and no_ood.reasons(0.99, 3, False, False, ood_score=1e9) == []
+    with pytest.raises(ValueError, match="threshold"):
+        ReviewPolicy.from_dict({"ood": {"quantile": 0.95}})
+
+
+def test_ood_review_shares_by_hand(tmp_path) -> None:
+    # one branch, two classes: a sure and right, b unsure and right,
+    # c unsure and wrong, d sure (0.95) and wrong
+    logits = np.array([[[5.0, 0.0], [0.1, 0.0], [0.0, 0.2], [3.0, 0.0]]], np.float32)
+    labels = np.array([0, 0, 0, 1])
+    preds = Predictions(("global",), logits, labels, np.zeros(4, bool))
+    cal = {"threshold": -4.0, "quantile": 0.95, "branches": ["global"]}
+    record = evaluate_predictions(preds, tmp_path, "lambda", "unit", ood=cal)
+    ood = record["ood"]
+    # energies: a -5.007 (accepted); b -0.744, c -0.798, d -3.049 (all above -4: flagged)
+    assert (ood["errors"], ood["correct"]) == (2, 2)
+    assert ood["by"]["ood"] == {"errors_flagged": 1.0, "correct_flagged": 0.5, "all_flagged": 0.75}
+    # confidence < 0.9: b (0.525) and c (0.550); d is 0.953
+    assert ood["by"]["confidence"]["errors_flagged"] == 0.5
+    assert ood["by"]["confidence"]["correct_flagged"] == 0.5
+    assert ood["by"]["either"] == ood["by"]["ood"]
+    assert ood["by"]["review"] == ood["by"]["ood"]  # one branch always agrees with itself
+    three = Predictions(
+        ("global", "object", "part"),
+        np.concatenate([logits, logits, logits[:, :, ::-1]]),  # part votes the other way
+        labels,
+        np.array([True, False, False, False]),  # a's part mask fell back
+    )
+    probs3 = evaluate_predictions(three, tmp_path / "three", "sum", "unit", ood=cal)["ood"]
+    assert probs3["by"]["review"]["correct_flagged"] == 1.0  # a: part fall-back, b: unsure
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["ood"]["by"]["ood"]["errors_flagged"] == 1.0
+    report = (tmp_path / "report.md").read_text()
+    assert "## Out-of-distribution flag" in report and "| ood | 100.00 | 50.00 | 75.00 |" in report
+    # no calibration: no "ood" key (an older run)
+    assert "ood" not in evaluate_predictions(preds, tmp_path / "plain", "lambda", "unit")
+    # no error at all: the error share is n/a, not a division by zero
+    right = Predictions(("global",), logits[:, :2], labels[:2], np.zeros(2, bool))
+    probs = np.exp(logits[0, :2]) / np.exp(logits[0, :2]).sum(1, keepdims=True)
+    assert ood_review(right, probs, cal)["by"]["ood"]["errors_flagged"] is None
+
+
+# -- a trained tiny run: RUN/ood.json at the end of training, ood-calibrate, evaluate, bundle --
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """4 synthetic classes at 40 px, 4 epochs (about 25 s on one thread); val cells 6-7."""
+    torch = pytest.importorskip("torch")
+    from test_train import CLASSES, write_split, write_synthetic
+
+    from edge_iapp.preprocess import PreprocessConfig
+    from edge_iapp.train.data import prepare
+    from edge_iapp.train.loading import load_parts
+    from edge_iapp.train.run import RunConfig
+    from edge_iapp.train.trainer import train
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("ood")
+    data = write_synthetic(root / "data", 12, [c for c in CLASSES for _ in range(2)])
+    split = write_split(root / "split.json", list(range(6)), [6, 7], [8, 9, 10, 11])
+    parts = load_parts(data, split)
+    cfg = RunConfig(
+        preprocess=PreprocessConfig(input_size=40, canvas=128),
+        epochs=4,
+        batch_size=8,
+        lr=0.01,
+        extra={"data": str(data)},
+    )
+    train(
+        cfg,
+        prepare(parts.parts["train"], cfg.preprocess),
+        root / "run",
+        prepare(parts.parts["val"], cfg.preprocess),
+        split=parts.split,
+    )
+    return root / "run", data, split
+
+
+def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -> None:
+    from test_train import flat
+    from typer.testing import CliRunner
+
+    from edge_iapp.cli.main import app
+    from edge_iapp.ioutil import sha256_file
+
+    run, data, split = trained
+    written = json.loads((run / "ood.json").read_text())
+    assert written["n"] == 16 and written["quantile"] == 0.95  # 2 val cells x 8 images
+    assert written["branches"] == ["global", "object", "part"]
+    assert written["source"]["checkpoint_sha256"] == sha256_file(run / "last.pt")
+    assert json.loads((run / "metrics.json").read_text())["ood_threshold"] == written["threshold"]
+    runner = CliRunner()
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "ood.json").unlink()
+    # defaults: the data folder and split saved in the run
+    result = runner.invoke(app, ["ood-calibrate", str(copy), "--device", "cpu", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((copy / "ood.json").read_text())
+    assert again["threshold"] == pytest.approx(written["threshold"], abs=1e-4)
+    result = runner.invoke(app, ["ood-calibrate", str(copy), "--quantile", "1.5"])
+    assert result.exit_code == 2 and "between0and1" in flat(result.output)
+    # evaluate reports what each flag sends to review
+    out = tmp_path / "eval"
+    args = ["evaluate", str(run), "--data", str(data), "--split", str(split), "--out", str(out)]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["ood"]["threshold"] == written["threshold"]
+    assert set(record["ood"]["by"]) == {"ood", "confidence", "either", "review"}
+    assert record["ood"]["errors"] + record["ood"]["correct"] == 32
+    assert "Out-of-distribution flag" in (out / "report.md").read_text()
+    # an ood.json made for other weights is not applied silently
+    other = dict(written, source={**written["source"], "checkpoint_sha256": "0" * 64})
+    (copy / "ood.json").write_text(json.dumps(other))
+    out2 = tmp_path / "eval2"
+    result = runner.invoke(
+        app,
+        ["evaluate", str(copy), "--data", str(data), "--split", str(split), "--out", str(out2)]
+        + ["--device", "cpu", "--threads", "1"],
+    )
+    assert result.exit_code == 0 and "otherweights" in flat(result.output)
+    assert "ood" not in json.loads((out2 / "metrics.json").read_text())
+
+
+def test_bundle_carries_ood_and_the_classifier_flags_noise(trained, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.runtime.classifier import Classifier
+
+    run, data, split = trained
+    bundle = export_bundle(run, tmp_path / "bundle", ("fp32",), log=lambda _m: None)
+    assert bundle.manifest["review"]["ood"]["threshold"] == pytest.approx(
+        json.loads((run / "ood.json").read_text())["threshold"]
+    )
+    parts = json.loads(split.read_text())["groups"]
+    val = sorted(p for p in data.rglob("*.png") if p.name.split("_")[-1][:5] in parts["val"])
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((60, 40), (120, 120))]
+    with Classifier(bundle.path, precision="fp32", threads=1, warmup=False) as clf:
+        results = clf.predict([*val, *noise])
+    val_res, noise_res = results[: len(val)], results[len(val) :]
+    assert len(val_res) == 16
+    for r in noise_res:
+        assert "out_of_distribution" in r.review_reasons and r.review
+        assert r.ood_score > bundle.manifest["review"]["ood"]["threshold"]
+    # calibrated at the 95th percentile of exactly these images (torch vs ORT logits)
+    assert sum("out_of_distribution" in r.review_reasons for r in val_res) <= 2
+    assert all(r.ood_score is not None and np.isfinite(r.ood_score) for r in results)
+    # an older bundle (no "ood" in the manifest) still loads and never gives the reason
+    old = tmp_path / "old"
+    shutil.copytree(bundle.path, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["review"]["ood"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with Classifier(old, precision="fp32", threads=1, warmup=False) as clf:
+        for r in clf.predict(noise):
+            assert "out_of_distribution" not in r.review_reasons and r.ood_score is not None
