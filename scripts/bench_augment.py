@@ -62,9 +62,9 @@ def main() -> None:
 
     from edge_iapp.preprocess import PreprocessConfig
     from edge_iapp.train.augment import AUGMENTATIONS, parse_augment
-    from edge_iapp.train.data import ChromosomeDataset
+    from edge_iapp.train.data import ChromosomeDataset, load_raw, prepare_raw
     from edge_iapp.train.loading import load_parts
-    from edge_iapp.train.online import OnlineDataset, load_raw, prepare_raw
+    from edge_iapp.train.online import OnlineDataset
     from edge_iapp.train.run import RunConfig
     from edge_iapp.train.trainer import build_model
 

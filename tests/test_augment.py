@@ -222,8 +222,8 @@ def _train_samples(data: Path, split: Path):
 
 def test_online_dataset_matches_the_prepared_path(synth, tmp_path) -> None:
     from edge_iapp.preprocess import PreprocessConfig
-    from edge_iapp.train.data import ChromosomeDataset, prepare
-    from edge_iapp.train.online import OnlineDataset, load_raw, prepare_raw
+    from edge_iapp.train.data import ChromosomeDataset, load_raw, prepare, prepare_raw
+    from edge_iapp.train.online import OnlineDataset
 
     data, split = synth
     samples = _train_samples(data, split)
@@ -263,8 +263,8 @@ def test_online_dataset_matches_the_prepared_path(synth, tmp_path) -> None:
 
 def test_threaded_batches_equal_the_plain_loop(synth) -> None:
     from edge_iapp.preprocess import PreprocessConfig
-    from edge_iapp.train.data import batches
-    from edge_iapp.train.online import OnlineDataset, load_raw, online_batches
+    from edge_iapp.train.data import batches, load_raw
+    from edge_iapp.train.online import OnlineDataset, online_batches
 
     data, split = synth
     raw = load_raw(_train_samples(data, split))
@@ -286,8 +286,8 @@ def test_threaded_batches_equal_the_plain_loop(synth) -> None:
 
 def test_scale_is_drawn_once_per_cell_and_cell_mode_sizes_whole_cells(synth) -> None:
     from edge_iapp.preprocess import PreprocessConfig, rescale_to_reference
-    from edge_iapp.train.data import prepare
-    from edge_iapp.train.online import OnlineDataset, load_raw, prepare_raw
+    from edge_iapp.train.data import load_raw, prepare, prepare_raw
+    from edge_iapp.train.online import OnlineDataset
 
     data, split = synth
     raw = load_raw(_train_samples(data, split))

@@ -150,11 +150,11 @@ def test_prepare_cell_mode_keeps_order_and_matches_reference(tmp_path):
     from export_helpers import make_dataset
 
     from edge_iapp.data.dataset import scan_folder
-    from edge_iapp.train.data import _cache_key, median_chromosome_length, prepare
+    from edge_iapp.train.data import _cache_key, load_raw, median_chromosome_length, prepare
 
     root, _ = make_dataset(tmp_path / "set", groups=3)
     samples = sorted(scan_folder(root).samples, key=lambda s: str(s.path))  # cells interleaved
-    ref = median_chromosome_length(samples, CELL)
+    ref = median_chromosome_length(load_raw(samples), CELL)
     assert 15 < ref < 60
     cfg = dataclasses.replace(CELL, reference_length=ref)
     out = prepare(samples, cfg)

@@ -28,7 +28,7 @@ def _device(name: str) -> str:
     return name
 
 
-def _prepare(samples, cfg, label: str, cache: Path | None):
+def _prepare(samples, cfg, label: str, cache: Path | None, raw=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..train.data import prepare
@@ -43,7 +43,9 @@ def _prepare(samples, cfg, label: str, cache: Path | None):
         disable=not console.is_terminal,
     ) as bar:
         task = bar.add_task(label, total=len(samples))
-        data = prepare(samples, cfg, progress=lambda n: bar.advance(task, n), cache_dir=cache)
+        data = prepare(
+            samples, cfg, progress=lambda n: bar.advance(task, n), cache_dir=cache, raw=raw
+        )
     for path, reason in data.skipped[:10]:
         console.print(f"[yellow]skipped[/] {path}: {reason}")
     if len(data.skipped) > 10:
@@ -56,14 +58,14 @@ def _prepare(samples, cfg, label: str, cache: Path | None):
     return data
 
 
-def _with_reference_length(pcfg, samples):
+def _with_reference_length(pcfg, raw):
     """Cell size mode: the training part's median chromosome length, kept in the config
     (and so in the bundle manifest) as the fall-back for crops without a usable cell."""
     import dataclasses
 
     from ..train.data import median_chromosome_length
 
-    length = median_chromosome_length(samples, pcfg)
+    length = median_chromosome_length(raw, pcfg)
     if not length > 0:
         fail("--size-mode cell: no chromosome could be measured in the training part")
     console.print(
@@ -81,22 +83,6 @@ def _augment_names(text: str) -> list[str]:
         return parse_augment(text).names
     except ValueError as exc:
         fail(f"--augment: {exc}")
-
-
-def _prepare_raw(samples, cfg, names: list[str]):
-    """Train part with augmentations: the raw crops (augmented per batch) and, from the
-    same reading, their un-augmented prepared images (for counts and calibration)."""
-    from ..train.online import load_raw, prepare_raw
-
-    raw = load_raw(samples)
-    for path, reason in raw.skipped[:10]:
-        console.print(f"[yellow]skipped[/] {path}: {reason}")
-    data = prepare_raw(raw, cfg)
-    console.print(
-        f"train: {len(raw)} crops read ({len(raw.skipped)} unreadable skipped), augmented "
-        f"per batch with {', '.join(names)}; validation is not augmented"
-    )
-    return raw, data
 
 
 def _report_scan(parts) -> None:
@@ -151,8 +137,10 @@ def train_command(
     ] = None,
     augment: Annotated[
         str,
-        Opt(help="Training augmentations: none, all, or a list of scale,contrast,blur,noise,"
-            "sharpness,rotation,bend (docs/AUGMENT.md)."),
+        Opt(
+            help="Training augmentations: none, all, or a list of scale,contrast,blur,noise,"
+            "sharpness,rotation,bend (docs/AUGMENT.md)."
+        ),
     ] = "none",
 ) -> None:
     """Train IAPP-CNN (or one branch) on DATA with the split's train part; val each epoch."""
@@ -230,15 +218,23 @@ def train_command(
         check_training_classes([s.label for s in train_samples])
     except DataProblem as exc:
         fail(str(exc))
-    if cfg.preprocess.size_mode == "cell" and not cfg.preprocess.reference_length > 0:
-        cfg.preprocess = _with_reference_length(cfg.preprocess, train_samples)
-    cache_dir = cache
+    measure = cfg.preprocess.size_mode == "cell" and not cfg.preprocess.reference_length > 0
+    augment = cfg.extra.get("augment")
     train_raw = None
-    if cfg.extra.get("augment"):  # the epochs augment the raw crops: read them once
-        train_raw, train_data = _prepare_raw(train_samples, cfg.preprocess, cfg.extra["augment"])
+    if measure or augment:  # the crops themselves are needed: read them once
+        from ..train.data import load_raw
+
+        train_raw = load_raw(train_samples)
+    if measure:
+        cfg.preprocess = _with_reference_length(cfg.preprocess, train_raw)
+    train_data = _prepare(train_samples, cfg.preprocess, "train", cache, raw=train_raw)
+    if augment:
+        console.print(
+            f"train: augmented per batch with {', '.join(augment)}; validation is not augmented"
+        )
     else:
-        train_data = _prepare(train_samples, cfg.preprocess, "train", cache_dir)
-    val_data = _prepare(val_samples, cfg.preprocess, "val", cache_dir) if val_samples else None
+        train_raw = None  # the epochs use the prepared images only
+    val_data = _prepare(val_samples, cfg.preprocess, "val", cache) if val_samples else None
     try:
         missing = check_training_classes(train_data.labels)
     except DataProblem as exc:

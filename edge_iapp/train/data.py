@@ -83,48 +83,124 @@ def cell_key(sample) -> str | None:
     return None if cell is None else f"{getattr(sample, 'group', '')}/{cell}"
 
 
-def _chunks(samples: Sequence, cfg: PreprocessConfig) -> list[list[int]]:
-    """Sample indices per preprocessing call: ``CHUNK`` at a time; whole cells in cell mode."""
-    n = len(samples)
-    if cfg.size_mode != "cell":
-        return [list(range(i, min(i + CHUNK, n))) for i in range(0, n, CHUNK)]
-    units: dict[object, list[int]] = {}
-    for i, s in enumerate(samples):
-        key = cell_key(s)
-        units.setdefault(key if key is not None else ("no cell", i), []).append(i)
-    chunks: list[list[int]] = []
-    for unit in units.values():
-        if chunks and len(chunks[-1]) < CHUNK:
-            chunks[-1].extend(unit)
-        else:
-            chunks.append(list(unit))
-    return chunks
+@dataclass
+class RawImages:
+    """Polarity-normalised crops of one subset, as read (no preprocessing).
+
+    Attributes:
+        crops: N ``(h_i, w_i)`` uint8 crops, dark on light.
+        backgrounds: ``(N,)`` int32 border medians (``Polarity.background``).
+        labels: ``(N,)`` int64 class indices 0..23.
+        paths: N source files.
+        groups: N group (case / karyotype) ids.
+        cells: N cell (metaphase) ids as ``prepare`` keys them (``data.cell_key``:
+            ``group/cell``), None for a crop without a cell.
+        skipped: ``(path, reason)`` for files that could not be read.
+    """
+
+    crops: list[np.ndarray]
+    backgrounds: np.ndarray
+    labels: np.ndarray
+    paths: list[str]
+    groups: list[str]
+    cells: list[str | None]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.crops)
 
 
-def median_chromosome_length(
-    samples: Sequence, cfg: PreprocessConfig, progress: Callable[[int], None] | None = None
-) -> float:
-    """Median ``chromosome_length`` (source px) over readable samples; 0.0 when none.
+def load_raw(samples: Sequence, progress: Callable[[int], None] | None = None) -> RawImages:
+    """Read ``samples`` (``edge_iapp.data.dataset.Sample``); unreadable files are skipped.
 
-    Used as ``PreprocessConfig.reference_length`` of a cell-size run (the fall-back
-    for crops without a usable cell). Unreadable files are left out.
+    Args:
+        samples: labelled image files.
+        progress: called with the number of files done after each chunk.
+
+    Returns:
+        The :class:`RawImages` (skipped files listed in ``skipped``, as in ``prepare``).
     """
     from ..data.imread import ImageReadError, read_image
-    from ..preprocess import chromosome_length
 
-    lengths = []
+    crops, backgrounds, labels, paths, groups, cells = [], [], [], [], [], []
+    skipped: list[tuple[str, str]] = []
     for k, s in enumerate(samples):
         try:
             image = read_image(s.path)
-        except ImageReadError:
-            continue
-        length = chromosome_length(image.pixels, image.polarity.background, cfg)
-        if length > 0:
-            lengths.append(length)
-        if progress and (k + 1) % CHUNK == 0:
-            progress(CHUNK)
-    if progress and len(samples) % CHUNK:
-        progress(len(samples) % CHUNK)
+        except ImageReadError as exc:
+            skipped.append((str(s.path), exc.reason))
+        else:
+            crops.append(image.pixels)
+            backgrounds.append(image.polarity.background)
+            labels.append(s.label)
+            paths.append(str(s.path))
+            groups.append(str(s.group))
+            cells.append(cell_key(s))
+        if progress and ((k + 1) % CHUNK == 0 or k + 1 == len(samples)):
+            progress((k % CHUNK) + 1)
+    return RawImages(
+        crops=crops,
+        backgrounds=np.asarray(backgrounds, np.int32),
+        labels=np.asarray(labels, np.int64),
+        paths=paths,
+        groups=groups,
+        cells=cells,
+        skipped=skipped,
+    )
+
+
+def canvases(crops: Sequence[np.ndarray], backgrounds: Sequence[int], cfg: PreprocessConfig):
+    """Global canvas and object zoom of crops already sized: ``(GlobalBatch, ObjectBatch)``."""
+    g = global_canvas(list(crops), [int(b) for b in backgrounds], cfg)
+    return g, object_zoom(g.images, cfg)
+
+
+def prepare_raw(
+    raw: RawImages, cfg: PreprocessConfig, progress: Callable[[int], None] | None = None
+) -> PreparedImages:
+    """:class:`PreparedImages` from already read crops (no second reading of the files).
+
+    The size reference sees all crops at once (whole cells); the canvases are made in
+    chunks of :data:`~edge_iapp.train.data.CHUNK`.
+    """
+    sized = rescale_to_reference(raw.crops, list(raw.backgrounds), raw.cells, cfg).crops
+    parts = []
+    for start in range(0, len(raw), CHUNK):
+        parts.append(
+            canvases(sized[start : start + CHUNK], raw.backgrounds[start : start + CHUNK], cfg)
+        )
+        if progress:
+            progress(len(parts[-1][0].images))
+    s = cfg.input_size
+
+    def cat(arrays: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
+        return np.concatenate(arrays) if arrays else empty
+
+    return PreparedImages(
+        global_images=cat([g.images for g, _ in parts], np.zeros((0, s, s), np.uint8)),
+        object_images=cat([o.images for _, o in parts], np.zeros((0, s, s), np.uint8)),
+        labels=raw.labels.copy(),
+        paths=list(raw.paths),
+        groups=list(raw.groups),
+        object_fallback=cat([o.fallback for _, o in parts], np.zeros(0, bool)),
+        shrunk=cat([g.shrunk for g, _ in parts], np.zeros(0, bool)),
+        skipped=list(raw.skipped),
+    )
+
+
+def median_chromosome_length(raw: RawImages, cfg: PreprocessConfig) -> float:
+    """Median ``chromosome_length`` (source px) over already read crops; 0.0 when none.
+
+    Used as ``PreprocessConfig.reference_length`` of a cell-size run (the fall-back
+    for crops without a usable cell).
+    """
+    from ..preprocess import chromosome_length
+
+    lengths = [
+        length
+        for crop, background in zip(raw.crops, raw.backgrounds, strict=True)
+        if (length := chromosome_length(crop, int(background), cfg)) > 0
+    ]
     return float(np.median(lengths)) if lengths else 0.0
 
 
@@ -133,6 +209,7 @@ def prepare(
     cfg: PreprocessConfig,
     progress: Callable[[int], None] | None = None,
     cache_dir: str | Path | None = None,
+    raw: RawImages | None = None,
 ) -> PreparedImages:
     """Read and preprocess ``samples`` (``edge_iapp.data.dataset.Sample``) once.
 
@@ -147,12 +224,11 @@ def prepare(
         progress: called with the number of images done after each chunk.
         cache_dir: optional folder for an ``.npz`` of the result, keyed by the sample
             list and ``cfg`` (so a baseline and an IAPP run on the same split share it).
+        raw: the same samples already read (:func:`load_raw`), to avoid reading twice.
 
     Returns:
         The :class:`PreparedImages`.
     """
-    from ..data.imread import ImageReadError, read_image
-
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"prepared_{_cache_key(samples, cfg)}.npz"
@@ -161,47 +237,11 @@ def prepare(
             if progress:
                 progress(len(samples))
             return loaded
-    out = _empty(cfg.input_size)
-    globals_, objects, labels, fallback, shrunk = [], [], [], [], []
-    order: list[int] = []  # sample index of every kept image, in processing order
-    for indices in _chunks(samples, cfg):
-        chunk = [samples[i] for i in indices]
-        crops, backgrounds, kept = [], [], []
-        for i, s in zip(indices, chunk, strict=True):
-            try:
-                image = read_image(s.path)
-            except ImageReadError as exc:
-                out.skipped.append((str(s.path), exc.reason))
-                continue
-            crops.append(image.pixels)
-            backgrounds.append(image.polarity.background)
-            kept.append(s)
-            order.append(i)
-        if kept:
-            size = rescale_to_reference(crops, backgrounds, [cell_key(s) for s in kept], cfg)
-            g = global_canvas(size.crops, backgrounds, cfg)
-            o = object_zoom(g.images, cfg)
-            globals_.append(g.images)
-            objects.append(o.images)
-            fallback.append(o.fallback)
-            shrunk.append(g.shrunk)
-            labels.extend(s.label for s in kept)
-            out.paths.extend(str(s.path) for s in kept)
-            out.groups.extend(str(s.group) for s in kept)
-        if progress:
-            progress(len(chunk))
-    if globals_:
-        out.global_images = np.concatenate(globals_)
-        out.object_images = np.concatenate(objects)
-        out.object_fallback = np.concatenate(fallback)
-        out.shrunk = np.concatenate(shrunk)
-        out.labels = np.asarray(labels, np.int64)
-        if cfg.size_mode == "cell":  # chunks were whole cells: back to the samples' order
-            back = np.argsort(np.asarray(order), kind="stable")
-            for name in ("global_images", "object_images", "object_fallback", "shrunk", "labels"):
-                setattr(out, name, getattr(out, name)[back])
-            out.paths = [out.paths[k] for k in back]
-            out.groups = [out.groups[k] for k in back]
+    if raw is None:
+        raw = load_raw(samples)
+    out = prepare_raw(raw, cfg, progress)
+    if progress and raw.skipped:
+        progress(len(raw.skipped))
     if cache_file is not None:
         _save_cache(cache_file, out)
     return out

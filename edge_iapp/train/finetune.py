@@ -235,7 +235,7 @@ def finetune(
         )
         raw = None
         if new_cfg.extra.get("augment"):  # RUN's augmentations: per batch, from raw crops
-            from .online import load_raw, prepare_raw
+            from .data import load_raw, prepare_raw
 
             raw = load_raw(ft_samples)
             ft = prepare_raw(raw, new_cfg.preprocess)

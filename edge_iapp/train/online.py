@@ -12,87 +12,15 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from itertools import islice
 
 import numpy as np
 
-from ..preprocess import PreprocessConfig, global_canvas, object_zoom, rescale_to_reference
+from ..preprocess import PreprocessConfig, rescale_to_reference
 from .augment import AugmentConfig, augment_crop, draw_scale
-from .data import CHUNK, PreparedImages, cell_key
-
-
-@dataclass
-class RawImages:
-    """Polarity-normalised crops of one subset, as read (no preprocessing).
-
-    Attributes:
-        crops: N ``(h_i, w_i)`` uint8 crops, dark on light.
-        backgrounds: ``(N,)`` int32 border medians (``Polarity.background``).
-        labels: ``(N,)`` int64 class indices 0..23.
-        paths: N source files.
-        groups: N group (case / karyotype) ids.
-        cells: N cell (metaphase) ids as ``prepare`` keys them (``data.cell_key``:
-            ``group/cell``), None for a crop without a cell.
-        skipped: ``(path, reason)`` for files that could not be read.
-    """
-
-    crops: list[np.ndarray]
-    backgrounds: np.ndarray
-    labels: np.ndarray
-    paths: list[str]
-    groups: list[str]
-    cells: list[str | None]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-
-def load_raw(samples: Sequence, progress: Callable[[int], None] | None = None) -> RawImages:
-    """Read ``samples`` (``edge_iapp.data.dataset.Sample``); unreadable files are skipped.
-
-    Args:
-        samples: labelled image files.
-        progress: called with the number of files done after each chunk.
-
-    Returns:
-        The :class:`RawImages` (skipped files listed in ``skipped``, as in ``prepare``).
-    """
-    from ..data.imread import ImageReadError, read_image
-
-    crops, backgrounds, labels, paths, groups, cells = [], [], [], [], [], []
-    skipped: list[tuple[str, str]] = []
-    for k, s in enumerate(samples):
-        try:
-            image = read_image(s.path)
-        except ImageReadError as exc:
-            skipped.append((str(s.path), exc.reason))
-        else:
-            crops.append(image.pixels)
-            backgrounds.append(image.polarity.background)
-            labels.append(s.label)
-            paths.append(str(s.path))
-            groups.append(str(s.group))
-            cells.append(cell_key(s))
-        if progress and ((k + 1) % CHUNK == 0 or k + 1 == len(samples)):
-            progress((k % CHUNK) + 1)
-    return RawImages(
-        crops=crops,
-        backgrounds=np.asarray(backgrounds, np.int32),
-        labels=np.asarray(labels, np.int64),
-        paths=paths,
-        groups=groups,
-        cells=cells,
-        skipped=skipped,
-    )
-
-
-def _canvas(crops: Sequence[np.ndarray], backgrounds: Sequence[int], cfg: PreprocessConfig):
-    g = global_canvas(list(crops), [int(b) for b in backgrounds], cfg)
-    return g, object_zoom(g.images, cfg)
+from .data import RawImages, canvases
 
 
 def preprocess_crops(
@@ -111,35 +39,7 @@ def preprocess_crops(
         ``(GlobalBatch, ObjectBatch)``.
     """
     sized = rescale_to_reference(list(crops), list(backgrounds), cells, cfg).crops
-    return _canvas(sized, backgrounds, cfg)
-
-
-def prepare_raw(raw: RawImages, cfg: PreprocessConfig) -> PreparedImages:
-    """:class:`PreparedImages` from already read crops (no second reading of the files).
-
-    The size reference sees all crops at once (whole cells); the canvases are made in
-    chunks of :data:`~edge_iapp.train.data.CHUNK`.
-    """
-    sized = rescale_to_reference(raw.crops, list(raw.backgrounds), raw.cells, cfg).crops
-    parts = [
-        _canvas(sized[start : start + CHUNK], raw.backgrounds[start : start + CHUNK], cfg)
-        for start in range(0, len(raw), CHUNK)
-    ]
-    s = cfg.input_size
-
-    def cat(arrays: list[np.ndarray], empty: np.ndarray) -> np.ndarray:
-        return np.concatenate(arrays) if arrays else empty
-
-    return PreparedImages(
-        global_images=cat([g.images for g, _ in parts], np.zeros((0, s, s), np.uint8)),
-        object_images=cat([o.images for _, o in parts], np.zeros((0, s, s), np.uint8)),
-        labels=raw.labels.copy(),
-        paths=list(raw.paths),
-        groups=list(raw.groups),
-        object_fallback=cat([o.fallback for _, o in parts], np.zeros(0, bool)),
-        shrunk=cat([g.shrunk for g, _ in parts], np.zeros(0, bool)),
-        skipped=list(raw.skipped),
-    )
+    return canvases(sized, backgrounds, cfg)
 
 
 class OnlineDataset:
@@ -228,7 +128,7 @@ class OnlineDataset:
         flip = self.draw_flips(len(idx)) if flips is None else np.asarray(flips, bool)
         backgrounds = [int(self.raw.backgrounds[k]) for k in idx]
         if self.sized is not None:
-            g, o = _canvas([self.sized[k] for k in idx], backgrounds, self.preprocess)
+            g, o = canvases([self.sized[k] for k in idx], backgrounds, self.preprocess)
         else:
             crops = [self.augmented(k) for k in idx]
             cells = [self.raw.cells[k] for k in idx]

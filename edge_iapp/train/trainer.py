@@ -146,7 +146,7 @@ def train(
         console: a rich console for progress bars and messages.
         log_every: when the console is not a terminal, print a line every this many steps.
         on_epoch: called with each epoch's metrics entry and the model, after its checkpoint.
-        train_raw: the train part's raw crops (``edge_iapp.train.online.RawImages``),
+        train_raw: the train part's raw crops (``edge_iapp.train.data.RawImages``),
             needed when ``cfg.extra["augment"]`` names augmentations: the epochs then
             augment and preprocess them per batch (``OnlineDataset``); validation
             stays on the prepared images, without augmentation.
@@ -166,7 +166,7 @@ def train(
     if cfg.extra.get("augment") and (train_raw is None or len(train_raw) != len(train_data)):
         raise ValueError(
             f"augmentations {cfg.extra['augment']} need the train part's raw crops "
-            "(train_raw, edge_iapp.train.online.load_raw) for the same images as train_data"
+            "(train_raw, edge_iapp.train.data.load_raw) for the same images as train_data"
         )
     branches = check_branches(cfg.branches)
     run_dir = Path(run_dir)
