@@ -389,3 +389,21 @@ def test_amp_needs_cuda(synth, tmp_path) -> None:
     )
     assert result.exit_code != 0
     assert "--amp" in flat(result.output) and "CUDA" in result.output
+
+
+def test_last_checkpoint_follows_the_newest_epoch_without_touching_older_ones(tmp_path) -> None:
+    import torch
+
+    from edge_iapp.train.checkpoint import epoch_checkpoint, load_checkpoint, save_checkpoint
+
+    for epoch in (1, 2, 3):
+        save_checkpoint(tmp_path, {"epoch": epoch, "w": torch.full((4,), float(epoch))}, keep=2)
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert last["epoch"] == 3 and torch.equal(last["w"], torch.full((4,), 3.0))
+    # replacing last.pt must not rewrite the file it used to share bytes with
+    assert load_checkpoint(epoch_checkpoint(tmp_path, 2))["epoch"] == 2
+    assert not epoch_checkpoint(tmp_path, 1).exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+        "epoch_002.pt",
+        "epoch_003.pt",
+    ]

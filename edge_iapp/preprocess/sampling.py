@@ -16,9 +16,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-PAD_BUDGET_BYTES = 32 << 20
-"""Largest padded source stack resampled in one batched step (bigger batches are chunked)."""
-
 
 def place(
     src: np.ndarray, out_size: int, scale: float, top: float, left: float, fill: float = 255.0
@@ -35,7 +32,38 @@ def place(
     Returns:
         ``(out_size, out_size)`` uint8.
     """
-    return place_batch([src], out_size, [scale], [top], [left], fill)[0]
+    f32 = np.float32
+    h, w = src.shape
+    # One fill pixel around the source: every neighbour outside it reads the border.
+    padded = np.full((h + 2, w + 2), fill, dtype=f32)
+    padded[1 : h + 1, 1 : w + 1] = src
+    grid = np.arange(out_size, dtype=f32) + f32(0.5)
+    v = (grid - f32(top)) / f32(scale) - f32(0.5)
+    u = (grid - f32(left)) / f32(scale) - f32(0.5)
+    y0, x0 = np.floor(v), np.floor(u)
+    fy, fx = (v - y0)[:, None], (u - x0)[None, :]
+    row_a = np.clip(y0.astype(np.intp) + 1, 0, h + 1)
+    row_b = np.clip(y0.astype(np.intp) + 2, 0, h + 1)
+    col_a = np.clip(x0.astype(np.intp) + 1, 0, w + 1)
+    col_b = np.clip(x0.astype(np.intp) + 2, 0, w + 1)
+    # Separable, with the same float32 operations per output pixel as the formula in the
+    # module docstring: first each needed source row along x, then the two rows along y.
+    # Only rows some output pixel reads are interpolated (a zoom reads few of them).
+    first, last = int(row_a.min()), int(row_b.max()) + 1
+    rows = padded[first:last]
+    one = f32(1.0)
+    # In-place steps: the same products and sums, fewer temporaries.
+    along_x = rows[:, col_a]
+    along_x *= one - fx
+    right = rows[:, col_b]
+    right *= fx
+    along_x += right
+    values = along_x[row_a - first]
+    values *= one - fy
+    bottom = along_x[row_b - first]
+    bottom *= fy
+    values += bottom
+    return round_u8(values, inplace=True)
 
 
 def place_batch(
@@ -46,71 +74,24 @@ def place_batch(
     lefts: Sequence[float],
     fill: float = 255.0,
 ) -> np.ndarray:
-    """:func:`place` for N sources at once: ``(N, out_size, out_size)`` uint8.
-
-    The same float32 operations per pixel as one-by-one placement, vectorised over the
-    batch (each source sits in a fill-padded stack), so the result is identical; the
-    stack is chunked to stay under :data:`PAD_BUDGET_BYTES`.
-    """
-    n = len(srcs)
-    out = np.empty((n, out_size, out_size), dtype=np.uint8)
-    start = 0
-    while start < n:
-        stop, h_max, w_max = start, 0, 0
-        while stop < n:
-            h, w = srcs[stop].shape
-            h_next, w_next = max(h_max, h), max(w_max, w)
-            stack_bytes = (stop - start + 1) * (h_next + 2) * (w_next + 2) * 4
-            if stop > start and stack_bytes > PAD_BUDGET_BYTES:
-                break
-            h_max, w_max, stop = h_next, w_next, stop + 1
-        out[start:stop] = _place_chunk(
-            srcs[start:stop],
-            out_size,
-            scales[start:stop],
-            tops[start:stop],
-            lefts[start:stop],
-            fill,
-            h_max,
-            w_max,
-        )
-        start = stop
+    """:func:`place` for N sources: ``(N, out_size, out_size)`` uint8."""
+    out = np.empty((len(srcs), out_size, out_size), dtype=np.uint8)
+    for k, src in enumerate(srcs):
+        out[k] = place(src, out_size, scales[k], tops[k], lefts[k], fill)
     return out
 
 
-def _place_chunk(srcs, out_size, scales, tops, lefts, fill, h_max, w_max) -> np.ndarray:
-    f32 = np.float32
-    n = len(srcs)
-    padded = np.full((n, h_max + 2, w_max + 2), fill, dtype=f32)
-    for k, src in enumerate(srcs):
-        h, w = src.shape
-        padded[k, 1 : h + 1, 1 : w + 1] = src
-    grid = np.arange(out_size, dtype=f32) + f32(0.5)
-    scale = np.asarray(scales, dtype=f32)[:, None]
-    v = (grid[None, :] - np.asarray(tops, dtype=f32)[:, None]) / scale - f32(0.5)
-    u = (grid[None, :] - np.asarray(lefts, dtype=f32)[:, None]) / scale - f32(0.5)
-    y0 = np.floor(v)
-    x0 = np.floor(u)
-    fy = (v - y0)[:, :, None]
-    fx = (u - x0)[:, None, :]
-    # +1 for the padding; anything beyond a source reads padding (== fill). Gathers go
-    # through flat indices (np.take), several times faster than 3-array fancy indexing.
-    rows, cols = h_max + 2, w_max + 2
-    image_base = (np.arange(n) * rows)[:, None]
-    row_a = ((image_base + np.clip(y0.astype(np.int64) + 1, 0, h_max + 1)) * cols)[:, :, None]
-    row_b = ((image_base + np.clip(y0.astype(np.int64) + 2, 0, h_max + 1)) * cols)[:, :, None]
-    col_a = np.clip(x0.astype(np.int64) + 1, 0, w_max + 1)[:, None, :]
-    col_b = np.clip(x0.astype(np.int64) + 2, 0, w_max + 1)[:, None, :]
-    flat = padded.reshape(-1)
-    one = f32(1.0)
-    top_row = np.take(flat, row_a + col_a) * (one - fx) + np.take(flat, row_a + col_b) * fx
-    bottom_row = np.take(flat, row_b + col_a) * (one - fx) + np.take(flat, row_b + col_b) * fx
-    return round_u8(top_row * (one - fy) + bottom_row * fy)
+def round_u8(values: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Round half up and clip to uint8 (``floor(v + 0.5)``, as ``floorf`` in the kernel).
 
-
-def round_u8(values: np.ndarray) -> np.ndarray:
-    """Round half up and clip to uint8 (``floor(v + 0.5)``, as ``floorf`` in the kernel)."""
-    return np.clip(np.floor(values + np.float32(0.5)), 0, 255).astype(np.uint8)
+    ``inplace=True`` uses ``values`` (float32) as scratch space.
+    """
+    if not inplace:
+        return np.clip(np.floor(values + np.float32(0.5)), 0, 255).astype(np.uint8)
+    values += np.float32(0.5)
+    np.floor(values, out=values)
+    np.clip(values, 0, 255, out=values)
+    return values.astype(np.uint8)
 
 
 def zoom_boxes(
