@@ -32,22 +32,21 @@ def threshold_mask(global_images: np.ndarray, mode: str) -> np.ndarray:
     """Eq. 3 on ``(N, S, S)`` uint8 images, in exact integer arithmetic.
 
     ``P_ave`` is the image mean; ``p > P_ave`` is evaluated as ``p * S*S > sum``
-    so that every implementation draws the same mask.
+    so that every implementation draws the same mask. For integer ``p`` that is
+    ``p > sum // (S*S)``, which compares the uint8 pixels directly.
 
     * ``"paper"``: ``P_ave < p < 254`` (as printed).
     * ``"foreground"``: ``p <= P_ave`` and ``p < 254`` (the dark chromosome).
     """
-    n = global_images.shape[0]
-    pixels = global_images.reshape(n, -1).astype(np.int64)
-    total = pixels.sum(axis=1, keepdims=True)
-    scaled = pixels * pixels.shape[1]
-    below_limit = pixels < UPPER_LIMIT
-    if mode == "paper":
-        keep = (scaled > total) & below_limit
-    elif mode == "foreground":
-        keep = (scaled <= total) & below_limit
-    else:
+    if mode not in ("paper", "foreground"):
         raise ValueError(f"unknown threshold mode {mode!r}; expected 'paper' or 'foreground'")
+    n = global_images.shape[0]
+    pixels = global_images.reshape(n, -1)
+    total = pixels.sum(axis=1, dtype=np.int64)
+    mean_floor = (total // max(pixels.shape[1], 1)).astype(np.uint8)[:, None]
+    above_mean = pixels > mean_floor
+    keep = above_mean if mode == "paper" else ~above_mean
+    keep &= pixels < UPPER_LIMIT
     return keep.reshape(global_images.shape)
 
 

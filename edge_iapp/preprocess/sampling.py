@@ -42,10 +42,8 @@ def place(
     u = (grid - f32(left)) / f32(scale) - f32(0.5)
     y0, x0 = np.floor(v), np.floor(u)
     fy, fx = (v - y0)[:, None], (u - x0)[None, :]
-    row_a = np.clip(y0.astype(np.intp) + 1, 0, h + 1)
-    row_b = np.clip(y0.astype(np.intp) + 2, 0, h + 1)
-    col_a = np.clip(x0.astype(np.intp) + 1, 0, w + 1)
-    col_b = np.clip(x0.astype(np.intp) + 2, 0, w + 1)
+    row_a, row_b = _padded_neighbours(y0, h)
+    col_a, col_b = _padded_neighbours(x0, w)
     # Separable, with the same float32 operations per output pixel as the formula in the
     # module docstring: first each needed source row along x, then the two rows along y.
     # Only rows some output pixel reads are interpolated (a zoom reads few of them).
@@ -64,6 +62,20 @@ def place(
     bottom *= fy
     values += bottom
     return round_u8(values, inplace=True)
+
+
+def _padded_neighbours(floor: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into the padded source of the two neighbours at ``floor`` and ``floor + 1``.
+
+    Anything outside the source lands on the padding (index 0 or ``size + 1``). Plain
+    minimum/maximum: ``np.clip`` costs more in call overhead than in work at these sizes.
+    """
+    first = floor.astype(np.intp) + 1
+    low, high = 0, size + 1
+    return (
+        np.minimum(np.maximum(first, low), high),
+        np.minimum(np.maximum(first + 1, low), high),
+    )
 
 
 def place_batch(
@@ -90,7 +102,8 @@ def round_u8(values: np.ndarray, inplace: bool = False) -> np.ndarray:
         return np.clip(np.floor(values + np.float32(0.5)), 0, 255).astype(np.uint8)
     values += np.float32(0.5)
     np.floor(values, out=values)
-    np.clip(values, 0, 255, out=values)
+    np.maximum(values, 0, out=values)
+    np.minimum(values, 255, out=values)
     return values.astype(np.uint8)
 
 
