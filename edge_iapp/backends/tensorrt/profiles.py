@@ -3,12 +3,17 @@
 A profile fixes the engine's default precision, the batch optimisation profile
 (min 1, opt 46 = one cell, max), the builder workspace limit, the builder optimisation
 level and the target SM. ``$EDGE_IAPP_PROFILES`` points at another folder.
+
+Where they are read from: ``$EDGE_IAPP_PROFILES``, else ``export/`` of the source checkout
+this package runs from (editable installs, the Jetson set-up), else the copy a wheel
+installs under ``<prefix>/share/edge-iapp/export`` (``pyproject.toml``, data-files).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +57,19 @@ class TargetProfile:
         return asdict(self)
 
 
+INSTALLED_DIR = ("share", "edge-iapp", "export")
+"""Where a wheel install puts ``export/*.json``, relative to ``sys.prefix``."""
+
+
 def profiles_dir() -> Path:
+    """The folder of target profiles (see the module docstring for the order)."""
     env = os.environ.get(ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "export"
+    checkout = Path(__file__).resolve().parents[3] / "export"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix).joinpath(*INSTALLED_DIR)
 
 
 def list_profiles(directory: Path | None = None) -> list[str]:
