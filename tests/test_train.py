@@ -407,3 +407,59 @@ def test_last_checkpoint_follows_the_newest_epoch_without_touching_older_ones(tm
         "epoch_002.pt",
         "epoch_003.pt",
     ]
+
+
+def test_device_batches_are_the_dataset_batches(synth) -> None:
+    from edge_iapp.train.data import batches
+    from edge_iapp.train.device_data import DeviceImages, device_batches
+
+    data, split = synth
+    prepared = prepare(_samples(data, split, "train")[:40], PreprocessConfig(input_size=32))
+    for hflip in (0.0, 0.5):
+        # what the trainer draws per epoch: the dataset's seed first, then the order
+        old_rng, new_rng = np.random.default_rng(3), np.random.default_rng(3)
+        ds = ChromosomeDataset(prepared, hflip=hflip, seed=int(old_rng.integers(2**31)))
+        flip_rng = np.random.default_rng(int(new_rng.integers(2**31)))
+        expected = list(batches(ds, 16, shuffle=True, rng=old_rng))
+        got = list(
+            device_batches(DeviceImages.put(prepared, "cpu"), 16, new_rng, flip_rng, hflip, "cpu")
+        )
+        assert [len(b["label"]) for b in got] == [16, 16, 8]
+        for a, b in zip(expected, got, strict=True):
+            for key in ("global", "object", "label", "index"):
+                assert torch.equal(a[key], b[key]), key
+            # the uint8 object image the part zoom reads is the float input before /255
+            assert torch.equal(b["object_u8"], (b["object"][:, 0] * 255).round().to(torch.uint8))
+
+
+def test_divergence_is_found_between_device_reads(synth, tmp_path, monkeypatch) -> None:
+    """The loss is read every SYNC_EVERY steps; a NaN in between still stops the epoch,
+    is reported with its own step, and nothing after it is saved."""
+    import edge_iapp.train.trainer as trainer
+
+    monkeypatch.setattr(trainer, "SYNC_EVERY", 3)
+    data, split = synth
+    cfg = RunConfig(
+        preprocess=PreprocessConfig(input_size=32, canvas=128),
+        epochs=2,
+        batch_size=4,
+        branches=("global",),
+    )
+    prepared = prepare(_samples(data, split, "train")[:32], cfg.preprocess)
+    real_step = torch.optim.SGD.step
+    calls = {"n": 0}
+
+    def step_then_poison(self, *args, **kwargs):
+        out = real_step(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 8 + 4:  # epoch 2 (8 steps each), after its 4th step
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.data.fill_(float("nan"))
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_then_poison)
+    with pytest.raises(TrainingDiverged, match="epoch 2, step 5"):
+        train(cfg, prepared, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert state["epoch"] == 1

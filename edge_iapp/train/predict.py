@@ -31,7 +31,9 @@ def forward_branches(model, batch: dict, branches: Sequence[str]) -> dict:
 
     Args:
         model: the IAPP-CNN.
-        batch: ``{"global", "object"}`` ``(B, 1, S, S)`` inputs on the model's device.
+        batch: ``{"global", "object"}`` ``(B, 1, S, S)`` inputs on the model's device;
+            optionally ``"object_u8"`` ``(B, S, S)`` uint8, the object input before the
+            division by 255 (saves converting it back for the part zoom).
         branches: active branches (see :func:`check_branches`).
 
     Returns:
@@ -51,7 +53,10 @@ def forward_branches(model, batch: dict, branches: Sequence[str]) -> dict:
             with torch.no_grad():
                 # float32 maps: under bf16 autocast (--amp) the mask must still come from
                 # float32 comparisons, as at export
-                zoom = part_zoom_torch(to_u8(batch["object"]), part_maps.detach().float())
+                object_u8 = batch.get("object_u8")
+                if object_u8 is None:
+                    object_u8 = to_u8(batch["object"])
+                zoom = part_zoom_torch(object_u8, part_maps.detach().float())
                 part_x = (zoom.images.to(torch.float32) / 255.0)[:, None]
             out["part"] = model.part_branch(part_x)
             out["part_fallback"] = zoom.fallback

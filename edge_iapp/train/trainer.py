@@ -20,7 +20,8 @@ import numpy as np
 
 from ..fusion import fuse
 from .checkpoint import SPLIT_FILE, load_checkpoint, read_metrics, save_checkpoint, write_metrics
-from .data import ChromosomeDataset, PreparedImages, batches
+from .data import PreparedImages
+from .device_data import DeviceImages, device_batches
 from .predict import check_branches, forward_branches, predict
 from .run import LAST_CHECKPOINT, RunConfig
 
@@ -232,6 +233,8 @@ def train(
     )
     write_metrics(run_dir, metrics)
 
+    # prepared images go to the training device once; augmented runs make batches per step
+    epoch_data = None if cfg.extra.get("augment") else DeviceImages.put(train_data, device)
     budget_s = _time_budget_seconds(cfg) if start_epoch == 0 else None
     done = 0
     epoch = start_epoch
@@ -242,7 +245,7 @@ def train(
             optimizer,
             cfg,
             branches,
-            train_data,
+            epoch_data,
             epoch,
             steps_per_epoch,
             total_steps,
@@ -305,6 +308,11 @@ def train(
     return TrainOutcome("finished", done, max(start_epoch + done, start_epoch), metrics)
 
 
+SYNC_EVERY = 20
+"""Steps between reads of the loss and accuracy from the device: each read waits for the
+GPU, so reading every step would keep the host from queueing the next one."""
+
+
 def _train_epoch(
     model,
     optimizer,
@@ -319,6 +327,7 @@ def _train_epoch(
     log_every,
     raw=None,
 ) -> dict:
+    """One epoch. ``data`` is :class:`DeviceImages` (prepared images) or unused (augment)."""
     import torch
     from rich.progress import (
         BarColumn,
@@ -341,11 +350,11 @@ def _train_epoch(
         )
         stream = online_batches(dataset, cfg.batch_size, rng)  # made ahead by threads
     else:
-        dataset = ChromosomeDataset(data, hflip=cfg.hflip, seed=int(rng.integers(2**31)))
-        stream = batches(dataset, cfg.batch_size, shuffle=True, rng=rng)
+        # the draws of ChromosomeDataset(seed=...) + batches(shuffle=True, rng=rng)
+        flip_rng = np.random.default_rng(int(rng.integers(2**31)))
+        stream = device_batches(data, cfg.batch_size, rng, flip_rng, cfg.hflip, device)
     model.train()
-    loss_sum, seen = 0.0, 0
-    correct = {b: 0 for b in (*branches, "fused")}
+    tally = _Tally(branches, cfg.fusion)
     t0 = time.perf_counter()
     columns = (
         TextColumn(f"epoch {epoch + 1}/{cfg.epochs}"),
@@ -365,50 +374,109 @@ def _train_epoch(
                     cfg.schedule, global_step, total_steps, epoch, cfg.epochs
                 )
             x = {k: batch[k].to(device, non_blocking=True) for k in ("global", "object")}
-            y = batch["label"].to(device)
+            if "object_u8" in batch:
+                x["object_u8"] = batch["object_u8"]
+            y = batch["label"].to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 out = forward_branches(model, x, branches)
                 losses = [
                     torch.nn.functional.cross_entropy(out[b].float(), y) for b in branches
                 ]
             loss = torch.stack(losses).sum()  # eq. 14
-            if not torch.isfinite(loss):
-                return {
-                    "epoch": epoch + 1,
-                    "diverged": (
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} "
-                        f"(branch losses {[round(v.item(), 4) for v in losses]}); "
-                        "training stopped. "
-                        "Try a lower --lr"
-                    ),
-                }
+            tally.add(step, loss, losses, out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            n = int(y.shape[0])
-            loss_sum += loss.item() * n
-            seen += n
-            logits = torch.stack([out[b].detach() for b in branches]).float().cpu().numpy()
-            labels = y.cpu().numpy()
-            for b, lg in zip(branches, logits, strict=True):
-                correct[b] += int((lg.argmax(1) == labels).sum())
-            correct["fused"] += int((fuse(logits, cfg.fusion)[0].argmax(1) == labels).sum())
-            bar.update(task, advance=1, loss=loss_sum / seen, acc=correct["fused"] / seen)
-            if not console.is_terminal and log_every and (step + 1) % log_every == 0:
-                rate = seen / (time.perf_counter() - t0)
-                console.print(
-                    f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} "
-                    f"loss {loss_sum / seen:.3f} acc {correct['fused'] / seen:.1%} {rate:.1f} img/s"
-                )
+            bar.update(task, advance=1)
+            logged = bool(log_every) and (step + 1) % log_every == 0
+            if (step + 1) % SYNC_EVERY == 0 or logged:
+                diverged = tally.flush()
+                if diverged:
+                    break
+                bar.update(task, loss=tally.loss, acc=tally.accuracy["fused"])
+                if not console.is_terminal and logged:
+                    rate = tally.seen / (time.perf_counter() - t0)
+                    console.print(
+                        f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} "
+                        f"loss {tally.loss:.3f} acc {tally.accuracy['fused']:.1%} "
+                        f"{rate:.1f} img/s"
+                    )
+        diverged = tally.diverged or tally.flush()
+    if diverged:
+        step, total, per_branch = diverged
+        return {
+            "epoch": epoch + 1,
+            "diverged": (
+                f"loss became {total} at epoch {epoch + 1}, step {step + 1} "
+                f"(branch losses {[round(float(v), 4) for v in per_branch]}); "
+                "training stopped. "
+                "Try a lower --lr"
+            ),
+        }
     seconds = time.perf_counter() - t0
     return {
         "epoch": epoch + 1,
         "lr_end": optimizer.param_groups[0]["lr"],
-        "train_loss": loss_sum / max(seen, 1),
-        "train_acc": {b: c / max(seen, 1) for b, c in correct.items()},
+        "train_loss": tally.loss,
+        "train_acc": tally.accuracy,
         "seconds": seconds,
-        "images_per_s": seen / max(seconds, 1e-9),
+        "images_per_s": tally.seen / max(seconds, 1e-9),
     }
+
+
+class _Tally:
+    """Running loss and accuracies of an epoch, read from the device every few steps.
+
+    The steps' losses and logits stay on the device until :meth:`flush`, which copies
+    them in one go, finds the first non-finite loss (nothing is checkpointed before the
+    epoch ends, so the steps after it are lost, not saved) and counts correct calls.
+    """
+
+    def __init__(self, branches: tuple[str, ...], fusion: str) -> None:
+        self.branches, self.fusion = branches, fusion
+        self.pending: list[tuple] = []
+        self.loss_sum, self.seen = 0.0, 0
+        self.correct = {b: 0 for b in (*branches, "fused")}
+        self.diverged: tuple[int, float, list[float]] | None = None
+
+    def add(self, step: int, loss, losses, out: dict, labels) -> None:
+        import torch
+
+        logits = torch.stack([out[b].detach() for b in self.branches]).float()
+        self.pending.append((step, loss.detach(), torch.stack(losses).detach(), logits, labels))
+
+    def flush(self) -> tuple[int, float, list[float]] | None:
+        """Count the pending steps; the first non-finite loss as ``(step, loss, per branch)``."""
+        import torch
+
+        if not self.pending or self.diverged:
+            return self.diverged
+        steps = [p[0] for p in self.pending]
+        totals = torch.stack([p[1] for p in self.pending]).cpu().numpy()
+        per_branch = torch.stack([p[2] for p in self.pending]).cpu().numpy()
+        logits = [p[3].cpu().numpy() for p in self.pending]
+        labels = [p[4].cpu().numpy() for p in self.pending]
+        self.pending = []
+        for k, total in enumerate(totals):
+            if not np.isfinite(total):
+                self.diverged = (steps[k], float(total), per_branch[k].tolist())
+                return self.diverged
+            n = int(labels[k].shape[0])
+            self.loss_sum += float(total) * n
+            self.seen += n
+            for b, lg in zip(self.branches, logits[k], strict=True):
+                self.correct[b] += int((lg.argmax(1) == labels[k]).sum())
+            fused = fuse(logits[k], self.fusion)[0]
+            self.correct["fused"] += int((fused.argmax(1) == labels[k]).sum())
+        return None
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.seen, 1)
+
+    @property
+    def accuracy(self) -> dict[str, float]:
+        return {b: c / max(self.seen, 1) for b, c in self.correct.items()}
 
 
 def _time_budget_seconds(cfg: RunConfig) -> float | None:
