@@ -54,6 +54,16 @@ def test_place_matches_the_per_pixel_definition(seed) -> None:
     np.testing.assert_array_equal(place(src, out_size, scale, top, left, fill), expected)
 
 
+@pytest.mark.parametrize("fill", [255.0, 0.0])
+@pytest.mark.parametrize("where", [(12.0, 9.0), (-3.5, 20.25), (40.0, 40.0)])
+def test_a_small_source_on_a_large_output_matches_the_definition(fill, where) -> None:
+    """Only the lines that read the source are interpolated; the rest must still be fill."""
+    src = np.random.default_rng(1).integers(0, 256, (7, 4)).astype(f32)
+    top, left = where  # (40, 40): entirely outside the 32 x 32 output
+    expected = naive_place(src, 32, 0.7, top, left, fill)
+    np.testing.assert_array_equal(place(src, 32, 0.7, top, left, fill), expected)
+
+
 def test_batch_is_the_single_placement_per_image() -> None:
     rng = np.random.default_rng(7)
     srcs = [

@@ -44,9 +44,33 @@ def place(
     fy, fx = (v - y0)[:, None], (u - x0)[None, :]
     row_a, row_b = _padded_neighbours(y0, h)
     col_a, col_b = _padded_neighbours(x0, w)
-    # Separable, with the same float32 operations per output pixel as the formula in the
-    # module docstring: first each needed source row along x, then the two rows along y.
-    # Only rows some output pixel reads are interpolated (a zoom reads few of them).
+    if not (float(fill).is_integer() and 0 <= fill <= 255):
+        return _interpolate(padded, row_a, row_b, col_a, col_b, fy, fx)
+    # An output pixel whose four neighbours are all padding is fill*(1-f) + fill*f twice,
+    # within 1e-4 of the integer fill, so it rounds to exactly fill: interpolate only the
+    # rows and columns that read the source (the global canvas is mostly background).
+    rows = np.flatnonzero(_reads_source(row_a, row_b, h))
+    cols = np.flatnonzero(_reads_source(col_a, col_b, w))
+    out = np.full((out_size, out_size), int(fill), dtype=np.uint8)
+    if rows.size and cols.size:
+        r, c = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+        out[r, c] = _interpolate(padded, row_a[r], row_b[r], col_a[c], col_b[c], fy[r], fx[:, c])
+    return out
+
+
+def _reads_source(index_a: np.ndarray, index_b: np.ndarray, size: int) -> np.ndarray:
+    """Which output lines have a neighbour inside the source (padded indices 1..size)."""
+    return ((index_a >= 1) & (index_a <= size)) | ((index_b >= 1) & (index_b <= size))
+
+
+def _interpolate(padded, row_a, row_b, col_a, col_b, fy, fx) -> np.ndarray:
+    """Bilinear values at the given padded neighbour indices and fractions, as uint8.
+
+    Separable, with the same float32 operations per output pixel as the formula in the
+    module docstring: first each needed source row along x, then the two rows along y.
+    Only rows some output pixel reads are interpolated (a zoom reads few of them).
+    """
+    f32 = np.float32
     first, last = int(row_a.min()), int(row_b.max()) + 1
     rows = padded[first:last]
     one = f32(1.0)
