@@ -152,3 +152,46 @@ def test_baseline_run_is_refused(tmp_path):
     with pytest.raises(ExportError, match="baseline"):
         export_bundle(run, tmp_path / "bundle", ["fp32"], log=lambda _m: None)
     assert not (tmp_path / "bundle").exists()
+
+
+def test_without_onnxsim_auto_uses_onnxscript_and_says_so(tmp_path_factory, monkeypatch):
+    """Where onnxsim has no wheel, export still works, with the same numbers, and the
+    manifest and the log name the simplifier that ran."""
+    import sys
+
+    from export_helpers import make_dataset
+
+    from edge_iapp.export import onnx_export
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.export.onnx_export import ExportError, resolve_simplifier
+
+    reference = load_bundle(tiny_bundle(tmp_path_factory))  # onnxsim, same run
+    monkeypatch.setitem(sys.modules, "onnxsim", None)  # "not installed"
+    monkeypatch.setattr(onnx_export, "_installed", lambda module: module != "onnxsim")
+    assert resolve_simplifier("auto") == "onnxscript"
+    with pytest.raises(ExportError, match="onnxsim package is not installed"):
+        resolve_simplifier("onnxsim")
+    run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+    data = shared(tmp_path_factory, "data", lambda d: make_dataset(d / "set")[0])
+    messages: list[str] = []
+    bundle = export_bundle(
+        run,
+        tmp_path_factory.mktemp("nosim") / "bundle",
+        ["int8"],
+        calib_data=data,
+        calib_split=data.parent / f"{data.name}_split.json",
+        calib_size=24,
+        parity_size=24,
+        log=messages.append,
+    )
+    assert bundle.manifest["export"]["simplifier"] == "onnxscript"
+    assert any("simplifying with onnxscript" in m for m in messages)
+    x = np.random.default_rng(0).random((3, 1, INPUT_SIZE, INPUT_SIZE), dtype=np.float32)
+    for branch in BRANCHES:
+        ops = {n.op_type for n in onnx.load(str(bundle.file(branch, "fp32"))).graph.node}
+        assert "BatchNormalization" not in ops and "Identity" not in ops
+        ours = _session(bundle.file(branch, "fp32")).run(None, {"input": x})
+        theirs = _session(reference.file(branch, "fp32")).run(None, {"input": x})
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+    assert bundle.parity["int8"]["pipeline"]["fused_top1_agreement"] > 0.5

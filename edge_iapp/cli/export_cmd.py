@@ -47,6 +47,13 @@ def export_command(
     ] = 128,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (>= 17)")] = 17,
     exporter: Annotated[str, typer.Option("--exporter", help="legacy | dynamo")] = "legacy",
+    simplifier: Annotated[
+        str,
+        typer.Option(
+            "--simplifier",
+            help="auto (onnxsim, else onnxscript's optimizer) | onnxsim | onnxscript",
+        ),
+    ] = "auto",
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="default RUN/last.pt")
     ] = None,
@@ -87,6 +94,7 @@ def export_command(
             parity_size=parity_size,
             opset=opset,
             exporter=exporter,
+            simplifier=simplifier,
             checkpoint=checkpoint,
             force=force,
             log=lambda m: console.print(m),

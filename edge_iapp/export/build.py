@@ -31,7 +31,13 @@ from .bundle import (
     load_bundle,
     sha256_file,
 )
-from .onnx_export import DEFAULT_OPSET, ExportError, export_branch, graph_io
+from .onnx_export import (
+    DEFAULT_OPSET,
+    ExportError,
+    export_branch,
+    graph_io,
+    resolve_simplifier,
+)
 
 
 def export_bundle(
@@ -48,6 +54,7 @@ def export_bundle(
     parity_size: int = 64,
     opset: int = DEFAULT_OPSET,
     exporter: str = "legacy",
+    simplifier: str = "auto",
     review: dict | None = None,
     checkpoint: str | Path | None = None,
     force: bool = False,
@@ -70,6 +77,8 @@ def export_bundle(
             write the new selection there (e.g. ``calibration/gband612.json``).
         parity_size: held-out images for parity.
         opset, exporter: see :func:`~edge_iapp.export.onnx_export.export_branch`.
+        simplifier: ``"auto"`` (onnxsim, else onnxscript's optimizer, said in the log),
+            ``"onnxsim"`` or ``"onnxscript"``; the manifest records which one ran.
         review: review-flag thresholds for the manifest (default
             :data:`~edge_iapp.export.bundle.DEFAULT_REVIEW`).
         checkpoint: default ``RUN/last.pt``.
@@ -92,6 +101,9 @@ def export_bundle(
         raise CalibrationError(
             "INT8 needs calibration images: pass --calib-data (and --calib-split)"
         )
+    simplifier = resolve_simplifier(simplifier)
+    if simplifier != "onnxsim":
+        log(f"simplifying with {simplifier} (onnxsim is not installed or not chosen)")
     model, cfg, ckpt = _load_run(run_dir, checkpoint)
     s = cfg.preprocess.input_size
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +196,15 @@ def _build(
     for branch in BRANCHES:
         path = tmp / branch_file_name(branch, "fp32")
         log(f"exporting {branch} branch (fp32, opset {args['opset']})")
-        export_branch(model, branch, s, path, opset=args["opset"], exporter=args["exporter"])
+        export_branch(
+            model,
+            branch,
+            s,
+            path,
+            opset=args["opset"],
+            exporter=args["exporter"],
+            simplifier=args["simplifier"],
+        )
         io[branch] = graph_io(path)
 
     fp32 = {b: _session(tmp / branch_file_name(b, "fp32")) for b in BRANCHES}
@@ -327,7 +347,7 @@ def _build(
         "export": {
             "opset": args["opset"],
             "exporter": args["exporter"],
-            "simplifier": "onnxsim",
+            "simplifier": args["simplifier"],
             "dynamic_batch": True,
         },
         "libraries": _versions(),
@@ -444,6 +464,7 @@ def _versions() -> dict:
         "onnx",
         "onnxruntime",
         "onnxsim",
+        "onnxscript",
         "onnxconverter-common",
         "numpy",
         "opencv-python-headless",

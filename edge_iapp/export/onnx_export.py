@@ -1,4 +1,4 @@
-"""PyTorch branch -> FP32 ONNX graph (dynamic batch, opset 17, simplified with onnxsim).
+"""PyTorch branch -> FP32 ONNX graph (dynamic batch, opset 17, simplified).
 
 Exporter choice: the TorchScript-based exporter (``dynamo=False``). After onnxsim its
 graph is node-for-node the same as the dynamo exporter's (Conv, Relu, Add, Gemm,
@@ -7,7 +7,13 @@ scopes in node names (``/features/features.4/...``, ``/part_se/...``) that make 
 and TensorRT layer reports readable, it exports in under a second instead of four,
 and it can target opset 17 (TensorRT 10.3 on JetPack 6) where dynamo emits opset 18
 and fails to convert down. ``exporter="dynamo"`` is available and recorded in the
-manifest. Imports torch, onnx and onnxsim.
+manifest.
+
+Simplifier: onnxsim, as the design asks. Where it cannot be installed (no wheel for the
+platform or Python: aarch64 boxes, new Pythons) ``"auto"`` falls back to the ONNX
+project's maintained optimizer in onnxscript (constant folding, dead nodes; on these
+graphs the same operators plus a few shape nodes, identical outputs) and says so; the
+manifest records which one ran. Imports torch, onnx and the simplifier.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
     "part": ("logits",),
 }
 DEFAULT_OPSET = 17
+SIMPLIFIERS: tuple[str, ...] = ("auto", "onnxsim", "onnxscript")
 
 
 class ExportError(RuntimeError):
@@ -44,6 +51,7 @@ def export_branch(
     opset: int = DEFAULT_OPSET,
     exporter: str = "legacy",
     simplify: bool = True,
+    simplifier: str = "onnxsim",
 ) -> Path:
     """Export one branch to ONNX.
 
@@ -54,14 +62,15 @@ def export_branch(
         path: the ``.onnx`` file to write (a single file, weights inside).
         opset: ONNX opset (>= 17).
         exporter: ``"legacy"`` (TorchScript, default) or ``"dynamo"``.
-        simplify: run onnxsim (constant folding, BatchNorm into Conv, dead nodes).
+        simplify: simplify the graph (constant folding, BatchNorm into Conv, dead nodes).
+        simplifier: ``"onnxsim"`` or ``"onnxscript"`` (see :func:`resolve_simplifier`).
 
     Returns:
         ``path``. Outputs: ``logits (batch, K)`` and, for the object branch,
         ``part_maps (batch, 2, h, w)``.
 
     Raises:
-        ExportError: the exporter or onnxsim failed, or the graph fails onnx.checker.
+        ExportError: the exporter or the simplifier failed, or the graph fails onnx.checker.
     """
     import onnx
     import torch
@@ -91,7 +100,7 @@ def export_branch(
         raise ExportError(f"exporting the {branch} branch failed: {exc}") from exc
     model_proto = onnx.load(str(path))
     if simplify:
-        model_proto = simplify_graph(model_proto, branch)
+        model_proto = simplify_graph(model_proto, branch, simplifier)
     from .graph import ensure_node_names
 
     ensure_node_names(model_proto.graph)
@@ -103,14 +112,43 @@ def export_branch(
     return path
 
 
-def simplify_graph(model_proto, branch: str = "?"):
-    """onnxsim with the batch left dynamic; raises :class:`ExportError` if it cannot verify."""
-    import onnxsim
+def resolve_simplifier(name: str = "auto") -> str:
+    """The simplifier that will run: ``"auto"`` is onnxsim when importable, else onnxscript.
 
+    Raises:
+        ExportError: an unknown name, or the named simplifier is not installed.
+    """
+    if name not in SIMPLIFIERS:
+        raise ExportError(f"unknown simplifier {name!r}; choose from {', '.join(SIMPLIFIERS)}")
+    have = {s: _installed(s) for s in SIMPLIFIERS[1:]}
+    if name == "auto":
+        for candidate in SIMPLIFIERS[1:]:
+            if have[candidate]:
+                return candidate
+        raise ExportError("no ONNX simplifier installed: pip install 'edge-iapp[export]'")
+    if not have[name]:
+        raise ExportError(f"--simplifier {name}: the {name} package is not installed")
+    return name
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def simplify_graph(model_proto, branch: str = "?", simplifier: str = "onnxsim"):
+    """Simplify with the batch left dynamic; :class:`ExportError` if it fails or cannot verify."""
     try:
+        if simplifier == "onnxscript":
+            import onnxscript.optimizer
+
+            return onnxscript.optimizer.optimize(model_proto)
+        import onnxsim
+
         simplified, ok = onnxsim.simplify(model_proto)
     except Exception as exc:  # noqa: BLE001
-        raise ExportError(f"onnxsim failed on the {branch} graph: {exc}") from exc
+        raise ExportError(f"{simplifier} failed on the {branch} graph: {exc}") from exc
     if not ok:
         raise ExportError(f"onnxsim could not verify the simplified {branch} graph")
     return simplified
