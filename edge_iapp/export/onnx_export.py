@@ -9,8 +9,9 @@ and it can target opset 17 (TensorRT 10.3 on JetPack 6) where dynamo emits opset
 and fails to convert down. ``exporter="dynamo"`` is available and recorded in the
 manifest.
 
-Simplifier: onnxsim, as the design asks. Where it cannot be installed (no wheel for the
-platform or Python: aarch64 boxes, new Pythons) ``"auto"`` falls back to the ONNX
+Simplifier: onnxsim, as the design asks. Where it is not installed (the ``export`` extra
+skips it off x86-64 and on Python >= 3.13, where it long had no wheels) ``"auto"`` falls
+back to the ONNX
 project's maintained optimizer in onnxscript (constant folding, dead nodes; on these
 graphs the same operators plus a few shape nodes, identical outputs) and says so; the
 manifest records which one ran. Imports torch, onnx and the simplifier.
