@@ -65,6 +65,21 @@ def test_largest_component_ties_and_diagonals() -> None:
     assert got[1].sum() == 4
 
 
+def test_largest_component_along_a_long_snake() -> None:
+    """A serpentine region needs many propagation rounds (checked only every few)."""
+    snake = np.zeros((9, 9), bool)
+    snake[0::2, :] = True  # rows 0, 2, 4, 6, 8 ...
+    for k, row in enumerate(range(1, 9, 2)):  # ... joined at alternating ends
+        snake[row, -1 if k % 2 == 0 else 0] = True
+    blob = np.zeros((9, 9), bool)
+    blob[2:5, 2:5] = True  # smaller than the snake
+    masks = np.stack([snake, snake & ~np.eye(9, dtype=bool), blob])
+    got = largest_component_torch(torch.from_numpy(masks)).numpy()
+    ref = np.stack([largest_component(m) for m in masks])
+    np.testing.assert_array_equal(got, ref)
+    assert got[0].sum() == snake.sum()  # the whole snake is one region
+
+
 def test_part_inputs_float_roundtrip() -> None:
     rng = np.random.default_rng(3)
     images, maps = _random_case(rng, 6, 64, 2)

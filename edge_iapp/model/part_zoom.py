@@ -43,6 +43,10 @@ def part_mask_torch(part_maps: torch.Tensor) -> torch.Tensor:
     return above[:, 0] & above[:, 1]
 
 
+_CONVERGENCE_CHECK = 4
+"""Propagation rounds between convergence checks in :func:`largest_component_torch`."""
+
+
 def largest_component_torch(mask: torch.Tensor) -> torch.Tensor:
     """Largest 8-connected region per image; ties go to the region met first in raster order.
 
@@ -63,13 +67,16 @@ def largest_component_torch(mask: torch.Tensor) -> torch.Tensor:
     index = torch.arange(h * w, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
     labels = torch.where(mask[:, None], index, torch.tensor(float(big), device=mask.device))
     inside = mask[:, None]
-    for _ in range(h * w):
-        # min over the 3x3 neighbourhood = -maxpool(-x); outside pixels are padded with -inf
-        spread = -torch.nn.functional.max_pool2d(-labels, 3, stride=1, padding=1)
-        updated = torch.where(inside, torch.minimum(labels, spread), labels)
-        if torch.equal(updated, labels):
+    # Min-propagation reaches a fixed point, after which more rounds change nothing, so
+    # convergence is checked every CHECK rounds: each check waits for the GPU.
+    for _ in range(0, h * w, _CONVERGENCE_CHECK):
+        before = labels
+        for _ in range(_CONVERGENCE_CHECK):
+            # min over the 3x3 neighbourhood = -maxpool(-x); outside pixels padded with -inf
+            spread = -torch.nn.functional.max_pool2d(-labels, 3, stride=1, padding=1)
+            labels = torch.where(inside, torch.minimum(labels, spread), labels)
+        if torch.equal(labels, before):
             break
-        labels = updated
     flat = labels.view(n, h * w).to(torch.int64)
     counts = torch.zeros((n, big + 1), dtype=torch.int64, device=mask.device)
     counts.scatter_add_(1, flat, torch.ones_like(flat))
