@@ -219,7 +219,8 @@ def run_bench(
 ) -> dict:
     """Run every row and return the report (``rows`` as dicts, plus machine and data).
 
-    The reference row runs first; drop and agreement are against it.
+    The reference row runs first, also when ``backends`` x ``precisions`` leaves it out
+    (drop and agreement are against it; its row is then marked ``"added": true``).
     """
     from .export.bundle import load_bundle
 
@@ -230,9 +231,12 @@ def run_bench(
             f"no readable labelled images in {data}" + (f" ({subset} part)" if split else "")
         )
     combos = [(b, p) for b in backends for p in precisions]
-    if reference in combos:
+    added = reference not in combos
+    if added:
+        log(f"adding the reference row {reference[0]} {reference[1]}: drop and agreement need it")
+    else:
         combos.remove(reference)
-        combos.insert(0, reference)
+    combos.insert(0, reference)
     options = {"threads": threads} if threads else {}
     rows: list[BenchRow] = []
     for backend, precision in combos:
@@ -257,6 +261,8 @@ def run_bench(
         "skipped": skipped,
         "batch": batch,
         "reference": f"{reference[0]}:{reference[1]}",
+        "reference_added": added,
+        "reference_status": rows[0].status,
         "machine": machine(),
         "rows": [{k: v for k, v in asdict(r).items() if k != "predictions"} for r in rows],
     }
@@ -273,7 +279,12 @@ def check_floor(
         name = f"{r['backend']} {r['precision']}"
         if min_accuracy is not None and r["accuracy"] is not None and r["accuracy"] < min_accuracy:
             out.append(f"{name}: accuracy {r['accuracy']:.4f} < {min_accuracy}")
-        if max_drop is not None and r["drop_points"] is not None and r["drop_points"] > max_drop:
+        if max_drop is None:
+            continue
+        if r["drop_points"] is None:  # no reference ran: a floor that cannot be checked fails
+            ref = report.get("reference", "the reference row")
+            out.append(f"{name}: top-1 drop not measured ({ref}: {report.get('reference_status')})")
+        elif r["drop_points"] > max_drop:
             out.append(f"{name}: top-1 drop {r['drop_points']:.2f} points > {max_drop}")
     return out
 

@@ -104,6 +104,48 @@ def test_macro_f1_and_floor_rules():
     }
     assert check_floor(report, max_drop=0.3) == ["a int8: top-1 drop 0.50 points > 0.3"]
     assert check_floor(report, min_accuracy=0.9, max_drop=1.0) == []
+    # the reference did not run: a drop floor cannot pass unchecked
+    report["rows"][0]["drop_points"] = None
+    report.update(reference="onnxruntime:fp32", reference_status="unavailable: no onnxruntime")
+    assert check_floor(report, max_drop=1.0) == [
+        "a int8: top-1 drop not measured (onnxruntime:fp32: unavailable: no onnxruntime)"
+    ]
+    assert check_floor(report, min_accuracy=0.9) == []
+
+
+def test_the_reference_row_runs_even_when_not_asked_for(setup, tmp_path):
+    bundle, data, split = setup
+    args = [
+        "bench",
+        str(bundle),
+        "--data",
+        str(data),
+        "--split",
+        str(split),
+        "--subset",
+        "test",
+        "--backend",
+        "torch",
+        "--precision",
+        "fp32",
+        "--single",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--max-drop",
+        "0.5",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["reference_added"] is True
+    assert [(r["backend"], r["precision"]) for r in report["rows"]] == [
+        ("onnxruntime", "fp32"),
+        ("torch", "fp32"),
+    ]
+    assert report["rows"][1]["drop_points"] is not None and report["rows"][1]["agreement"] == 1.0
 
 
 def test_limit_is_stratified_over_classes():
