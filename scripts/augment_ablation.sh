@@ -11,7 +11,8 @@
 #   DATA_ROOT holds gband612/ and bioimlab/ (read only), e.g. ../shared/data
 #   OUT gets logs/, runs/, evals/ and summary.md (models stay under OUT, never the repo)
 # Environment: SOURCE (gband612), TARGET (bioimlab), DEVICE (cpu), MAX_PER_CLASS (60),
-#   OWN_EVAL_MAX (20 per class), VARIANTS, SEEDS ("0 1"), THREADS (2).
+#   OWN_EVAL_MAX (20 per class), VARIANTS (NAME or NAME:SEED; NAME none, all, one augmentation
+#   or a comma list), SEEDS ("0 1", for none and all without :SEED), THREADS (2).
 set -u
 DATA=$1
 OUT=$2
@@ -51,8 +52,11 @@ one() {  # variant seed
   stamp "$name: evaluated"
 }
 
-for v in $VARIANTS; do
-  if [ "$v" = none ] || [ "$v" = all ]; then
+for item in $VARIANTS; do  # "NAME" or "NAME:SEED"; NAME may be a comma list of augmentations
+  v=${item%%:*}
+  if [ "$item" != "$v" ]; then
+    one "$v" "${item#*:}"
+  elif [ "$v" = none ] || [ "$v" = all ]; then
     for seed in $SEEDS; do one "$v" "$seed"; done
   else
     one "$v" 0
@@ -63,14 +67,21 @@ done
 import json, sys
 from pathlib import Path
 out, source, target = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-def acc(run, lab):
+def metrics(run, lab):
     f = out / "evals" / f"{run}_on_{lab}" / "metrics.json"
-    return 100 * json.loads(f.read_text())["main"]["accuracy"] if f.is_file() else float("nan")
-print(f"| augment | seed | epochs | {source} test (subset) % | zero-shot {target} % |")
-print("|---|---|---|---|---|")
+    return json.loads(f.read_text()) if f.is_file() else None
+def acc(m):
+    return f"{100 * m['main']['accuracy']:.1f}" if m else "failed"
+def ood(m):  # the OOD rule on the other lab: share of errors / of correct calls flagged
+    by = (m or {}).get("ood", {}).get("by", {}).get("ood")
+    return f"{100 * by['errors_flagged']:.0f} / {100 * by['correct_flagged']:.0f}" if by else "-"
+print(f"| augment | seed | epochs | {source} test (subset) % | zero-shot {target} % "
+      f"| OOD flags on {target}: errors / correct % |")
+print("|---|---|---|---|---|---|")
 for run in sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()):
     cfg = json.loads((out / "runs" / run / "config.json").read_text())
     v, seed = run[len(source) + 1 :].rsplit("_s", 1)
-    print(f"| {v} | {seed} | {cfg['epochs']} | {acc(run, source):.1f} | {acc(run, target):.1f} |")
+    own, other = metrics(run, source), metrics(run, target)
+    print(f"| {v} | {seed} | {cfg['epochs']} | {acc(own)} | {acc(other)} | {ood(other)} |")
 PYEOF
 stamp "done"
