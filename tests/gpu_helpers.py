@@ -11,7 +11,8 @@ per-thread workspaces) is the backend's own.
 The bundle is written here with ``onnx.helper`` rather than by ``export_bundle``: the
 exporter needs torch's ONNX exporter and a simplifier, and the GPU machine had no onnxsim
 and no known torch exporter setup when this was written (the exporter now falls back to
-onnxscript's optimizer; this plumbing test does not need either). A two-layer CNN is enough to test plumbing and runs in milliseconds.
+onnxscript's optimizer; this plumbing test does not need either). A two-layer CNN is
+enough to test plumbing and runs in milliseconds.
 """
 
 from __future__ import annotations

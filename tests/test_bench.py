@@ -23,7 +23,7 @@ def setup(tmp_path_factory):
     return bundle, data, data.parent / "set_split.json"
 
 
-def _bench(setup, tmp_path, *extra):
+def _bench(setup, tmp_path, *extra, backends="onnxruntime,torch", precisions="fp32,int8"):
     bundle, data, split = setup
     args = [
         "bench",
@@ -35,9 +35,9 @@ def _bench(setup, tmp_path, *extra):
         "--subset",
         "test",
         "--backend",
-        "onnxruntime,torch",
+        backends,
         "--precision",
-        "fp32,int8",
+        precisions,
         "--single",
         "2",
         "--threads",
@@ -114,30 +114,7 @@ def test_macro_f1_and_floor_rules():
 
 
 def test_the_reference_row_runs_even_when_not_asked_for(setup, tmp_path):
-    bundle, data, split = setup
-    args = [
-        "bench",
-        str(bundle),
-        "--data",
-        str(data),
-        "--split",
-        str(split),
-        "--subset",
-        "test",
-        "--backend",
-        "torch",
-        "--precision",
-        "fp32",
-        "--single",
-        "2",
-        "--threads",
-        "1",
-        "--json",
-        str(tmp_path / "r.json"),
-        "--max-drop",
-        "0.5",
-    ]
-    result = CliRunner().invoke(app, args)
+    result = _bench(setup, tmp_path, "--max-drop", "0.5", backends="torch", precisions="fp32")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["reference_added"] is True

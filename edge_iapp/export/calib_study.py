@@ -75,7 +75,7 @@ def study(
     from ..data import apply_split, load_split, read_image, scan_folder
     from ..train.run import load_model
     from .calibration import branch_inputs, select_samples
-    from .onnx_export import export_branch, resolve_simplifier
+    from .onnx_export import export_branch
     from .quantize import quantize_int8
 
     torch.set_num_threads(1)
@@ -100,11 +100,8 @@ def study(
     rows = []
     with tempfile.TemporaryDirectory(prefix="calib-study-") as tmp:
         tmp = Path(tmp)
-        simplifier = resolve_simplifier()
         for b in BRANCHES:
-            export_branch(
-                model, b, pcfg.input_size, tmp / f"{b}.fp32.onnx", simplifier=simplifier
-            )
+            export_branch(model, b, pcfg.input_size, tmp / f"{b}.fp32.onnx")
         fp32 = _sessions(tmp, "fp32")
         ref = pipeline_predict(fp32, front, pcfg, cfg.fusion)
         acc32 = float((ref == labels).mean())

@@ -11,10 +11,10 @@ manifest.
 
 Simplifier: onnxsim, as the design asks. Where it is not installed (the ``export`` extra
 skips it off x86-64 and on Python >= 3.13, where it long had no wheels) ``"auto"`` falls
-back to the ONNX
-project's maintained optimizer in onnxscript (constant folding, dead nodes; on these
-graphs the same operators plus a few shape nodes, identical outputs) and says so; the
-manifest records which one ran. Imports torch, onnx and the simplifier.
+back to the ONNX project's maintained optimizer in onnxscript (constant folding, dead
+nodes; on these graphs the same operators plus a few shape nodes, identical outputs);
+``export_bundle`` says so and the manifest records which one ran. Imports torch, onnx
+and the simplifier.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def export_branch(
     opset: int = DEFAULT_OPSET,
     exporter: str = "legacy",
     simplify: bool = True,
-    simplifier: str = "onnxsim",
+    simplifier: str = "auto",
 ) -> Path:
     """Export one branch to ONNX.
 
@@ -64,7 +64,8 @@ def export_branch(
         opset: ONNX opset (>= 17).
         exporter: ``"legacy"`` (TorchScript, default) or ``"dynamo"``.
         simplify: simplify the graph (constant folding, BatchNorm into Conv, dead nodes).
-        simplifier: ``"onnxsim"`` or ``"onnxscript"`` (see :func:`resolve_simplifier`).
+        simplifier: ``"auto"``, ``"onnxsim"`` or ``"onnxscript"`` (see
+            :func:`resolve_simplifier`).
 
     Returns:
         ``path``. Outputs: ``logits (batch, K)`` and, for the object branch,
@@ -101,7 +102,7 @@ def export_branch(
         raise ExportError(f"exporting the {branch} branch failed: {exc}") from exc
     model_proto = onnx.load(str(path))
     if simplify:
-        model_proto = simplify_graph(model_proto, branch, simplifier)
+        model_proto = simplify_graph(model_proto, branch, resolve_simplifier(simplifier))
     from .graph import ensure_node_names
 
     ensure_node_names(model_proto.graph)
