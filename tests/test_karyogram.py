@@ -7,10 +7,13 @@ import numpy as np
 
 from edge_iapp.classes import CLASS_NAMES
 from edge_iapp.scoring.karyogram import (
+    PALETTE,
     ROWS,
     KaryogramItem,
     KaryogramLayout,
+    encode_indexed_png,
     render,
+    render_indexed,
     upright,
     write_karyogram,
 )
@@ -90,3 +93,27 @@ def test_upright_turns_wide_crops():
     assert upright(wide).shape == (30, 10)
     tall = np.zeros((30, 10), np.uint8)
     assert upright(tall) is tall
+
+
+def test_palette_png_decodes_to_the_bgr_karyogram(make_crop, tmp_path):
+    """The scorer's palette PNG shows exactly ``render``'s picture, marks included."""
+    from PIL import Image
+
+    items = _items(make_crop)
+    items[0] = KaryogramItem(np.zeros((90, 20), np.uint8), "1")  # black: not a mark colour
+    indices = render_indexed(items, title="cell 1  46,XX")
+    png = encode_indexed_png(indices)
+    back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    image = render(items, title="cell 1  46,XX")
+    assert np.array_equal(back, image)
+    assert {1, 2} <= set(np.unique(indices).tolist())  # red and orange marks present
+    x, y, w, h = KaryogramLayout().slot_boxes()["1"]
+    slot = back[y : y + h, x : x + w].astype(int)
+    assert not ((slot[:, :, 2] > 180) & (slot[:, :, 1] < 80)).any()  # black crop stays grey
+    path = tmp_path / "k.png"
+    path.write_bytes(png)
+    with Image.open(path) as im:  # a real palette PNG for other readers too
+        assert im.mode == "P" and im.size == KaryogramLayout().size
+    assert encode_indexed_png(indices) == png  # deterministic
+    assert len(png) < 0.6 * len(cv2.imencode(".png", image)[1])
+    assert PALETTE.shape == (256, 3)

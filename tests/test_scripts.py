@@ -89,3 +89,56 @@ def test_train_speed_and_preprocess_benchmarks_run_on_the_cpu(tmp_path) -> None:
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "12 crops" in result.stdout and "part zoom" in result.stdout
+
+
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_roofline_counts_multiply_adds_and_its_int8_conv_is_a_quantized_conv(tmp_path) -> None:
+    """cpu_roofline's work count against hand-computed numbers; its peak-test conv runs in
+    ONNX Runtime at both precisions and the int8 one stays close to the float one."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    roofline = _load_script("cpu_roofline")
+    # x (N, 3, 8, 8) -> Conv 3->4, 3x3, stride 2, pad 1 -> (N, 4, 4, 4) -> grouped Conv 4->4,
+    # group 2, 1x1 -> Flatten (N, 64) -> Gemm with transB (10, 64) -> (N, 10).
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((4, 2, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(rng.standard_normal((10, 64)).astype(np.float32), "w3"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["a", "w2"], ["b"], group=2),
+        helper.make_node("Flatten", ["b"], ["c"]),
+        helper.make_node("Gemm", ["c", "w3"], ["y"], transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], inits,
+    )
+    path = tmp_path / "t.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert roofline.branch_macs(path) == 4 * 4 * 4 * 3 * 9 + 4 * 4 * 4 * 2 + 64 * 10
+
+    x = rng.random((2, 16, 6, 6), dtype=np.float32)
+    outs = []
+    for int8 in (False, True):
+        model = roofline.conv_model(16, 6, 2, int8)
+        onnx.checker.check_model(model)
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {"x": x})[0])
+    assert outs[0].shape == (2, 16, 6, 6)
+    # int8: input step 0.05 on [0, 1), weight step 0.002 on ~N(0, 0.05): a few percent.
+    assert np.abs(outs[1] - outs[0]).max() < 0.1 * np.abs(outs[0]).max()
+    assert not np.array_equal(outs[1], outs[0])

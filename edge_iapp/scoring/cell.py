@@ -26,7 +26,7 @@ from ..data.imread import DEFAULT_MAX_SIDE, ChromosomeImage, ImageReadError, fro
 from ..ioutil import atomic_write_bytes, atomic_write_text
 from ..runtime.result import ChromosomeResult
 from .consistency import reassign
-from .karyogram import KaryogramItem, encode_png, render
+from .karyogram import KaryogramItem, encode_indexed_png, render_indexed
 from .karyotype import karyotype
 from .layout import KARYOGRAM, PREDICTIONS, CellJob, visible_children
 from .segment import SegmentConfig, segment
@@ -288,7 +288,7 @@ def write_cell(cell: ScoredCell, timings: dict[str, float] | None = None) -> dic
         OSError: an output could not be written.
     """
     clock = _Clock(timings)
-    png = encode_png(render(_karyogram_items(cell.objects), title=cell.title))
+    png = encode_indexed_png(render_indexed(_karyogram_items(cell.objects), title=cell.title))
     clock.lap("karyogram")
     job = cell.job
     job.out.mkdir(parents=True, exist_ok=True)
