@@ -37,7 +37,7 @@ def branch_macs(onnx_path: str | Path) -> int:
     """Multiply-adds of the Conv, MatMul and Gemm nodes of a graph for ONE image.
 
     The batch dimension is set to 1 and shapes come from ONNX shape inference.
-    Conv: ``out_elems * (C_in / group) * kh * kw``; MatMul/Gemm: ``M * N * K``.
+    Conv: ``out_elems * (C_in / group) * kh * kw``; MatMul/Gemm: ``out_elems * K``.
     Other nodes (pooling, activations, adds) are left out: they are memory-bound and
     small next to the convolutions.
     """
@@ -58,16 +58,21 @@ def branch_macs(onnx_path: str | Path) -> int:
         shapes[init.name] = list(init.dims)
     macs = 0
     for node in model.graph.node:
+        if node.op_type not in ("Conv", "MatMul", "Gemm"):
+            continue
+        used = [shapes.get(name, []) for name in (*node.input[:2], node.output[0])]
+        if any(not dims or min(dims) <= 0 for dims in used):  # would silently count as 0
+            raise ValueError(f"shape inference left {node.op_type} {node.name!r} unresolved")
         if node.op_type == "Conv":
             w, out = shapes[node.input[1]], shapes[node.output[0]]
             # The weight is (C_out, C_in / group, kh, kw): grouped convs need no special case.
             macs += int(np.prod(out)) * int(np.prod(w[1:]))
         elif node.op_type in ("MatMul", "Gemm"):
-            a, b = shapes[node.input[0]], shapes[node.input[1]]
-            trans_b = any(x.name == "transB" and x.i for x in node.attribute)
-            k = a[-1]
-            n = b[-2] if trans_b else b[-1]
-            macs += int(np.prod(a[:-1])) * k * n
+            # Output elements x the contracted length covers broadcast batches too.
+            a, out = shapes[node.input[0]], shapes[node.output[0]]
+            trans_a = any(x.name == "transA" and x.i for x in node.attribute)
+            k = a[-2] if trans_a and node.op_type == "Gemm" else a[-1]
+            macs += int(np.prod(out)) * k
     return macs
 
 
@@ -253,15 +258,17 @@ def main(argv: list[str] | None = None) -> int:
               + "  ".join(f"{k} {v}" for k, v in row.items() if k.startswith(("share", "x_"))))
     if isinstance(eager, float):
         share = eager * gflop_per_image / fp32_peak
-        bound = {"fp32_max_x_torch_eager": round(1 / share, 2),
-                 # AVX-512 VNNI: one VPDPBUSD does 64 int8 multiply-adds where one FMA does
-                 # 16 fp32 ones, at the same rate: int8 can be at most 4x the fp32 peak.
-                 "int8_max_x_torch_eager_isa": round(4 / share, 2)}
+        bound = {"fp32_max_x_torch_eager": round(1 / share, 2)}
+        if "amx_int8" not in report["cpu"]:
+            # AVX-512 VNNI: one VPDPBUSD does 64 int8 multiply-adds where one FMA does 16
+            # fp32 ones; at equal issue rates int8 is at most 4x fp32. (AMX changes that.)
+            bound["int8_max_x_torch_eager_isa"] = round(4 / share, 2)
         if int8_peak:
             bound["int8_max_x_torch_eager"] = round(int8_peak / fp32_peak / share, 2)
         report["upper_bounds"] = bound
         report["torch_eager_share_of_fp32_peak"] = round(share, 3)
-        print("upper bounds (every layer at the best dense rate seen; _isa: int8 at 4x that): "
+        print("bounds (every layer at the best dense rate measured, itself a lower bound of the "
+              "peak; _isa: int8 at 4x the fp32 rate): "
               + ", ".join(f"{k} {v}" for k, v in bound.items()))
     if a.json:
         a.json.write_text(json.dumps(report, indent=1) + "\n")

@@ -107,6 +107,10 @@ def test_palette_png_decodes_to_the_bgr_karyogram(make_crop, tmp_path):
     image = render(items, title="cell 1  46,XX")
     assert np.array_equal(back, image)
     assert {1, 2} <= set(np.unique(indices).tolist())  # red and orange marks present
+    # The doubtful "7" gets red only: no orange speck from blended glyph edges.
+    x, y, w, h = KaryogramLayout().slot_boxes()["7"]
+    mark = indices[y - 20 : y + h, x : x + w]
+    assert (mark == 1).sum() > 20 and not (mark == 2).any()
     x, y, w, h = KaryogramLayout().slot_boxes()["1"]
     slot = back[y : y + h, x : x + w].astype(int)
     assert not ((slot[:, :, 2] > 180) & (slot[:, :, 1] < 80)).any()  # black crop stays grey

@@ -12,7 +12,7 @@ The image size depends only on :class:`KaryogramLayout`, never on the cell.
 It is drawn in one channel of palette indices (:func:`render_indexed`): grey levels are
 their own index, except the two darkest, which hold the red and orange marks (crop
 pixels darker than grey 3 are drawn as 3). The scorer writes that as an 8-bit palette
-PNG, which is 3x faster to encode and 2.5x smaller than the same picture in BGR
+PNG, which is 3x faster to encode and 2.6x smaller than the same picture in BGR
 (docs/SCORING.md); :func:`render` gives the BGR picture.
 """
 
@@ -251,9 +251,29 @@ def _place_row(
             cv2.rectangle(canvas, (left - 2, top - 2), (left + cw + 1, top + ch + 1), _ORANGE, 1)
         elif item.doubtful:
             cv2.rectangle(canvas, (left - 2, top - 2), (left + cw + 1, top + ch + 1), _RED, 1)
-            # No anti-aliasing: blended edges would be indices of unrelated greys.
-            cv2.putText(canvas, "?", (left + cw - 2, max(top - 2, y + 12)), _FONT, 0.6, _RED, 2,
-                        cv2.LINE_8)
+            _mark_text(canvas, "?", (left + cw - 2, max(top - 2, y + 12)), _RED)
+
+
+def _mark_text(canvas: np.ndarray, text: str, origin: tuple[int, int], index: int) -> None:
+    """Text in one palette index, without blended edges.
+
+    OpenCV 5 blends glyph edges even with ``LINE_8``; blended values would be the indices
+    of unrelated greys (or the other mark). The glyph is drawn on a scratch mask and
+    thresholded instead.
+    """
+    (w, h), base = cv2.getTextSize(text, _FONT, 0.6, 2)
+    x, y = origin
+    pad = 4
+    mask = np.zeros((h + base + 2 * pad, w + 2 * pad), np.uint8)
+    cv2.putText(mask, text, (pad, pad + h), _FONT, 0.6, 255, 2, cv2.LINE_8)
+    # The mask's top-left sits at (x - pad, y - h - pad) on the canvas; clip to it.
+    top, left = y - h - pad, x - pad
+    y0, x0 = max(top, 0), max(left, 0)
+    y1 = min(top + mask.shape[0], canvas.shape[0])
+    x1 = min(left + mask.shape[1], canvas.shape[1])
+    if y1 > y0 and x1 > x0:
+        on = mask[y0 - top : y1 - top, x0 - left : x1 - left] >= 128
+        canvas[y0:y1, x0:x1][on] = index
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -275,14 +295,39 @@ def encode_indexed_png(indices: np.ndarray, palette: np.ndarray = PALETTE) -> by
     if indices.ndim != 2 or indices.dtype != np.uint8:
         raise ValueError(f"expected an (H, W) uint8 index image, got {indices.dtype} "
                          f"{indices.shape}")
-    grey = encode_png(indices)
-    # signature (8) | IHDR: length (4), type (4), data (13), CRC (4) | the rest
-    ihdr = bytearray(grey[16:29])
-    if grey[12:16] != b"IHDR" or ihdr[8] != 8 or ihdr[9] != 0:
-        raise ValueError("unexpected PNG header from the encoder (want 8-bit grey)")
+    palette = np.asarray(palette, np.uint8)
+    if palette.ndim != 2 or palette.shape[1] != 3 or not 0 < len(palette) <= 256:
+        raise ValueError(f"expected a (N <= 256, 3) palette, got {palette.shape}")
+    if indices.size and int(indices.max()) >= len(palette):
+        raise ValueError(f"index {int(indices.max())} is outside the {len(palette)}-colour palette")
+    chunks = _chunks(encode_png(indices))
+    kinds = [kind for kind, _ in chunks]
+    ihdr = bytearray(chunks[0][1])
+    # Only IHDR, IDAT and IEND are expected: ancillary chunks of a grey image (sBIT,
+    # bKGD, tRNS...) would be wrong, or in the wrong place, for a palette image.
+    if kinds[0] != b"IHDR" or set(kinds[1:]) != {b"IDAT", b"IEND"} or ihdr[8:10] != b"\x08\x00":
+        raise ValueError(f"unexpected PNG from the encoder: chunks {kinds}, want 8-bit grey")
     ihdr[9] = 3  # colour type: palette
-    plte = np.ascontiguousarray(np.asarray(palette, np.uint8)[:, ::-1]).tobytes()
-    return grey[:8] + _chunk(b"IHDR", bytes(ihdr)) + _chunk(b"PLTE", plte) + grey[33:]
+    plte = np.ascontiguousarray(palette[:, ::-1]).tobytes()  # BGR -> RGB
+    out = [_PNG_SIGNATURE, _chunk(b"IHDR", bytes(ihdr)), _chunk(b"PLTE", plte)]
+    out += [_chunk(kind, data) for kind, data in chunks[1:]]
+    return b"".join(out)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _chunks(png: bytes) -> list[tuple[bytes, bytes]]:
+    """``[(type, data), ...]`` of a PNG file (CRCs are recomputed on writing)."""
+    if not png.startswith(_PNG_SIGNATURE):
+        raise ValueError("not a PNG")
+    chunks, pos = [], len(_PNG_SIGNATURE)
+    while pos + 8 <= len(png):
+        (length,) = struct.unpack_from(">I", png, pos)
+        kind = png[pos + 4 : pos + 8]
+        chunks.append((kind, png[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    return chunks
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
