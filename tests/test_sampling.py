@@ -41,7 +41,7 @@ def naive_place(src, out_size, scale, top, left, fill):
     return out
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", range(24))
 def test_place_matches_the_per_pixel_definition(seed) -> None:
     rng = np.random.default_rng(seed)
     h, w = (int(x) for x in rng.integers(1, 40, 2))
@@ -96,3 +96,10 @@ def test_object_zoom_blanks_everything_outside_the_mask() -> None:
     assert obj.masks[0, 2, 2] == 0 and obj.masks[0, 10, 14]
     # the zoom reads only masked pixels: the speck's 250 cannot appear, the bar's 40 does
     assert obj.images[0].min() == 40 and 250 not in obj.images[0]
+
+
+def test_place_refuses_a_non_positive_scale():
+    src = np.zeros((4, 4), np.uint8)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="scale must be positive"):
+            place(src, 8, bad, 0.0, 0.0)

@@ -32,6 +32,8 @@ def place(
     Returns:
         ``(out_size, out_size)`` uint8.
     """
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
     f32 = np.float32
     h, w = src.shape
     # One fill pixel around the source: every neighbour outside it reads the border.
@@ -42,25 +44,31 @@ def place(
     u = (grid - f32(left)) / f32(scale) - f32(0.5)
     y0, x0 = np.floor(v), np.floor(u)
     fy, fx = (v - y0)[:, None], (u - x0)[None, :]
-    row_a, row_b = _padded_neighbours(y0, h)
-    col_a, col_b = _padded_neighbours(x0, w)
     if not (float(fill).is_integer() and 0 <= fill <= 255):
+        row_a, row_b = _padded_neighbours(y0, h)
+        col_a, col_b = _padded_neighbours(x0, w)
         return _interpolate(padded, row_a, row_b, col_a, col_b, fy, fx)
     # An output pixel whose four neighbours are all padding is fill*(1-f) + fill*f twice,
     # within 1e-4 of the integer fill, so it rounds to exactly fill: interpolate only the
     # rows and columns that read the source (the global canvas is mostly background).
-    rows = np.flatnonzero(_reads_source(row_a, row_b, h))
-    cols = np.flatnonzero(_reads_source(col_a, col_b, w))
+    # Those are the lines with -1 <= floor <= size - 1; floor never decreases along a
+    # line (scale > 0), so they form one run, found by bisection.
+    r = _source_run(y0, h)
+    c = _source_run(x0, w)
     out = np.full((out_size, out_size), int(fill), dtype=np.uint8)
-    if rows.size and cols.size:
-        r, c = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-        out[r, c] = _interpolate(padded, row_a[r], row_b[r], col_a[c], col_b[c], fy[r], fx[:, c])
+    if r.stop > r.start and c.stop > c.start:
+        # Inside the run the padded neighbours floor + 1 and floor + 2 lie in 0..size + 1.
+        row_a = y0[r].astype(np.intp) + 1
+        col_a = x0[c].astype(np.intp) + 1
+        out[r, c] = _interpolate(padded, row_a, row_a + 1, col_a, col_a + 1, fy[r], fx[:, c])
     return out
 
 
-def _reads_source(index_a: np.ndarray, index_b: np.ndarray, size: int) -> np.ndarray:
-    """Which output lines have a neighbour inside the source (padded indices 1..size)."""
-    return ((index_a >= 1) & (index_a <= size)) | ((index_b >= 1) & (index_b <= size))
+def _source_run(floor: np.ndarray, size: int) -> slice:
+    """The output lines with a neighbour inside the source: ``-1 <= floor <= size - 1``."""
+    return slice(
+        int(np.searchsorted(floor, -1.0, "left")), int(np.searchsorted(floor, size - 1.0, "right"))
+    )
 
 
 def _interpolate(padded, row_a, row_b, col_a, col_b, fy, fx) -> np.ndarray:
