@@ -18,18 +18,25 @@ from edge_iapp.scoring.from_karyograms import (
     load_layout,
     parse_layout,
 )
-from edge_iapp.scoring.karyogram import KaryogramItem, render
+from edge_iapp.scoring.karyogram import (
+    KaryogramItem,
+    encode_indexed_png,
+    render,
+    render_indexed,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "layouts" / "edge_iapp_karyogram.json"
 
 
-def _karyogram(make_crop, classes: list[str], seed: int = 0, marks: bool = False) -> np.ndarray:
+def _karyogram(
+    make_crop, classes: list[str], seed: int = 0, marks: bool = False, indexed: bool = False
+) -> np.ndarray:
     items = [
         KaryogramItem(make_crop(100 - 3 * CLASS_NAMES.index(c), 22, seed + i), c,
                       doubtful=marks and i % 5 == 0)  # red frames and "?" inside the slots
         for i, c in enumerate(classes)
     ]
-    return render(items, title="test karyogram 46,XY")
+    return (render_indexed if indexed else render)(items, title="test karyogram 46,XY")
 
 
 def _normal(sex: str) -> list[str]:
@@ -45,7 +52,9 @@ def test_shipped_example_is_the_renderer_layout():
 def test_round_trip_cuts_every_chromosome_into_its_class(tmp_path, make_crop):
     src = tmp_path / "karyograms"
     src.mkdir()
-    cv2.imwrite(str(src / "97000001.3.png"), _karyogram(make_crop, _normal("XY"), marks=True))
+    # The first one is written exactly as `edge-iapp score` writes it (a palette PNG).
+    first = _karyogram(make_crop, _normal("XY"), marks=True, indexed=True)
+    (src / "97000001.3.png").write_bytes(encode_indexed_png(first))
     extra = _normal("XX") + ["21"]
     image = _karyogram(make_crop, extra, seed=100)
     big = cv2.resize(image, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_LINEAR)
