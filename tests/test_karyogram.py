@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
 from edge_iapp.classes import CLASS_NAMES
 from edge_iapp.scoring.karyogram import (
@@ -12,6 +13,7 @@ from edge_iapp.scoring.karyogram import (
     KaryogramItem,
     KaryogramLayout,
     encode_indexed_png,
+    grey_png_to_palette,
     render,
     render_indexed,
     upright,
@@ -121,3 +123,28 @@ def test_palette_png_decodes_to_the_bgr_karyogram(make_crop, tmp_path):
     assert encode_indexed_png(indices) == png  # deterministic
     assert len(png) < 0.6 * len(cv2.imencode(".png", image)[1])
     assert PALETTE.shape == (256, 3)
+
+
+def test_grey_png_ancillary_chunks_are_dropped_and_odd_pngs_refused():
+    """Another OpenCV build may add chunks (sBIT, gAMA, text): they must not reach the
+    palette PNG; a PNG that is not 8-bit grey is refused with a message."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    indices = np.arange(48, dtype=np.uint8).reshape(6, 8)
+    grey = cv2.imencode(".png", indices)[1].tobytes()
+    extra = chunk(b"sBIT", b"\x08") + chunk(b"tEXt", b"Software\x00test")
+    padded = grey[:33] + extra + grey[33:]  # after IHDR, as encoders put them
+    png = grey_png_to_palette(padded)
+    assert b"sBIT" not in png and b"tEXt" not in png and png == encode_indexed_png(indices)
+    back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(back, PALETTE[indices])  # 1 and 2 are the mark colours
+    colour = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))[1].tobytes()
+    with pytest.raises(ValueError, match="want 8-bit grey"):
+        grey_png_to_palette(colour)
+    with pytest.raises(ValueError, match="index 200 is outside"):
+        encode_indexed_png(np.full((2, 2), 200, np.uint8), PALETTE[:100])

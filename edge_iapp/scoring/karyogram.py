@@ -300,15 +300,23 @@ def encode_indexed_png(indices: np.ndarray, palette: np.ndarray = PALETTE) -> by
         raise ValueError(f"expected a (N <= 256, 3) palette, got {palette.shape}")
     if indices.size and int(indices.max()) >= len(palette):
         raise ValueError(f"index {int(indices.max())} is outside the {len(palette)}-colour palette")
-    chunks = _chunks(encode_png(indices))
+    return grey_png_to_palette(encode_png(indices), palette)
+
+
+def grey_png_to_palette(png: bytes, palette: np.ndarray = PALETTE) -> bytes:
+    """Turn an 8-bit grey PNG into a palette PNG with the same image data.
+
+    Ancillary chunks (lower-case first letter: sBIT, bKGD, tRNS, gAMA, text...) are
+    dropped: some describe a grey image and would be wrong, or misplaced, for a palette
+    one, and none is needed. Another critical chunk than IHDR/IDAT/IEND is refused.
+    """
+    chunks = [(kind, data) for kind, data in _chunks(png) if kind[:1].isupper()]
     kinds = [kind for kind, _ in chunks]
-    ihdr = bytearray(chunks[0][1])
-    # Only IHDR, IDAT and IEND are expected: ancillary chunks of a grey image (sBIT,
-    # bKGD, tRNS...) would be wrong, or in the wrong place, for a palette image.
-    if kinds[0] != b"IHDR" or set(kinds[1:]) != {b"IDAT", b"IEND"} or ihdr[8:10] != b"\x08\x00":
+    ihdr = bytearray(chunks[0][1]) if chunks else bytearray()
+    if kinds[:1] != [b"IHDR"] or set(kinds[1:]) != {b"IDAT", b"IEND"} or ihdr[8:10] != b"\x08\x00":
         raise ValueError(f"unexpected PNG from the encoder: chunks {kinds}, want 8-bit grey")
     ihdr[9] = 3  # colour type: palette
-    plte = np.ascontiguousarray(palette[:, ::-1]).tobytes()  # BGR -> RGB
+    plte = np.ascontiguousarray(np.asarray(palette, np.uint8)[:, ::-1]).tobytes()  # BGR -> RGB
     out = [_PNG_SIGNATURE, _chunk(b"IHDR", bytes(ihdr)), _chunk(b"PLTE", plte)]
     out += [_chunk(kind, data) for kind, data in chunks[1:]]
     return b"".join(out)
