@@ -44,7 +44,8 @@ def _dark(image: np.ndarray, box: tuple[int, int, int, int]) -> int:
 def test_png_written_with_layout_size(tmp_path, make_crop):
     layout = KaryogramLayout()
     image = render(_items(make_crop), title="cell 1  46,XX", layout=layout)
-    path = write_karyogram(tmp_path / "karyogram.png", image)
+    indices = render_indexed(_items(make_crop), title="cell 1  46,XX", layout=layout)
+    path = write_karyogram(tmp_path / "karyogram.png", indices)
     back = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert back is not None
     assert (back.shape[1], back.shape[0]) == layout.size

@@ -342,6 +342,6 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def write_karyogram(path: str | Path, image: np.ndarray) -> Path:
-    """Write ``image`` as a PNG atomically."""
-    return atomic_write_bytes(path, encode_png(image))
+def write_karyogram(path: str | Path, indices: np.ndarray) -> Path:
+    """Write a :func:`render_indexed` image atomically, as the scorer does (palette PNG)."""
+    return atomic_write_bytes(path, encode_indexed_png(indices))
