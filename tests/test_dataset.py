@@ -69,8 +69,14 @@ def test_scan_labels_groups_and_skips(tmp_path, make_crop):
     scan = scan_folder(root)
     by_name = {s.path.name: s for s in scan.samples}
     assert set(by_name) == {
-        "clase1_0_97002023.12.tiff", "clase1_1_97002023.13.tiff", "10 23.bmp", "10 23a.bmp",
-        "clase24_0_S0001.1.png", "clase24_1_S0001.1.png", "loose.png", "tiny.png",
+        "clase1_0_97002023.12.tiff",
+        "clase1_1_97002023.13.tiff",
+        "10 23.bmp",
+        "10 23a.bmp",
+        "clase24_0_S0001.1.png",
+        "clase24_1_S0001.1.png",
+        "loose.png",
+        "tiny.png",
     }
     assert by_name["clase1_1_97002023.13.tiff"].label == 0
     assert by_name["10 23.bmp"].class_name == "X" and by_name["10 23.bmp"].label == 22
@@ -115,3 +121,23 @@ def test_scan_of_a_file_is_an_error(tmp_path):
     (tmp_path / "f.png").write_bytes(b"x")
     with pytest.raises(NotADirectoryError):
         scan_folder(tmp_path / "f.png")
+
+
+def test_whole_cells_covering_takes_whole_cells_until_each_class_is_covered() -> None:
+    from types import SimpleNamespace
+
+    from edge_iapp.train.data import whole_cells_covering
+
+    samples = [
+        SimpleNamespace(label=c, group="g", cell=f"c{i}", path=f"{i}_{c}_{k}")
+        for i in range(10)
+        for c in range(3)
+        for k in range(2)
+    ]
+    chosen = whole_cells_covering(samples, 5, seed=0)
+    cells = {s.cell for s in chosen}
+    assert len(cells) == 3 and len(chosen) == 3 * 6  # 2 per class per cell: 3 cells give 6
+    for cell in cells:  # whole cells only
+        assert sum(s.cell == cell for s in chosen) == 6
+    assert whole_cells_covering(samples, 5, seed=0) == chosen
+    assert len(whole_cells_covering(samples, 100, seed=0)) == len(samples)  # all there is

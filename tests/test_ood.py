@@ -122,6 +122,98 @@ def test_ood_review_shares_by_hand(tmp_path) -> None:
     assert ood_review(right, probs, cal)["by"]["ood"]["errors_flagged"] is None
 
 
+def _gaussian_lab(n: int, seed: int, second: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two branches of K = 4 confident logits (8 on the class, noise 0.5 elsewhere);
+    ``second`` adds that much to another class's logit: a confident call whose pattern
+    the training lab never showed (how a model fails on another lab)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    logits = rng.normal(0, 0.5, (2, n, 4)) + 8.0 * np.eye(4)[y]
+    logits += second * np.eye(4)[(y + 1) % 4]
+    return logits, y
+
+
+def test_mahalanobis_matches_its_definition() -> None:
+    from edge_iapp.ood import fit_class_gaussians, mahalanobis
+
+    x, y = _gaussian_lab(200, 0)
+    g = fit_class_gaussians(x, y, ridge=0.0)
+    q, _ = _gaussian_lab(5, 1, second=3.0)
+    want = []
+    for b in range(2):
+        mu = np.stack([x[b][y == c].mean(0) for c in range(4)])
+        within = x[b] - mu[y]
+        p = np.linalg.inv(within.T @ within / len(y))
+        want.append([min((v - m) @ p @ (v - m) for m in mu) for v in q[b]])
+    np.testing.assert_allclose(mahalanobis(q, g), np.mean(want, axis=0), rtol=1e-9)
+    assert g["classes"] == [0, 1, 2, 3] and np.asarray(g["precision"]).shape == (2, 4, 4)
+    with pytest.raises(ValueError, match="two classes"):
+        fit_class_gaussians(x, np.zeros_like(y))
+    with pytest.raises(ValueError, match="2 branch"):
+        mahalanobis(q[:1], g)
+
+
+def test_combined_score_catches_confident_calls_the_energy_misses() -> None:
+    from edge_iapp.ood import COMBINED_SCORE, calibrate_combined
+
+    fit, fit_y = _gaussian_lab(400, 0)
+    val, _ = _gaussian_lab(400, 1)
+    odd, _ = _gaussian_lab(400, 2, second=5.0)
+    cal = calibrate_combined(val, fit, fit_y, 0.95, branches=("global", "object"))
+    assert cal["score"] == COMBINED_SCORE and cal["flagged_fraction"] == pytest.approx(
+        0.05, abs=0.01
+    )
+    cal = check_calibration(json.loads(json.dumps(cal)))  # survives the manifest round trip
+    energy_only = calibrate_ood(ood_scores(val), 0.95)
+    assert is_ood(ood_scores(odd), energy_only).mean() < 0.2  # the energy barely moves
+    assert is_ood(ood_scores(odd, cal), cal).mean() > 0.95
+    fresh, _ = _gaussian_lab(400, 3)
+    assert is_ood(ood_scores(fresh, cal), cal).mean() < 0.1
+    nan = val[:, :1].copy()
+    nan[0, 0, 0] = np.nan
+    assert is_ood(ood_scores(nan, cal), cal).all()  # never silently accepted
+
+
+def test_a_failed_fit_falls_back_to_the_energy_and_says_why() -> None:
+    from edge_iapp.train.ood_run import calibration_from_predictions
+
+    val, y = _gaussian_lab(50, 1)
+    preds = Predictions(("global", "object"), val, y, np.zeros(50, bool))
+    one_class = Predictions(("global", "object"), val, np.zeros(50, np.int64), np.zeros(50, bool))
+    record = calibration_from_predictions(preds, fit=one_class)
+    assert record["score"] == "energy" and "two classes" in record["fit_error"]
+    assert calibration_from_predictions(preds, fit=preds)["score"] == "energy+mahalanobis"
+
+
+def test_mahalanobis_in_chunks_equals_all_at_once(monkeypatch) -> None:
+    import edge_iapp.ood as ood
+
+    fit, y = _gaussian_lab(100, 0)
+    q, _ = _gaussian_lab(37, 4, second=2.0)
+    g = ood.fit_class_gaussians(fit, y)
+    whole = ood.mahalanobis(q, g)
+    monkeypatch.setattr(ood, "_CHUNK", 5)
+    np.testing.assert_allclose(ood.mahalanobis(q, g), whole, rtol=1e-12)
+
+
+def test_combined_records_are_checked() -> None:
+    from edge_iapp.ood import calibrate_combined
+
+    fit, fit_y = _gaussian_lab(100, 0)
+    cal = calibrate_combined(fit, fit, fit_y, branches=("global", "object"))
+    for broken, message in (
+        ({k: v for k, v in cal.items() if k != "components"}, "lacks"),
+        ({**cal, "branches": ["global"]}, "inconsistent"),
+        ({**cal, "branches": ["global", "spare"]}, "unknown branches"),
+        (
+            {**cal, "components": {**cal["components"], "energy": {"center": 0, "scale": 0}}},
+            "scale",
+        ),
+    ):
+        with pytest.raises(ValueError, match=message):
+            ReviewPolicy.from_dict({"ood": broken})
+
+
 # -- a trained tiny run: RUN/ood.json at the end of training, ood-calibrate, evaluate, bundle --
 
 
@@ -169,6 +261,7 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
     run, data, split = trained
     written = json.loads((run / "ood.json").read_text())
     assert written["n"] == 16 and written["quantile"] == 0.95  # 2 val cells x 8 images
+    assert written["score"] == "energy+mahalanobis" and written["source"]["fit_images"] == 48
     assert written["branches"] == ["global", "object", "part"]
     assert written["source"]["checkpoint_sha256"] == sha256_file(run / "last.pt")
     assert json.loads((run / "metrics.json").read_text())["ood_threshold"] == written["threshold"]
@@ -181,6 +274,11 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
     assert result.exit_code == 0, result.output
     again = json.loads((copy / "ood.json").read_text())
     assert again["threshold"] == pytest.approx(written["threshold"], abs=1e-4)
+    result = runner.invoke(
+        app, ["ood-calibrate", str(copy), "--fit-per-class", "0", "--device", "cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((copy / "ood.json").read_text())["score"] == "energy"  # the first version
     result = runner.invoke(app, ["ood-calibrate", str(copy), "--quantile", "1.5"])
     assert result.exit_code == 2 and "between0and1" in flat(result.output)
     # evaluate reports what each flag sends to review
@@ -192,7 +290,8 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
     assert record["ood"]["threshold"] == written["threshold"]
     assert set(record["ood"]["by"]) == {"ood", "confidence", "either", "review"}
     assert record["ood"]["errors"] + record["ood"]["correct"] == 32
-    assert "Out-of-distribution flag" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Out-of-distribution flag" in report and "logit-space Mahalanobis" in report
     # an ood.json made for other weights is not applied silently
     other = dict(written, source={**written["source"], "checkpoint_sha256": "0" * 64})
     (copy / "ood.json").write_text(json.dumps(other))
@@ -237,5 +336,20 @@ def test_bundle_carries_ood_and_the_classifier_flags_noise(trained, tmp_path) ->
     del manifest["review"]["ood"]
     (old / "manifest.json").write_text(json.dumps(manifest))
     with Classifier(old, precision="fp32", threads=1, warmup=False) as clf:
+        assert not clf.checks_ood
         for r in clf.predict(noise):
             assert "out_of_distribution" not in r.review_reasons and r.ood_score is not None
+    # a first-version record (the energy alone) still drives the flag: its scores are
+    # mean branch energies (negative for these logits), not the combined scaled score
+    combined_scores = [r.ood_score for r in val_res]
+    manifest["review"]["ood"] = {
+        "score": "energy",
+        "threshold": float(np.quantile(combined_scores, 0.5)),  # any finite value
+        "branches": ["global", "object", "part"],
+    }
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    with Classifier(old, precision="fp32", threads=1, warmup=False) as clf:
+        assert clf.checks_ood
+        energies = [r.ood_score for r in clf.predict(val)]
+    assert all(e < 0 for e in energies)
+    assert not np.allclose(energies, combined_scores)

@@ -124,8 +124,11 @@ def test_roofline_counts_multiply_adds_and_its_int8_conv_is_a_quantized_conv(tmp
         helper.make_node("Gemm", ["c", "w3"], ["y"], transB=1),
     ]
     graph = helper.make_graph(
-        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])], inits,
+        nodes,
+        "t",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])],
+        inits,
     )
     path = tmp_path / "t.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
@@ -142,3 +145,39 @@ def test_roofline_counts_multiply_adds_and_its_int8_conv_is_a_quantized_conv(tmp
     # int8: input step 0.05 on [0, 1), weight step 0.002 on ~N(0, 0.05): a few percent.
     assert np.abs(outs[1] - outs[0]).max() < 0.1 * np.abs(outs[0]).max()
     assert not np.array_equal(outs[1], outs[0])
+
+
+def test_ood_feature_study_distances_match_their_definitions() -> None:
+    import numpy as np
+
+    study = _load_script("ood_feature_study")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 4)) + np.repeat(np.eye(4)[:3] * 3, 20, axis=0)
+    y = np.repeat([0, 1, 2], 20)
+    q = rng.normal(size=(7, 4)) * 2
+    m = study.Mahalanobis(x, y, ridge=0.0)
+    means = np.stack([x[y == c].mean(0) for c in range(3)])
+    within = np.concatenate([x[y == c] - means[c] for c in range(3)])
+    p = np.linalg.inv(within.T @ within / len(x))
+    d2 = np.array([[(v - mu) @ p @ (v - mu) for mu in means] for v in q])
+    np.testing.assert_allclose(m.score(q), d2.min(1), rtol=1e-9)
+    p0 = np.linalg.inv(np.cov(x, rowvar=False, bias=True))
+    d0 = np.array([(v - x.mean(0)) @ p0 @ (v - x.mean(0)) for v in q])
+    np.testing.assert_allclose(m.relative(q), d2.min(1) - d0, rtol=1e-9, atol=1e-9)
+    # k-th neighbour on the unit sphere: a reference row is at distance 0 from itself
+    ref = rng.normal(size=(10, 4))
+    assert study.knn_score(ref, ref[:3] * 5.0, 1) == pytest.approx([0, 0, 0], abs=1e-6)
+    unit = ref / np.linalg.norm(ref, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    brute = np.sort(np.linalg.norm(unit[None] - qn[:, None], axis=2), 1)
+    np.testing.assert_allclose(study.knn_score(ref, q, 3), brute[:, 2], rtol=1e-6)
+    # AUROC: pairwise definition with ties counted half
+    neg, pos = np.array([0.1, 0.4, 0.4, 0.9]), np.array([0.4, 0.8, 1.0])
+    pairs = [(a > b) + 0.5 * (a == b) for a in pos for b in neg]
+    assert study.auroc(neg, pos) == pytest.approx(np.mean(pairs))
+    assert study.auroc(neg, pos[:0]) is None
+    # the threshold that flags 20% of correct calls, applied to the errors
+    correct = np.arange(100.0)
+    assert study.errors_caught_at(correct, np.array([10.0, 85.0, 99.0]), 0.2) == pytest.approx(
+        2 / 3
+    )

@@ -24,6 +24,13 @@ def ood_calibrate_command(
         float, Opt(help="Share of the val images to accept (threshold = this quantile).")
     ] = 0.95,
     max_per_class: Annotated[int | None, Opt(help="Class-balanced subset of val.")] = None,
+    fit_per_class: Annotated[
+        int,
+        Opt(
+            help="Train images per class to fit the logit Gaussians on "
+            "(0: the energy score alone, as before)."
+        ),
+    ] = 50,
     batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 64,
     threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
@@ -32,8 +39,7 @@ def ood_calibrate_command(
     """Calibrate RUN's out-of-distribution threshold on the val part of its training lab."""
     import torch
 
-    from ..ood import DEFINITION
-    from ..train.data import balanced_subset
+    from ..train.data import balanced_subset, whole_cells_covering
     from ..train.loading import DataProblem, load_parts
     from ..train.ood_run import write_run_ood
     from ..train.predict import predict
@@ -74,17 +80,34 @@ def ood_calibrate_command(
     if len(prepared) == 0:
         fail(f"none of the {len(samples)} val images could be read")
     preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
+    fit = None
+    if fit_per_class > 0:
+        # whole cells, then the class balance: each crop is scaled as in training
+        fit_samples = whole_cells_covering(parts.parts["train"], fit_per_class, 0)
+        fit_data = (
+            _prepare(fit_samples, cfg.preprocess, "train (fit)", cache) if fit_samples else None
+        )
+        if fit_data is None or len(fit_data) == 0:
+            fail(
+                f"the split's train part has no readable images in {data}: the class Gaussians "
+                "are fitted on it (or pass --fit-per-class 0 for the energy score alone)"
+            )
+        fit_data = fit_data.balanced(fit_per_class)
+        fit = predict(model, fit_data, cfg.branches, device=dev, batch_size=batch_size)
     try:
         record = write_run_ood(
             run,
             preds,
             quantile,
             source={"part": "val", "data": str(data), "split": str(split), "images": len(prepared)},
+            fit=fit,
         )
     except ValueError as exc:
         fail(str(exc))
+    if record.get("fit_error"):
+        console.print(f"[yellow]warning:[/] {record['fit_error']}")
     console.print(
-        f"OOD score: {DEFINITION}\n"
+        f"OOD score: {record['definition']}\n"
         f"threshold {record['threshold']:.4f} = the {quantile:g} quantile of {record['n']} val "
         f"images (mean {record['mean']:.4f}, std {record['std']:.4f}); written: {run / 'ood.json'}"
     )

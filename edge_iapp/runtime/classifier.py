@@ -92,6 +92,11 @@ class Classifier:
 
     # -- public -----------------------------------------------------------------------
     @property
+    def checks_ood(self) -> bool:
+        """Whether calls can say ``out_of_distribution`` (the bundle has a calibration)."""
+        return self.review.ood is not None
+
+    @property
     def backend_name(self) -> str:
         return self.backend.name
 
@@ -212,12 +217,18 @@ class Classifier:
         self.close()
 
     # -- internals ----------------------------------------------------------------------
+    def _ood(self, logits: np.ndarray) -> np.ndarray:
+        """The OOD score the manifest's calibration defines, on its branches (``(N,)``)."""
+        calibration = self.review.ood
+        wanted = (calibration or {}).get("branches") or list(BRANCHES)
+        return ood_scores(logits[[BRANCHES.index(b) for b in wanted]], calibration)
+
     def _results(self, out, images: Sequence) -> list[ChromosomeResult]:
         logits = np.stack([out.logits[b] for b in BRANCHES])  # (3, N, K)
         fused, lambdas = fuse(logits, self.fusion)
         probs = softmax(fused)
         branch_idx = logits.argmax(axis=-1)  # (3, N)
-        ood = ood_scores(logits)  # (N,) mean branch energy; checked against the manifest's
+        ood = self._ood(logits)  # (N,) checked against the manifest's threshold
         info = self.backend.describe()
         backend, precision = (
             str(info.get("backend", self.backend.name)),

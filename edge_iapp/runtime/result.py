@@ -27,8 +27,9 @@ class ChromosomeResult:
         shrunk: the crop was larger than the canvas and was shrunk.
         object_fallback, part_fallback: an empty mask made that stage use the
             previous image.
-        ood_score: out-of-distribution score (mean branch energy, ``edge_iapp/ood.py``;
-            higher = less like the training lab); None when no call was made.
+        ood_score: out-of-distribution score, as the bundle's calibration defines it
+            (``edge_iapp/ood.py``; higher = less like the training lab); None when no
+            call was made.
         size_fallback: cell-relative size mode only: the image had no usable cell
             (no cell ID, or too few measured chromosomes in it), so the training
             set's reference length (or, unknown, its own size) was used.

@@ -11,9 +11,10 @@ Thresholds come from the bundle manifest (``review``); defaults
   -> ``"object_fallback"`` / ``"part_fallback"``; in the cell-relative size mode an
   image without a usable cell (``ChromosomeResult.size_fallback``) -> ``"size_fallback"``.
 * ``ood``: the training run's OOD calibration (``edge_iapp/ood.py``, copied from
-  ``RUN/ood.json`` at export); the image's mean branch energy is above its
-  ``threshold`` (or not finite) -> ``"out_of_distribution"``. Absent (older bundles,
-  runs without a val part): no OOD check.
+  ``RUN/ood.json`` at export); the image's OOD score (the mean branch energy, or the
+  ``energy+mahalanobis`` score the record defines) is above its ``threshold`` (or not
+  finite) -> ``"out_of_distribution"``. Absent (older bundles, runs without a val
+  part): no OOD check.
 """
 
 from __future__ import annotations

@@ -50,6 +50,31 @@ class PreparedImages:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def take(self, index: Sequence[int] | np.ndarray) -> PreparedImages:
+        """The images at ``index`` (in that order); ``skipped`` is not carried over."""
+        idx = np.asarray(index, dtype=np.int64)
+        return PreparedImages(
+            global_images=self.global_images[idx],
+            object_images=self.object_images[idx],
+            labels=self.labels[idx],
+            paths=[self.paths[i] for i in idx],
+            groups=[self.groups[i] for i in idx],
+            object_fallback=self.object_fallback[idx],
+            shrunk=self.shrunk[idx],
+        )
+
+    def balanced(self, max_per_class: int, seed: int = 0) -> PreparedImages:
+        """At most ``max_per_class`` images of each class, drawn at random (reproducibly)."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        counts: dict[int, int] = {}
+        keep = []
+        for i in order:
+            c = int(self.labels[i])
+            if counts.get(c, 0) < max_per_class:
+                counts[c] = counts.get(c, 0) + 1
+                keep.append(int(i))
+        return self.take(sorted(keep))
+
 
 def _empty(size: int) -> PreparedImages:
     return PreparedImages(
@@ -298,6 +323,31 @@ def balanced_subset(samples: Sequence, max_per_class: int, seed: int = 0) -> lis
             counts[s.label] = counts.get(s.label, 0) + 1
             chosen.append(s)
     return sorted(chosen, key=lambda s: str(s.path))
+
+
+def whole_cells_covering(samples: Sequence, per_class: int, seed: int = 0) -> list:
+    """Whole cells, in a seeded random order, until every class has ``per_class`` samples.
+
+    For subsets that are preprocessed on their own: in the cell-relative size mode a
+    crop is scaled by its cell's median length, so a cell must come whole (a class-
+    balanced pick of crops would scale them by a few neighbours instead). Take
+    :meth:`PreparedImages.balanced` of the result for the class balance.
+    """
+    by_cell: dict[str, list] = {}
+    for s in samples:
+        by_cell.setdefault(str(cell_key(s)), []).append(s)
+    want = {int(s.label) for s in samples}
+    keys = sorted(by_cell)
+    counts: dict[int, int] = {}
+    chosen: list = []
+    for i in np.random.default_rng(seed).permutation(len(keys)):
+        if all(counts.get(c, 0) >= per_class for c in want):
+            break
+        cell = by_cell[keys[int(i)]]
+        chosen.extend(cell)
+        for s in cell:
+            counts[int(s.label)] = counts.get(int(s.label), 0) + 1
+    return chosen
 
 
 def class_presence(labels: Sequence[int]) -> tuple[list[str], list[str]]:

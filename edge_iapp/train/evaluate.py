@@ -130,7 +130,7 @@ def ood_review(
             (:data:`~edge_iapp.export.bundle.DEFAULT_REVIEW`).
 
     Returns:
-        ``{"threshold", "quantile", "min_confidence", "errors", "correct", "score_mean",
+        ``{"score", "threshold", "quantile", "min_confidence", "errors", "correct", "score_mean",
         "by": {flag: {"errors_flagged", "correct_flagged", "all_flagged"}}}``: shares
         (None when there is no error / no correct call). Flags: ``ood``, ``confidence``,
         ``either`` (ood or confidence), ``review`` (the runtime's whole flag as far as
@@ -144,7 +144,7 @@ def ood_review(
         min_confidence = float(DEFAULT_REVIEW["min_confidence"])
     wanted = calibration.get("branches") or list(preds.branches)
     subset = [b for b in wanted if b in preds.branches] or list(preds.branches)
-    scores = ood_scores(preds.select(subset))
+    scores = ood_scores(preds.select(subset), calibration)
     correct = probs.argmax(1) == preds.labels
     flags = {
         "ood": is_ood(scores, calibration),
@@ -159,6 +159,7 @@ def ood_review(
         return float(flag[where].mean()) if where.any() else None
 
     return {
+        "score": calibration.get("score", "energy"),
         "threshold": float(calibration["threshold"]),
         "quantile": calibration.get("quantile"),
         "branches": subset,
@@ -349,6 +350,13 @@ def render_report(record: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
+SCORE_LABELS = {
+    "energy": "mean branch energy",
+    "energy+mahalanobis": "energy and logit-space Mahalanobis distance (the larger, each "
+    "scaled on the val images)",
+}
+
+
 def render_ood(ood: dict[str, Any]) -> list[str]:
     """The report's OOD section: share of errors and of correct calls each flag sends to review."""
     q = ood.get("quantile")
@@ -358,7 +366,8 @@ def render_ood(ood: dict[str, Any]) -> list[str]:
         "",
         "## Out-of-distribution flag",
         "",
-        f"- score: mean branch energy ({', '.join(ood['branches'])}); threshold "
+        f"- score: {SCORE_LABELS.get(ood.get('score', 'energy'), ood.get('score'))} "
+        f"({', '.join(ood['branches'])}); threshold "
         f"{ood['threshold']:.4f}{where}; mean score here "
         + ("n/a" if mean is None else f"{mean:.4f}"),
         f"- {ood['errors']} errors, {ood['correct']} correct calls; confidence flag: fused "

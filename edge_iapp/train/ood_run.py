@@ -11,16 +11,43 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..ood import DEFAULT_QUANTILE, OOD_FILE, calibrate_ood, check_calibration, ood_scores
+from ..ood import (
+    DEFAULT_QUANTILE,
+    OOD_FILE,
+    calibrate_combined,
+    calibrate_ood,
+    check_calibration,
+    ood_scores,
+)
 from .predict import Predictions
 from .run import LAST_CHECKPOINT
 
+FIT_PER_CLASS = 50
+"""Train images per class the class Gaussians of the OOD score are fitted on."""
+
 
 def calibration_from_predictions(
-    preds: Predictions, quantile: float = DEFAULT_QUANTILE
+    preds: Predictions, quantile: float = DEFAULT_QUANTILE, fit: Predictions | None = None
 ) -> dict[str, Any]:
-    """:func:`~edge_iapp.ood.calibrate_ood` of the scores of all of ``preds``' branches."""
-    return calibrate_ood(ood_scores(preds.logits), quantile, branches=preds.branches)
+    """The OOD record of ``preds`` (the val part), over all of its branches.
+
+    Args:
+        preds: logits of the training lab's validation images.
+        quantile: share of them to accept.
+        fit: logits and labels of (a class-balanced subset of) the train part: the
+            ``energy+mahalanobis`` score; None: the ``energy`` score alone (also when
+            the fit fails, with the reason in ``fit_error``).
+    """
+    fit_error = None
+    if fit is not None:
+        try:
+            return calibrate_combined(
+                preds.logits, fit.select(preds.branches), fit.labels, quantile, preds.branches
+            )
+        except ValueError as exc:  # e.g. one class in the train part: the energy still works
+            fit_error = f"class Gaussians not fitted ({exc}); the energy score alone is used"
+    record = calibrate_ood(ood_scores(preds.logits), quantile, branches=preds.branches)
+    return {**record, "fit_error": fit_error} if fit_error else record
 
 
 def write_run_ood(
@@ -28,6 +55,7 @@ def write_run_ood(
     preds: Predictions,
     quantile: float = DEFAULT_QUANTILE,
     source: dict[str, Any] | None = None,
+    fit: Predictions | None = None,
 ) -> dict[str, Any]:
     """Calibrate on ``preds`` (the val part) and write ``RUN/ood.json`` atomically.
 
@@ -36,6 +64,7 @@ def write_run_ood(
         preds: logits of the training lab's validation images.
         quantile: see :func:`~edge_iapp.ood.calibrate_ood`.
         source: facts to record (data folder, split, part).
+        fit: see :func:`calibration_from_predictions`.
 
     Returns:
         The record written.
@@ -43,10 +72,11 @@ def write_run_ood(
     from ..ioutil import atomic_write_text, sha256_file
 
     run_dir = Path(run_dir)
-    record = calibration_from_predictions(preds, quantile)
+    record = calibration_from_predictions(preds, quantile, fit)
     ckpt = run_dir / LAST_CHECKPOINT
     record["source"] = {
         **(source or {}),
+        "fit_images": None if fit is None else int(fit.labels.shape[0]),
         "checkpoint": LAST_CHECKPOINT,
         "checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else None,
     }

@@ -293,14 +293,18 @@ def train(
         epoch += 1
     if val_data is not None and len(val_data):
         # the OOD review threshold of this run (edge_iapp/ood.py), from its own val images
-        from .ood_run import write_run_ood
+        from .ood_run import FIT_PER_CLASS, write_run_ood
 
         try:
-            metrics["ood_threshold"] = write_run_ood(
+            record = write_run_ood(
                 run_dir,
                 predict(model, val_data, branches, device=device),
                 source={"part": "val", "data": cfg.extra.get("data"), "images": len(val_data)},
-            )["threshold"]
+                fit=predict(model, train_data.balanced(FIT_PER_CLASS), branches, device=device),
+            )
+            metrics["ood_threshold"] = record["threshold"]
+            if record.get("fit_error"):
+                console.print(f"[yellow]warning:[/] OOD score: {record['fit_error']}")
         except ValueError as exc:  # e.g. non-finite val logits: the run itself is done
             console.print(f"[yellow]warning:[/] no OOD calibration written: {exc}")
     metrics["status"] = "finished"
@@ -379,9 +383,7 @@ def _train_epoch(
             y = batch["label"].to(device, non_blocking=True)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 out = forward_branches(model, x, branches)
-                losses = [
-                    torch.nn.functional.cross_entropy(out[b].float(), y) for b in branches
-                ]
+                losses = [torch.nn.functional.cross_entropy(out[b].float(), y) for b in branches]
             loss = torch.stack(losses).sum()  # eq. 14
             tally.add(step, loss, losses, out, y)
             optimizer.zero_grad(set_to_none=True)
