@@ -6,7 +6,9 @@
 #   2. evaluate each on its own lab's test part and zero-shot on the other lab's
 #      (with the out-of-distribution review flag calibrated on its own val part);
 #   3. few-shot: fine-tune the best zero-shot model of each direction with 1, 5 and 20
-#      cells of the other lab and evaluate on that lab's held-out test part.
+#      cells of the other lab and evaluate on that lab's held-out test part; each K
+#      without and with BatchNorm statistics re-estimated on 20 unlabelled cells
+#      (--adapt-cells; K = 0 gives the adapted zero-shot point).
 #
 # Usage: scripts/cross_lab_gpu.sh DATA_ROOT OUT [BUDGET_MIN] [INPUT] [CANVAS]
 #   DATA_ROOT holds gband612/ and bioimlab/ (read only), e.g. ../shared/data.
@@ -14,7 +16,8 @@
 # Environment: DEVICE (cuda; cpu for a smoke test, without --amp), GB_MAX_PER_CLASS
 # (gband612 training images per class, default 300), BI_MAX_PER_CLASS (bioimlab, default
 # all), TRAIN_ARGS / EVAL_ARGS / FT_ARGS (extra options of train / evaluate / finetune),
-# FEWSHOT (cell counts, default "1 5 20"), FT_EPOCHS (default 10), VARIANTS (default all
+# FEWSHOT (labelled cell counts, default "0 1 5 20"), ADAPT (unlabelled cell counts for
+# --adapt-cells, default "0 20"), FT_EPOCHS (default 10), VARIANTS (default all
 # four), TRAIN_LIMIT_S (hard stop per training run; default budget + 4 min).
 # Models trained on real data are written under OUT only, never into the repository.
 set -u
@@ -26,7 +29,8 @@ CANVAS=${5:-176}
 PY=${PYTHON:-python3}
 EI=("$PY" -m edge_iapp)
 DEVICE=${DEVICE:-cuda}
-FEWSHOT=${FEWSHOT:-1 5 20}
+FEWSHOT=${FEWSHOT:-0 1 5 20}
+ADAPT=${ADAPT:-0 20}
 FT_EPOCHS=${FT_EPOCHS:-10}
 read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
 read -r -a EVAL_EXTRA <<< "${EVAL_ARGS:-}"
@@ -92,12 +96,16 @@ for lab in gband612 bioimlab; do
   v=$(best "$lab")
   target=${OTHER[$lab]}
   stamp "few-shot $lab -> $target from variant $v"
-  for k in $FEWSHOT; do
-    "${EI[@]}" finetune "$OUT/runs/${lab}_$v" --data "$DATA/$target" \
-      --split "${SPLIT[$target]}" --cells "$k" --epochs "$FT_EPOCHS" --device "$DEVICE" "${FT_EXTRA[@]}" \
-      --out "$OUT/fewshot/${lab}_${v}_to_${target}_k$k" \
-      > "$OUT/logs/fewshot_${lab}_to_${target}_k$k.log" 2>&1 &
-    pids+=($!)
+  for m in $ADAPT; do
+    for k in $FEWSHOT; do
+      [ "$k" = 0 ] && [ "$m" = 0 ] && continue  # the zero-shot point is every record's "before"
+      "${EI[@]}" finetune "$OUT/runs/${lab}_$v" --data "$DATA/$target" \
+        --split "${SPLIT[$target]}" --cells "$k" --adapt-cells "$m" --epochs "$FT_EPOCHS" \
+        --device "$DEVICE" "${FT_EXTRA[@]}" \
+        --out "$OUT/fewshot/${lab}_${v}_to_${target}_k${k}_m$m" \
+        > "$OUT/logs/fewshot_${lab}_to_${target}_k${k}_m$m.log" 2>&1 &
+      pids+=($!)
+    done
   done
 done
 wait "${pids[@]}"

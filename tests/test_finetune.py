@@ -142,6 +142,10 @@ def test_refusals(lab, tmp_path) -> None:
     out = tmp_path / "run2"
     result = _finetune(run, data, split, out, "--cells", "7")
     assert result.exit_code == 2 and "only6cell(s)" in flat(result.output)
+    result = _finetune(run, data, split, out, "--cells", "1", "--adapt-cells", "9")
+    assert result.exit_code == 2 and "--adapt-cells9:" in flat(result.output)
+    result = _finetune(run, data, split, out, "--cells", "1", "--adapt-cells", "-1")
+    assert result.exit_code == 2 and "--adapt-cellsmustbe0ormore" in flat(result.output)
     assert not (out / "last.pt").exists()
     foreign = write_split(tmp_path / "other.json", [50], [51], [52])  # cells this lab lacks
     result = _finetune(run, data, foreign, out, "--cells", "1")
@@ -197,3 +201,51 @@ def test_runs_augmentations_are_kept(lab, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["extra"]["augment"] == ["contrast"]
     assert "augmentations:contrast" in flat(result.output)
+
+
+def test_adapt_cells_without_labels_makes_an_adapted_run(lab, tmp_path) -> None:
+    from edge_iapp.train.run import load_model
+
+    run, data, split = lab
+    out = tmp_path / "adapted"
+    result = _finetune(run, data, split, out, "--cells", "0", "--adapt-cells", "2")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "finetune.json").read_text())
+    train_cells = [type("S", (), {"cell": f"S{i:04d}.1"}) for i in range(6)]
+    assert record["adapt_cells"] == pick_cells(train_cells, 2, 0)
+    assert record["adaptation"]["images"] == 16 and record["adaptation"]["layers"] == 60
+    assert record["adapted"] == record["after"] and record["epochs"] == 0
+    # RUN2 is a run: same weights as RUN, other BatchNorm statistics
+    base = torch.load(run / "last.pt", weights_only=False)["model"]
+    model, cfg = load_model(out)
+    assert cfg.epochs == 0 and cfg.extra["finetune"]["adapt_cells"] == record["adapt_cells"]
+    new = model.state_dict()
+    stats = [k for k in base if k.endswith(("running_mean", "running_var"))]
+    assert all(torch.equal(base[k], new[k]) for k in base if k not in stats and "num_b" not in k)
+    assert not all(torch.equal(base[k], new[k]) for k in stats)
+    assert "adapted│adapted│2u│" in flat(result.output)
+
+
+def test_after_fine_tuning_the_statistics_come_from_the_adaptation_cells(lab, tmp_path) -> None:
+    run, data, split = lab
+    out = tmp_path / "run2"
+    flags = ["--cells", "1", "--adapt-cells", "3", "--epochs", "1"]
+    result = _finetune(run, data, split, out, *flags)
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "finetune.json").read_text())
+    assert set(record["cells"]) <= set(record["adapt_cells"]) and len(record["adapt_cells"]) == 3
+    assert record["adaptation"]["images"] == record["readaptation"]["images"] == 24
+    tuned = torch.load(out / "checkpoints" / "epoch_001.pt", weights_only=False)
+    final = torch.load(out / "last.pt", weights_only=False)
+    assert final["epoch"] == tuned["epoch"] == 1 and "optimizer" in final  # still a run
+    running = [k for k in tuned["model"] if k.endswith(("running_mean", "running_var"))]
+    for k, t in tuned["model"].items():  # same weights, other statistics
+        if k in running:
+            assert not torch.equal(t, final["model"][k]), k
+        elif "num_batches" not in k:
+            assert torch.equal(t, final["model"][k]), k
+    for key in ("adapted", "finetuned", "after"):
+        assert 0.0 <= record[key]["fused"]["accuracy"] <= 1.0
+    text = flat(result.output)
+    assert "adapted│run2│3u│" in text and "fine-tuned│run2│1│" in text
+    assert "after│run2│1+3u│" in text

@@ -1,7 +1,8 @@
-"""CLI command ``finetune``: adapt a trained run to a new lab with a few labelled cells."""
+"""CLI commands ``finetune`` and ``adapt``: a trained run to a new lab, with few or no labels."""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Annotated
 
@@ -26,6 +27,14 @@ def finetune_command(
     max_test_per_class: Annotated[
         int | None, Opt(help="Class-balanced subset of the test part (quick).")
     ] = None,
+    adapt_cells: Annotated[
+        int,
+        Opt(
+            help="Also re-estimate BatchNorm statistics on M cells of the new lab, without "
+            "their labels (0: off): of RUN's model, and of the fine-tuned one after "
+            "fine-tuning. With --cells 0 the adapted RUN is the new run."
+        ),
+    ] = 0,
     cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
 ) -> None:
     """Fine-tune RUN on K cells of a new lab; accuracy before and after on its test part."""
@@ -41,6 +50,8 @@ def finetune_command(
     dev = _device(device)
     if cells > 0 and epochs < 1:
         fail(f"--epochs must be at least 1 when fine-tuning, got {epochs}")
+    if adapt_cells < 0:
+        fail(f"--adapt-cells must be 0 or more, got {adapt_cells}")
     if not lr > 0:
         fail(f"--lr must be positive, got {lr}")
     try:
@@ -55,6 +66,7 @@ def finetune_command(
             seed=seed,
             device=dev,
             max_test_per_class=max_test_per_class,
+            adapt_cells=adapt_cells,
             prepare_fn=lambda samples, pcfg, label: _prepare(samples, pcfg, label, cache),
             log=lambda msg: console.print(
                 msg.replace("warning:", "[yellow]warning:[/]", 1), highlight=False
@@ -77,19 +89,32 @@ def _print_table(record: dict) -> None:
     table = Table(title=f"{record['test_images']} test images of {record['data']} (values in %)")
     for name in ("model", "run", "cells", "accuracy", "macro-F1", *branches):
         table.add_column(name, justify="left" if name in ("model", "run") else "right")
-    rows = [("before", record["run"], 0, record["before"])]
-    if record["after"] is not None:
-        rows.append(("after", record["out"], record["cells_requested"], record["after"]))
+    rows = [("before", record["run"], "0", record["before"])]
+    n_adapt = len(record.get("adapt_cells") or [])
+    if record.get("adapted") is not None:
+        rows.append(("adapted", record["out"], f"{n_adapt}u", record["adapted"]))
+    k = str(record["cells_requested"])
+    if record.get("finetuned") is not None:  # before the statistics of the M cells
+        rows.append(("fine-tuned", record["out"], k, record["finetuned"]))
+    if record["after"] is not None and record["cells_requested"]:
+        rows.append(
+            ("after", record["out"], k + (f"+{n_adapt}u" if n_adapt else ""), record["after"])
+        )
     for name, path, k, s in rows:
         table.add_row(
             name,
             Path(path).name,
-            str(k),
+            k,
             f"{100 * s['fused']['accuracy']:.1f}",
             f"{100 * s['fused']['macro_f1']:.1f}",
             *(f"{100 * s['branches'][b]['accuracy']:.1f}" for b in branches),
         )
     console.print(table)
+    if n_adapt:
+        console.print(
+            "Nu: N unlabelled cells of the new lab, used for BatchNorm statistics only "
+            "(adapted: RUN's weights; after: the fine-tuned weights)"
+        )
     ood = record["before"].get("ood")
     if ood:
         by = ood["by"]
@@ -105,6 +130,47 @@ def _share(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1%}"
 
 
+def adapt_command(
+    run: Annotated[Path, typer.Argument(help="Trained run folder (config.json, last.pt).")],
+    slides: Annotated[
+        Path, Opt("--slides", help="The new lab's slides: SLIDE/<cell>/<crops> (no labels).")
+    ],
+    out: Annotated[Path, Opt("--out", help="New run folder (config.json, last.pt, adapt.json).")],
+    cells: Annotated[int, Opt(help="Cells to read (a few are enough; see docs/RESULTS.md).")] = 5,
+    seed: Annotated[int, Opt(help="Seed of the cell choice.")] = 0,
+    device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
+    threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,
+) -> None:
+    """Adapt RUN to a new lab without labels: BatchNorm statistics from a few of its cells."""
+    import torch
+
+    from ..train.adapt_bn import adapt_run
+    from .train_cmd import _device, _prepare
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        record = adapt_run(
+            run,
+            slides,
+            out,
+            cells,
+            seed=seed,
+            device=_device(device),
+            prepare_fn=lambda samples, pcfg, label: _prepare(samples, pcfg, label, None),
+            log=lambda msg: console.print(msg, highlight=False),
+        )
+    except (ValueError, OSError, RuntimeError, KeyError, pickle.UnpicklingError) as exc:
+        fail(f"cannot adapt {run}: {exc}")
+    a = record["adaptation"]
+    console.print(
+        f"BatchNorm statistics of {a['layers']} layers re-estimated on {a['images']} images "
+        f"of {len(record['cells'])} cell(s): {', '.join(record['cells'])}"
+    )
+    console.print(f"written: {out} (export it with `edge-iapp export {out}`)")
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``finetune`` to ``app``."""
+    """Add ``finetune`` and ``adapt`` to ``app``."""
     app.command("finetune")(finetune_command)
+    app.command("adapt")(adapt_command)

@@ -7,6 +7,17 @@ with RUN's recipe and preprocessing (:func:`~edge_iapp.train.trainer.train` with
 ``init_from``), and evaluates RUN ("before") and RUN2 ("after") on the new lab's *test*
 part with the functions of :mod:`edge_iapp.train.evaluate`. K = 0 only evaluates RUN:
 the zero-shot point of the curve. Everything is recorded in ``RUN2/finetune.json``.
+
+With ``adapt_cells=M``, M cells of the new lab's train part are also read without their
+labels (the same seeded order as the K labelled ones, so they include them when M >= K)
+and the model's BatchNorm statistics are re-estimated on them
+(:mod:`edge_iapp.train.adapt_bn`): RUN's model as it is ("adapted": the unsupervised
+point of the curve; with K = 0, RUN2 is that adapted run) and, for K > 0, the fine-tuned
+model after fine-tuning ("after"; "finetuned" is its score before). Fine-tuning itself
+starts from RUN's weights either way: in training mode BatchNorm normalises with each
+batch's own statistics and overwrites the running ones, so adapting *before* it changes
+nothing measurable (docs/RESULTS.md); adapting after it gives the statistics of M cells
+instead of the K labelled ones.
 """
 
 from __future__ import annotations
@@ -100,7 +111,8 @@ def finetune_config(cfg, *, epochs: int, lr: float, seed: int, device: str, extr
 
 
 def _weight_change(run_a: Path, run_b: Path) -> float:
-    """Largest absolute difference between the floating-point weights of two runs."""
+    """Largest absolute difference between the floating-point tensors of two runs
+    (weights, and BatchNorm statistics, which ``--adapt-cells`` re-estimates)."""
     from .checkpoint import load_checkpoint
     from .run import LAST_CHECKPOINT
 
@@ -125,6 +137,7 @@ def finetune(
     seed: int = 0,
     device: str = "cpu",
     max_test_per_class: int | None = None,
+    adapt_cells: int = 0,
     batch_size: int = 64,
     prepare_fn: Callable[[Sequence, Any, str], Any] | None = None,
     log: Callable[[str], None] = print,
@@ -141,6 +154,8 @@ def finetune(
         epochs, lr, seed: the fine-tuning recipe (the rest is RUN's).
         device: ``"cpu"`` or ``"cuda"``.
         max_test_per_class: class-balanced subset of the test part (quick looks).
+        adapt_cells: M unlabelled cells to re-estimate BatchNorm statistics on first
+            (0: none).
         batch_size: images per forward pass in evaluation.
         prepare_fn: ``(samples, PreprocessConfig, label) -> PreparedImages``; default
             :func:`~edge_iapp.train.data.prepare`.
@@ -167,7 +182,7 @@ def finetune(
     cfg = RunConfig.load(run)
     if not (run / LAST_CHECKPOINT).is_file():
         raise FinetuneError(f"{run} has no {LAST_CHECKPOINT}: nothing to fine-tune")
-    if cells > 0 and (out / LAST_CHECKPOINT).exists():
+    if (cells > 0 or adapt_cells > 0) and (out / LAST_CHECKPOINT).exists():
         raise FinetuneError(
             f"{out} already holds a run ({out / LAST_CHECKPOINT}); choose a new --out"
         )
@@ -176,6 +191,11 @@ def finetune(
     if not train_samples and not test_samples:
         raise FinetuneError(f"no image of {data} belongs to the train or test part of {split}")
     chosen = pick_cells(train_samples, cells, seed)
+    try:
+        adapt_chosen = set(pick_cells(train_samples, adapt_cells, seed))
+    except FinetuneError as exc:
+        raise FinetuneError(str(exc).replace("--cells", "--adapt-cells", 1)) from None
+    adapt_samples = [s for s in train_samples if str(s.cell) in adapt_chosen]
     ft_samples = [s for s in train_samples if str(s.cell) in set(chosen)]
     missing = missing_classes(ft_samples, [*train_samples, *test_samples]) if cells else []
     if missing:
@@ -218,21 +238,46 @@ def finetune(
         "test_max_per_class": max_test_per_class,
         "ood_calibration": ood_note,
         "before": before,
+        "adapt_cells": sorted(adapt_chosen),
+        "adaptation": None,
+        "adapted": None,
+        "finetuned": None,
+        "readaptation": None,
         "after": None,
     }
-    if cells:
-        new_cfg = finetune_config(
-            cfg,
-            epochs=epochs,
-            lr=lr,
-            seed=seed,
-            device=device,
-            extra={
-                "data": str(data),
-                "split_sha256": record["split_sha256"],
-                "finetune": {"from": str(run.resolve()), "cells": chosen},
+    new_cfg = finetune_config(
+        cfg,
+        epochs=epochs if cells else 0,
+        lr=lr,
+        seed=seed,
+        device=device,
+        extra={
+            "data": str(data),
+            "split_sha256": record["split_sha256"],
+            "finetune": {
+                "from": str(run.resolve()),
+                "cells": chosen,
+                "adapt_cells": sorted(adapt_chosen),
             },
+        },
+    )
+    adapt_data = None
+    if adapt_cells:
+        adapt_data = prepare_fn(adapt_samples, cfg.preprocess, f"{adapt_cells} adaptation cell(s)")
+        record["adaptation"] = _adapt(model, adapt_data, cfg.branches, device, log)
+        record["adapted"] = score(
+            predict(model, test, cfg.branches, device=device, batch_size=batch_size),
+            cfg.fusion,
         )
+        if not cells:  # RUN2 is the adapted run
+            from .adapt_bn import save_adapted, write_adapted_ood
+
+            save_adapted(model, out, record["adaptation"], new_cfg)
+            write_adapted_ood(
+                out, model, adapt_data, cfg.branches, device, {"data": str(data)}, log
+            )
+            record["after"] = record["adapted"]
+    if cells:
         raw = None
         if new_cfg.extra.get("augment"):  # RUN's augmentations: per batch, from raw crops
             from .data import load_raw, prepare_raw
@@ -261,10 +306,32 @@ def finetune(
             predict(model.to(device), test, new_cfg.branches, device=device, batch_size=batch_size),
             new_cfg.fusion,
         )
+        if adapt_data is not None:
+            from .adapt_bn import save_adapted
+
+            record["finetuned"] = record["after"]
+            record["readaptation"] = _adapt(model, adapt_data, new_cfg.branches, device, log)
+            save_adapted(model, out, record["readaptation"])
+            record["after"] = score(
+                predict(model, test, new_cfg.branches, device=device, batch_size=batch_size),
+                new_cfg.fusion,
+            )
         record["max_abs_weight_change"] = _weight_change(run, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _adapt(model, data, branches, device: str, log) -> dict[str, Any]:
+    """Re-estimate ``model``'s BatchNorm statistics on ``data`` (labels unread), in place."""
+    from .adapt_bn import adapt_batchnorm
+
+    try:
+        info = adapt_batchnorm(model.to(device), data, branches, device)
+    except ValueError as exc:
+        raise FinetuneError(f"cannot adapt to the new lab: {exc}") from None
+    log(f"BatchNorm statistics re-estimated on {info['images']} unlabelled images")
+    return info
 
 
 def read_finetune(run_dir: str | Path) -> dict[str, Any]:
