@@ -57,7 +57,8 @@ def synth_slides(tmp_path_factory) -> Path:
 def _tree_hash(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -71,8 +72,10 @@ def scored(synth_slides, bundle, tmp_path_factory):
     """The 50 synthetic cells scored once through the CLI."""
     before = _tree_hash(synth_slides)
     out = tmp_path_factory.mktemp("scored") / "out"
-    res = CliRunner().invoke(app, ["score", str(synth_slides), "--bundle", str(bundle),
-                                   "--out", str(out), "--no-progress"])
+    res = CliRunner().invoke(
+        app,
+        ["score", str(synth_slides), "--bundle", str(bundle), "--out", str(out), "--no-progress"],
+    )
     assert res.exit_code == 0, res.output
     assert _tree_hash(synth_slides) == before  # inputs never modified
     return out, res.output
@@ -90,8 +93,11 @@ def test_fifty_cells_every_output_written(scored, synth_slides):
             assert (cell / name).is_file(), cell / name
         summary = json.loads((cell / "summary.json").read_text())
         preds = _read_csv(cell / "predictions.csv")
-        files = [Path(t["file"]).name for t in truth
-                 if t["slide"] == row["slide"] and t["cell"] == row["cell"]]
+        files = [
+            Path(t["file"]).name
+            for t in truth
+            if t["slide"] == row["slide"] and t["cell"] == row["cell"]
+        ]
         assert sorted(p["object"] for p in preds) == sorted(files)
         assert list(preds[0]) == PREDICTION_COLUMNS
         assert summary["count"] == int(row["count"]) == len(preds)
@@ -231,19 +237,30 @@ def test_bad_input_is_reported_and_never_stops_the_run(bad_slide, classifier, tm
 def test_missing_or_corrupted_bundle_fails_before_any_work(tmp_path, synth_slides):
     runner = CliRunner()
     out = tmp_path / "out"
-    res = runner.invoke(app, ["score", str(synth_slides), "--bundle", str(tmp_path / "nope"),
-                              "--out", str(out)])
+    res = runner.invoke(
+        app, ["score", str(synth_slides), "--bundle", str(tmp_path / "nope"), "--out", str(out)]
+    )
     assert res.exit_code == 2 and "not found" in res.output
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{ not json")
-    res = runner.invoke(app, ["score", str(synth_slides), "--bundle", str(broken), "--out",
-                              str(out)])
+    res = runner.invoke(
+        app, ["score", str(synth_slides), "--bundle", str(broken), "--out", str(out)]
+    )
     assert res.exit_code == 2 and "cannot load bundle" in res.output
     assert "Traceback" not in res.output
     assert not out.exists()
-    res = runner.invoke(app, ["score", str(synth_slides), "--bundle", str(broken), "--out",
-                              str(synth_slides / "inside")])
+    res = runner.invoke(
+        app,
+        [
+            "score",
+            str(synth_slides),
+            "--bundle",
+            str(broken),
+            "--out",
+            str(synth_slides / "inside"),
+        ],
+    )
     assert res.exit_code == 2 and "overlap" in res.output
 
 
@@ -292,11 +309,95 @@ def test_scoring_modules_import_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_pipelined_writing_gives_the_same_files_as_inline(scored, synth_slides, classifier,
-                                                          tmp_path):
+def test_pipelined_writing_gives_the_same_files_as_inline(
+    scored, synth_slides, classifier, tmp_path
+):
     out, _ = scored  # written inline (the default)
     piped = tmp_path / "piped"
     run_scoring(synth_slides / "slide_003", piped, classifier, progress=False, pipeline=True)
     a = _tree_hash(out / "slide_003")
     b = _tree_hash(piped / "slide_003")
     assert a == b and len(a) == 5 * 3 + 3
+
+
+class _OodPredictor:
+    """Calls every chromosome class "1"; the first ``k`` of each cell are out of distribution."""
+
+    backend_name = "fake"
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def predict(self, images):
+        from edge_iapp.runtime.result import ChromosomeResult
+
+        probs = np.full(24, 1 / 24, np.float32)
+        return [
+            ChromosomeResult(
+                class_name="1",
+                class_index=0,
+                confidence=0.99,
+                probabilities=probs,
+                review=i < self.k,
+                review_reasons=["out_of_distribution"] if i < self.k else [],
+            )
+            for i in range(len(images))
+        ]
+
+
+@pytest.mark.parametrize(("k", "flagged"), [(11, False), (12, True)])
+def test_a_cell_mostly_out_of_distribution_is_flagged_unlike_the_training_lab(
+    tmp_path, k, flagged
+) -> None:
+    from edge_iapp.data.synth import synth_cells, write_slides
+    from edge_iapp.scoring.cell import CellOptions
+    from edge_iapp.scoring.score import run_scoring
+
+    slides = tmp_path / "slides"
+    write_slides(slides, synth_cells(1, seed=3), seed=3)
+    cell_dir = next(
+        p for p in slides.rglob("*") if p.is_dir() and not any(c.is_dir() for c in p.iterdir())
+    )
+    n = len(list(cell_dir.iterdir()))
+    assert n == 46  # a quarter of 46 is 11.5: 12 flagged calls tip the cell
+    out = tmp_path / "out"
+    stats = run_scoring(
+        slides, out, _OodPredictor(k), CellOptions(consistency=False), progress=False
+    )
+    summary = json.loads(next(out.rglob("summary.json")).read_text())
+    assert summary["out_of_distribution"] == {
+        "checked": True,
+        "calls": 46,
+        "flagged": k,
+        "share": round(k / 46, 6),
+        "unlike_training_lab": flagged,
+    }
+    assert ("unlike_training_lab" in summary["flags"]) is flagged
+    assert sum(s["unlike_training_lab"] for s in stats.slides) == int(flagged)
+    table = _read_csv(next(out.rglob("slide_summary.csv")))
+    assert ("unlike_training_lab" in table[0]["flags"]) is flagged
+
+
+def test_lab_shift_needs_ten_calls_and_a_calibration() -> None:
+    from edge_iapp.runtime.result import ChromosomeResult
+    from edge_iapp.scoring.cell import lab_shift
+
+    def calls(n, k):
+        p = np.full(24, 1 / 24, np.float32)
+        return [
+            ChromosomeResult("1", 0, 0.9, p, review_reasons=["out_of_distribution"] * (i < k))
+            for i in range(n)
+        ]
+
+    assert lab_shift(calls(9, 9))["unlike_training_lab"] is False  # too few to say
+    assert lab_shift(calls(10, 3))["unlike_training_lab"] is True
+    assert lab_shift([]) == {
+        "checked": True,
+        "calls": 0,
+        "flagged": 0,
+        "share": None,
+        "unlike_training_lab": False,
+    }
+    unchecked = lab_shift(calls(46, 0), checked=False)  # a bundle without OOD calibration
+    assert unchecked["flagged"] is None and unchecked["share"] is None
+    assert unchecked["unlike_training_lab"] is False and unchecked["checked"] is False

@@ -109,6 +109,14 @@ def score(
     )
     if stats.failed or stats.errors:
         console.print("[yellow]see errors.csv in each slide folder[/]")
+    unlike = sum(int(s.get("unlike_training_lab") or 0) for s in stats.slides)
+    if unlike:
+        console.print(
+            f"[yellow]warning:[/] {unlike} cell(s) flagged unlike_training_lab (more than a "
+            "quarter of their calls out of distribution): these slides differ from the "
+            "training lab's; adapt the model to them (`edge-iapp adapt`, README) before "
+            "trusting the calls"
+        )
 
 
 def _load_classifier(bundle: Path, backend: str, precision: str):

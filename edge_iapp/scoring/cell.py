@@ -41,6 +41,16 @@ PREDICTION_COLUMNS = (
 )
 
 
+CELL_OOD_SHARE = 0.25
+"""A cell is flagged ``unlike_training_lab`` when more than this share of its calls are
+out of distribution. The OOD threshold sends 1 in 20 of the training lab's images to
+review by design; a quarter of a whole cell means the slide, not one chromosome, differs
+(docs/RESULTS.md: another lab's cells reach 50-95%)."""
+CELL_OOD_MIN_CALLS = 10
+"""Fewer calls than this say too little about the cell as a whole."""
+UNLIKE_TRAINING_LAB = "unlike_training_lab"
+
+
 class Predictor(Protocol):
     """What the scorer needs from a classifier (``edge_iapp.runtime.Classifier``)."""
 
@@ -136,19 +146,20 @@ def load_objects(
             "warnings": seg.warnings,
         }
         if "too_many_objects" in seg.warnings:
-            reason = (f"{len(seg.objects)} objects found (more than "
-                      f"{options.segment.max_objects}): not a metaphase image? not classified")
+            reason = (
+                f"{len(seg.objects)} objects found (more than "
+                f"{options.segment.max_objects}): not a metaphase image? not classified"
+            )
             errors.append({"file": path.name, "error": reason})
             return [_Object(path.name, "unreadable", error=reason)], "whole_image", info, errors
         for o in seg.objects:
-            obj = _Object(o.object_id, "cluster" if o.cluster else "chromosome", crop=o.crop,
-                          bbox=o.bbox)
+            obj = _Object(
+                o.object_id, "cluster" if o.cluster else "chromosome", crop=o.crop, bbox=o.bbox
+            )
             if o.cluster:
                 obj.notes = [f"cluster:{r}" for r in o.cluster_reasons]
             else:
-                obj.image = from_array(
-                    o.crop, source=f"{path.name}#{o.object_id}", cell=cell_id
-                )
+                obj.image = from_array(o.crop, source=f"{path.name}#{o.object_id}", cell=cell_id)
             objects.append(obj)
         return objects, "whole_image", info, errors
     for path in files:
@@ -159,8 +170,9 @@ def load_objects(
             objects.append(_Object(path.name, "unreadable", error=exc.reason))
             continue
         objects.append(
-            _Object(path.name, "chromosome", crop=image.pixels, image=image,
-                    notes=list(image.flags))
+            _Object(
+                path.name, "chromosome", crop=image.pixels, image=image, notes=list(image.flags)
+            )
         )
     return objects, "crops", None, errors
 
@@ -259,6 +271,8 @@ def prepare_cell(
     if not backend:  # nothing was classified: say what would have run
         backend = str(getattr(predictor, "backend_name", ""))
         precision = str(getattr(predictor, "precision", ""))
+    lab = lab_shift([o.result for o in called], bool(getattr(predictor, "checks_ood", True)))
+    flags = [*plain.flags, *([UNLIKE_TRAINING_LAB] if lab["unlike_training_lab"] else [])]
     summary: dict[str, Any] = {
         "format": SUMMARY_FORMAT,
         "slide": job.slide,
@@ -269,6 +283,8 @@ def prepare_cell(
         "precision": precision,
         "karyotype": plain.iscn,
         **{k: v for k, v in plain.to_dict().items() if k != "iscn"},
+        "flags": flags,
+        "out_of_distribution": lab,
         "consistency": _consistency_block(objects, consistency, options, doubtful, n_clusters),
         "segmentation": seg_info,
         "errors": errors,
@@ -276,6 +292,32 @@ def prepare_cell(
     }
     title = f"{job.slide} / {job.cell}   {plain.iscn}   [{backend} {precision}]"
     return ScoredCell(job, objects, summary, title)
+
+
+def lab_shift(results: Sequence[ChromosomeResult], checked: bool = True) -> dict[str, Any]:
+    """How many of a cell's calls are out of distribution, and whether the cell is.
+
+    Args:
+        results: the cell's calls.
+        checked: whether the classifier tests for it at all (a bundle without an OOD
+            calibration does not: then nothing is counted, rather than a reassuring 0).
+
+    Returns:
+        ``{"checked", "calls", "flagged", "share", "unlike_training_lab"}``; ``flagged``
+        and ``share`` are None when not checked, ``share`` also for a cell without calls
+        (such cells are never flagged).
+    """
+    n = len(results)
+    k = sum("out_of_distribution" in r.review_reasons for r in results) if checked else None
+    return {
+        "checked": bool(checked),
+        "calls": n,
+        "flagged": k,
+        "share": _r(k / n) if n and k is not None else None,
+        "unlike_training_lab": bool(
+            k is not None and n >= CELL_OOD_MIN_CALLS and k > CELL_OOD_SHARE * n
+        ),
+    }
 
 
 def write_cell(cell: ScoredCell, timings: dict[str, float] | None = None) -> dict[str, Any]:
@@ -359,9 +401,16 @@ def predictions_csv(objects: list[_Object]) -> str:
             row += [o.adjusted or "", int(o.adjusted is not None and o.adjusted != r.class_name)]
         notes = list(o.notes)
         if r is not None:
-            notes += [n for n, on in (("inverted", r.inverted), ("shrunk", r.shrunk),
-                                      ("object_fallback", r.object_fallback),
-                                      ("part_fallback", r.part_fallback)) if on]
+            notes += [
+                n
+                for n, on in (
+                    ("inverted", r.inverted),
+                    ("shrunk", r.shrunk),
+                    ("object_fallback", r.object_fallback),
+                    ("part_fallback", r.part_fallback),
+                )
+                if on
+            ]
         row += [";".join(notes), o.error or ""]
         writer.writerow(row)
     return buf.getvalue()
@@ -373,8 +422,14 @@ def _karyogram_items(objects: list[_Object]) -> list[KaryogramItem]:
         if o.crop is None:
             continue
         if o.kind == "chromosome" and o.result is not None:
-            items.append(KaryogramItem(o.crop, o.result.class_name, doubtful=bool(o.result.review),
-                                       order=-float(o.result.confidence)))
+            items.append(
+                KaryogramItem(
+                    o.crop,
+                    o.result.class_name,
+                    doubtful=bool(o.result.review),
+                    order=-float(o.result.confidence),
+                )
+            )
         else:
             items.append(KaryogramItem(o.crop, None, cluster=o.kind == "cluster"))
     return items

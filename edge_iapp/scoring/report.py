@@ -115,6 +115,7 @@ def write_slide_reports(slide: SlideJob, problems: dict[str, str]) -> dict[str, 
         "aneuploid": sum(int(r.get("aneuploidy") or 0) for r in rows),
         "doubtful": sum(int(r.get("doubtful") or 0) for r in rows),
         "errors": len(errors),
+        "unlike_training_lab": sum("unlike_training_lab" in str(r.get("flags")) for r in rows),
     }
     atomic_write_text(slide.out / SLIDE_REPORT, slide_html(slide.name, rows, errors, totals))
     return totals

@@ -38,7 +38,14 @@ from .report import write_index, write_slide_reports
 
 LOCK = ".edge-iapp-score.lock"
 _OUTPUT_NAMES = (
-    SUMMARY, PREDICTIONS, KARYOGRAM, SLIDE_TABLE, SLIDE_REPORT, ERRORS, INDEX, RUN_INFO,
+    SUMMARY,
+    PREDICTIONS,
+    KARYOGRAM,
+    SLIDE_TABLE,
+    SLIDE_REPORT,
+    ERRORS,
+    INDEX,
+    RUN_INFO,
 )
 
 
@@ -98,6 +105,7 @@ class _TimedPredictor:
         self.stages: dict[str, float] = {}
         self.backend_name = _name_of(inner)
         self.precision = str(getattr(inner, "precision", ""))
+        self.checks_ood = bool(getattr(inner, "checks_ood", True))
 
     def predict(self, images: Sequence[Any]) -> list[Any]:
         t0 = time.perf_counter()
@@ -241,8 +249,12 @@ def _run(
     }
     _write(out / RUN_INFO, json.dumps(info, indent=1) + "\n", stats)
     columns = (
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
     all_cells = [c for s in jobs for c in s.cells]
 
@@ -277,8 +289,7 @@ def _run(
                     raise OutputWriteError(slide.out, exc, n_finished()) from exc
     finally:
         writer.close()
-    stats.cell_steps.update({k: stats.cell_steps.get(k, 0.0) + v
-                             for k, v in writer.steps.items()})
+    stats.cell_steps.update({k: stats.cell_steps.get(k, 0.0) + v for k, v in writer.steps.items()})
     stats.errors = sum(s["errors"] for s in stats.slides)
     _remove_stale_temps(out)
     try:
