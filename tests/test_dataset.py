@@ -141,3 +141,22 @@ def test_whole_cells_covering_takes_whole_cells_until_each_class_is_covered() ->
         assert sum(s.cell == cell for s in chosen) == 6
     assert whole_cells_covering(samples, 5, seed=0) == chosen
     assert len(whole_cells_covering(samples, 100, seed=0)) == len(samples)  # all there is
+
+
+def test_balanced_subset_keeps_whole_cells_when_asked() -> None:
+    from types import SimpleNamespace
+
+    from edge_iapp.train.data import balanced_subset
+
+    samples = [
+        SimpleNamespace(label=c, group="g", cell=f"c{i}", path=f"{i}_{c}_{k}")
+        for i in range(20)
+        for c in range(4)
+        for k in range(2)
+    ]
+    crops = balanced_subset(samples, 3, seed=0)
+    per_cell = {s.cell: sum(t.cell == s.cell for t in crops) for s in crops}
+    assert min(per_cell.values()) < 8  # single crops: cells come in pieces
+    cells = balanced_subset(samples, 3, seed=0, whole_cells=True)
+    assert all(sum(t.cell == s.cell for t in cells) == 8 for s in cells)
+    assert len(cells) == 2 * 8  # two cells give 4 crops of each class (>= 3)

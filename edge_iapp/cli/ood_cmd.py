@@ -44,7 +44,7 @@ def ood_calibrate_command(
     from ..train.ood_run import write_run_ood
     from ..train.predict import predict
     from ..train.run import load_model
-    from .train_cmd import _device, _prepare, _report_scan
+    from .train_cmd import _device, _prepare, _report_scan, _whole_cells
 
     if threads:
         torch.set_num_threads(threads)
@@ -70,7 +70,7 @@ def ood_calibrate_command(
     _report_scan(parts)
     samples = parts.parts["val"]
     if max_per_class:
-        samples = balanced_subset(samples, max_per_class, 0)
+        samples = balanced_subset(samples, max_per_class, 0, _whole_cells(cfg.preprocess))
     if not samples:
         fail(
             f"the split's val part has no images in {data}: the OOD threshold is calibrated on "

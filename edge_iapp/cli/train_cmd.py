@@ -28,6 +28,11 @@ def _device(name: str) -> str:
     return name
 
 
+def _whole_cells(pcfg) -> bool:
+    """Subsets must keep whole cells in the cell-relative size mode (``balanced_subset``)."""
+    return getattr(pcfg, "size_mode", "absolute") == "cell"
+
+
 def _prepare(samples, cfg, label: str, cache: Path | None, raw=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -124,7 +129,10 @@ def train_command(
     r1: Annotated[int, Opt(help="Reduction ratio of the first SE block.")] = 8,
     r2: Annotated[int, Opt(help="Reduction ratio of the second SE block.")] = 16,
     seed: Annotated[int, Opt(help="Seed for weights, batches and flips.")] = 0,
-    max_per_class: Annotated[int | None, Opt(help="Class-balanced subset of train.")] = None,
+    max_per_class: Annotated[
+        int | None,
+        Opt(help="Class-balanced subset of train (whole cells with --size-mode cell)."),
+    ] = None,
     val_max_per_class: Annotated[int | None, Opt(help="Same for the val part.")] = None,
     threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
@@ -211,9 +219,13 @@ def train_command(
     _report_scan(parts)
     train_samples, val_samples = parts.parts["train"], parts.parts["val"]
     if cfg.extra.get("max_per_class"):
-        train_samples = balanced_subset(train_samples, int(cfg.extra["max_per_class"]), cfg.seed)
+        train_samples = balanced_subset(
+            train_samples, int(cfg.extra["max_per_class"]), cfg.seed, _whole_cells(cfg.preprocess)
+        )
     if cfg.extra.get("val_max_per_class"):
-        val_samples = balanced_subset(val_samples, int(cfg.extra["val_max_per_class"]), cfg.seed)
+        val_samples = balanced_subset(
+            val_samples, int(cfg.extra["val_max_per_class"]), cfg.seed, _whole_cells(cfg.preprocess)
+        )
     try:
         check_training_classes([s.label for s in train_samples])
     except DataProblem as exc:
@@ -317,7 +329,7 @@ def evaluate_command(
     _report_scan(parts)
     samples = parts.parts[subset]
     if max_per_class:
-        samples = balanced_subset(samples, max_per_class, 0)
+        samples = balanced_subset(samples, max_per_class, 0, _whole_cells(cfg.preprocess))
     if not samples:
         fail(f"the split's {subset!r} part has no images in {data}")
     prepared = _prepare(samples, cfg.preprocess, subset, cache)

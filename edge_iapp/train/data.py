@@ -307,12 +307,22 @@ def _load_cache(path: Path) -> PreparedImages:
         )
 
 
-def balanced_subset(samples: Sequence, max_per_class: int, seed: int = 0) -> list:
+def balanced_subset(
+    samples: Sequence, max_per_class: int, seed: int = 0, whole_cells: bool = False
+) -> list:
     """At most ``max_per_class`` samples of each class, drawn at random (reproducibly).
 
     Picks whole groups' worth at random order but keeps the split's groups intact (it
     only drops samples, never moves them between subsets).
+
+    With ``whole_cells`` (the cell-relative size mode: a crop is scaled by its cell's
+    median length) whole cells are taken instead, until every class has
+    ``max_per_class`` (:func:`whole_cells_covering`; a class may get a few more): a
+    pick of single crops would leave most cells with too few crops to measure, and
+    those crops would silently get the fall-back scale.
     """
+    if whole_cells:
+        return sorted(whole_cells_covering(samples, max_per_class, seed), key=lambda s: str(s.path))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(samples))
     counts: dict[int, int] = {}

@@ -204,7 +204,9 @@ def finetune(
             f"{', '.join(missing)} (present elsewhere in {data}): those classes are not adapted"
         )
     if max_test_per_class:
-        test_samples = balanced_subset(test_samples, max_test_per_class, seed)
+        test_samples = balanced_subset(
+            test_samples, max_test_per_class, seed, cfg.preprocess.size_mode == "cell"
+        )
     if not test_samples:
         raise FinetuneError(f"the split's test part has no images in {data}: nothing to score")
 
