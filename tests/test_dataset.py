@@ -123,10 +123,10 @@ def test_scan_of_a_file_is_an_error(tmp_path):
         scan_folder(tmp_path / "f.png")
 
 
-def test_whole_cells_covering_takes_whole_cells_until_each_class_is_covered() -> None:
+def test_pick_whole_cells_stops_before_the_image_limit() -> None:
     from types import SimpleNamespace
 
-    from edge_iapp.train.data import whole_cells_covering
+    from edge_iapp.train.data import pick_whole_cells
 
     samples = [
         SimpleNamespace(label=c, group="g", cell=f"c{i}", path=f"{i}_{c}_{k}")
@@ -134,13 +134,15 @@ def test_whole_cells_covering_takes_whole_cells_until_each_class_is_covered() ->
         for c in range(3)
         for k in range(2)
     ]
-    chosen = whole_cells_covering(samples, 5, seed=0)
+    chosen = pick_whole_cells(samples, 20, seed=0)
     cells = {s.cell for s in chosen}
-    assert len(cells) == 3 and len(chosen) == 3 * 6  # 2 per class per cell: 3 cells give 6
+    assert len(cells) == 3 and len(chosen) == 18  # a fourth cell of 6 would pass 20
     for cell in cells:  # whole cells only
         assert sum(s.cell == cell for s in chosen) == 6
-    assert whole_cells_covering(samples, 5, seed=0) == chosen
-    assert len(whole_cells_covering(samples, 100, seed=0)) == len(samples)  # all there is
+    assert pick_whole_cells(samples, 20, seed=0) == chosen
+    assert pick_whole_cells(samples, 20, seed=1) != chosen
+    assert len(pick_whole_cells(samples, 1000, seed=0)) == len(samples)  # all there is
+    assert len(pick_whole_cells(samples, 1, seed=0)) == 6  # at least one cell
 
 
 def test_balanced_subset_keeps_whole_cells_when_asked() -> None:
@@ -159,4 +161,4 @@ def test_balanced_subset_keeps_whole_cells_when_asked() -> None:
     assert min(per_cell.values()) < 8  # single crops: cells come in pieces
     cells = balanced_subset(samples, 3, seed=0, whole_cells=True)
     assert all(sum(t.cell == s.cell for t in cells) == 8 for s in cells)
-    assert len(cells) == 2 * 8  # two cells give 4 crops of each class (>= 3)
+    assert len(cells) == 8  # 3 x 4 classes = 12 images allow one cell of 8

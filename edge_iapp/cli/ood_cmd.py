@@ -39,7 +39,7 @@ def ood_calibrate_command(
     """Calibrate RUN's out-of-distribution threshold on the val part of its training lab."""
     import torch
 
-    from ..train.data import balanced_subset, whole_cells_covering
+    from ..train.data import balanced_subset
     from ..train.loading import DataProblem, load_parts
     from ..train.ood_run import write_run_ood
     from ..train.predict import predict
@@ -82,8 +82,8 @@ def ood_calibrate_command(
     preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
     fit = None
     if fit_per_class > 0:
-        # whole cells, then the class balance: each crop is scaled as in training
-        fit_samples = whole_cells_covering(parts.parts["train"], fit_per_class, 0)
+        # whole cells (each crop scaled as in training), then at most N per class
+        fit_samples = balanced_subset(parts.parts["train"], fit_per_class, 0, True)
         fit_data = (
             _prepare(fit_samples, cfg.preprocess, "train (fit)", cache) if fit_samples else None
         )

@@ -131,7 +131,10 @@ def train_command(
     seed: Annotated[int, Opt(help="Seed for weights, batches and flips.")] = 0,
     max_per_class: Annotated[
         int | None,
-        Opt(help="Class-balanced subset of train (whole cells with --size-mode cell)."),
+        Opt(
+            help="Class-balanced subset of train (with --size-mode cell: whole cells, "
+            "as many images in all)."
+        ),
     ] = None,
     val_max_per_class: Annotated[int | None, Opt(help="Same for the val part.")] = None,
     threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,

@@ -316,13 +316,15 @@ def balanced_subset(
     only drops samples, never moves them between subsets).
 
     With ``whole_cells`` (the cell-relative size mode: a crop is scaled by its cell's
-    median length) whole cells are taken instead, until every class has
-    ``max_per_class`` (:func:`whole_cells_covering`; a class may get a few more): a
-    pick of single crops would leave most cells with too few crops to measure, and
-    those crops would silently get the fall-back scale.
+    median length) whole cells are taken instead, as many as ``max_per_class`` times the
+    number of classes allows (:func:`pick_whole_cells`; the same number of images, classes
+    in their natural shares): a pick of single crops would leave most cells with too
+    few crops to measure, and those crops would silently get the fall-back scale.
     """
     if whole_cells:
-        return sorted(whole_cells_covering(samples, max_per_class, seed), key=lambda s: str(s.path))
+        n_classes = len({int(s.label) for s in samples})
+        picked = pick_whole_cells(samples, max_per_class * n_classes, seed)
+        return sorted(picked, key=lambda s: str(s.path))
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(samples))
     counts: dict[int, int] = {}
@@ -335,28 +337,25 @@ def balanced_subset(
     return sorted(chosen, key=lambda s: str(s.path))
 
 
-def whole_cells_covering(samples: Sequence, per_class: int, seed: int = 0) -> list:
-    """Whole cells, in a seeded random order, until every class has ``per_class`` samples.
+def pick_whole_cells(samples: Sequence, max_images: int, seed: int = 0) -> list:
+    """Whole cells, in a seeded random order, while they add up to at most ``max_images``.
 
-    For subsets that are preprocessed on their own: in the cell-relative size mode a
+    For subsets that are preprocessed on their own in the cell-relative size mode: a
     crop is scaled by its cell's median length, so a cell must come whole (a class-
-    balanced pick of crops would scale them by a few neighbours instead). Take
-    :meth:`PreparedImages.balanced` of the result for the class balance.
+    balanced pick of single crops leaves most cells with too few crops to measure, and
+    they silently get the fall-back scale). Classes keep their natural shares (two of
+    each autosome per cell, one Y per male cell). At least one cell is taken.
     """
     by_cell: dict[str, list] = {}
     for s in samples:
         by_cell.setdefault(str(cell_key(s)), []).append(s)
-    want = {int(s.label) for s in samples}
     keys = sorted(by_cell)
-    counts: dict[int, int] = {}
     chosen: list = []
     for i in np.random.default_rng(seed).permutation(len(keys)):
-        if all(counts.get(c, 0) >= per_class for c in want):
-            break
         cell = by_cell[keys[int(i)]]
+        if chosen and len(chosen) + len(cell) > max_images:
+            break
         chosen.extend(cell)
-        for s in cell:
-            counts[int(s.label)] = counts.get(int(s.label), 0) + 1
     return chosen
 
 
