@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     src = load_parts(args.source, args.source_split).parts
     tgt = load_parts(args.target, args.target_split).parts
 
-    def take(samples, n):
-        return balanced_subset(samples, n, 0) if n else samples
+    def take(samples, n):  # whole cells in the cell size mode (each crop scaled by its cell)
+        return balanced_subset(samples, n, 0, cfg.preprocess.size_mode == "cell") if n else samples
 
     sets = {
         "train": take(src["train"], args.train_per_class),
