@@ -123,17 +123,22 @@ def test_scan_of_a_file_is_an_error(tmp_path):
         scan_folder(tmp_path / "f.png")
 
 
-def test_pick_whole_cells_stops_before_the_image_limit() -> None:
+def _cells(n: int, classes: int) -> list:
+    """``n`` cells of two samples per class (stand-ins for ``Sample``)."""
     from types import SimpleNamespace
 
-    from edge_iapp.train.data import pick_whole_cells
-
-    samples = [
+    return [
         SimpleNamespace(label=c, group="g", cell=f"c{i}", path=f"{i}_{c}_{k}")
-        for i in range(10)
-        for c in range(3)
+        for i in range(n)
+        for c in range(classes)
         for k in range(2)
     ]
+
+
+def test_pick_whole_cells_stops_before_the_image_limit() -> None:
+    from edge_iapp.train.data import pick_whole_cells
+
+    samples = _cells(10, classes=3)
     chosen = pick_whole_cells(samples, 20, seed=0)
     cells = {s.cell for s in chosen}
     assert len(cells) == 3 and len(chosen) == 18  # a fourth cell of 6 would pass 20
@@ -146,16 +151,9 @@ def test_pick_whole_cells_stops_before_the_image_limit() -> None:
 
 
 def test_balanced_subset_keeps_whole_cells_when_asked() -> None:
-    from types import SimpleNamespace
-
     from edge_iapp.train.data import balanced_subset
 
-    samples = [
-        SimpleNamespace(label=c, group="g", cell=f"c{i}", path=f"{i}_{c}_{k}")
-        for i in range(20)
-        for c in range(4)
-        for k in range(2)
-    ]
+    samples = _cells(20, classes=4)
     crops = balanced_subset(samples, 3, seed=0)
     per_cell = {s.cell: sum(t.cell == s.cell for t in crops) for s in crops}
     assert min(per_cell.values()) < 8  # single crops: cells come in pieces
