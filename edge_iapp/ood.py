@@ -51,6 +51,7 @@ COMBINED_DEFINITION = (
     "(s - median) / (q97.5 - median); higher = more unusual"
 )
 SCORES = (SCORE_NAME, COMBINED_SCORE)
+DEFINITIONS = {SCORE_NAME: DEFINITION, COMBINED_SCORE: COMBINED_DEFINITION}
 KNOWN_BRANCHES = ("global", "object", "part")
 COMPONENTS = ("energy", "mahalanobis")
 SCALE_QUANTILE = 0.975
@@ -180,6 +181,20 @@ def ood_scores(logits: np.ndarray, calibration: dict[str, Any] | None = None) ->
     raw = component_scores(logits, comps["mahalanobis"])
     scaled = [(raw[k] - comps[k]["center"]) / comps[k]["scale"] for k in COMPONENTS]
     return np.maximum(*scaled)  # NaN in either stays NaN (and is flagged)
+
+
+def with_arrays(calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A copy of ``calibration`` whose class Gaussians are NumPy arrays.
+
+    The record keeps them as JSON lists; a runtime that scores batch after batch
+    converts them once here instead of in every :func:`ood_scores` call.
+    """
+    if not calibration or calibration.get("score", SCORE_NAME) == SCORE_NAME:
+        return calibration
+    g = calibration["components"]["mahalanobis"]
+    arrays = {k: np.asarray(g[k], np.float64) for k in ("means", "precision")}
+    components = {**calibration["components"], "mahalanobis": {**g, **arrays}}
+    return {**calibration, "components": components}
 
 
 def _scale(values: np.ndarray) -> dict[str, float]:

@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     tgt = load_parts(args.target, args.target_split).parts
 
     def take(samples, n):  # whole cells in the cell size mode (each crop scaled by its cell)
-        return balanced_subset(samples, n, 0, cfg.preprocess.size_mode == "cell") if n else samples
+        return balanced_subset(samples, n, 0, cfg.preprocess) if n else samples
 
     sets = {
         "train": take(src["train"], args.train_per_class),

@@ -151,12 +151,15 @@ def test_pick_whole_cells_stops_before_the_image_limit() -> None:
 
 
 def test_balanced_subset_keeps_whole_cells_when_asked() -> None:
+    from edge_iapp.preprocess import PreprocessConfig
     from edge_iapp.train.data import balanced_subset
 
     samples = _cells(20, classes=4)
     crops = balanced_subset(samples, 3, seed=0)
     per_cell = {s.cell: sum(t.cell == s.cell for t in crops) for s in crops}
     assert min(per_cell.values()) < 8  # single crops: cells come in pieces
-    cells = balanced_subset(samples, 3, seed=0, whole_cells=True)
+    cells = balanced_subset(samples, 3, seed=0, preprocess=PreprocessConfig(size_mode="cell"))
     assert all(sum(t.cell == s.cell for t in cells) == 8 for s in cells)
     assert len(cells) == 8  # 3 x 4 classes = 12 images allow one cell of 8
+    absolute = balanced_subset(samples, 3, seed=0, preprocess=PreprocessConfig())
+    assert absolute == crops  # the absolute size mode picks single crops

@@ -164,6 +164,11 @@ def test_combined_score_catches_confident_calls_the_energy_misses() -> None:
         0.05, abs=0.01
     )
     cal = check_calibration(json.loads(json.dumps(cal)))  # survives the manifest round trip
+    from edge_iapp.ood import with_arrays
+
+    compiled = with_arrays(cal)  # what the runtime scores with: the same numbers
+    np.testing.assert_array_equal(ood_scores(odd, compiled), ood_scores(odd, cal))
+    assert isinstance(cal["components"]["mahalanobis"]["means"], list)  # record untouched
     energy_only = calibrate_ood(ood_scores(val), 0.95)
     assert is_ood(ood_scores(odd), energy_only).mean() < 0.2  # the energy barely moves
     assert is_ood(ood_scores(odd, cal), cal).mean() > 0.95

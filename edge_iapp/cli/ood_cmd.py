@@ -44,7 +44,7 @@ def ood_calibrate_command(
     from ..train.ood_run import write_run_ood
     from ..train.predict import predict
     from ..train.run import load_model
-    from .train_cmd import _device, _prepare, _report_scan, _whole_cells
+    from .train_cmd import _device, _prepare, _report_scan
 
     if threads:
         torch.set_num_threads(threads)
@@ -70,7 +70,7 @@ def ood_calibrate_command(
     _report_scan(parts)
     samples = parts.parts["val"]
     if max_per_class:
-        samples = balanced_subset(samples, max_per_class, 0, _whole_cells(cfg.preprocess))
+        samples = balanced_subset(samples, max_per_class, 0, cfg.preprocess)
     if not samples:
         fail(
             f"the split's val part has no images in {data}: the OOD threshold is calibrated on "
@@ -82,8 +82,9 @@ def ood_calibrate_command(
     preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
     fit = None
     if fit_per_class > 0:
-        # whole cells (each crop scaled as in training), then at most N per class
-        fit_samples = balanced_subset(parts.parts["train"], fit_per_class, 0, True)
+        # in the cell size mode whole cells (each crop scaled as in training), then at
+        # most N per class
+        fit_samples = balanced_subset(parts.parts["train"], fit_per_class, 0, cfg.preprocess)
         fit_data = (
             _prepare(fit_samples, cfg.preprocess, "train (fit)", cache) if fit_samples else None
         )

@@ -28,11 +28,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _whole_cells(pcfg) -> bool:
-    """Subsets must keep whole cells in the cell-relative size mode (``balanced_subset``)."""
-    return getattr(pcfg, "size_mode", "absolute") == "cell"
-
-
 def _prepare(samples, cfg, label: str, cache: Path | None, raw=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -223,11 +218,11 @@ def train_command(
     train_samples, val_samples = parts.parts["train"], parts.parts["val"]
     if cfg.extra.get("max_per_class"):
         train_samples = balanced_subset(
-            train_samples, int(cfg.extra["max_per_class"]), cfg.seed, _whole_cells(cfg.preprocess)
+            train_samples, int(cfg.extra["max_per_class"]), cfg.seed, cfg.preprocess
         )
     if cfg.extra.get("val_max_per_class"):
         val_samples = balanced_subset(
-            val_samples, int(cfg.extra["val_max_per_class"]), cfg.seed, _whole_cells(cfg.preprocess)
+            val_samples, int(cfg.extra["val_max_per_class"]), cfg.seed, cfg.preprocess
         )
     try:
         check_training_classes([s.label for s in train_samples])
@@ -332,7 +327,7 @@ def evaluate_command(
     _report_scan(parts)
     samples = parts.parts[subset]
     if max_per_class:
-        samples = balanced_subset(samples, max_per_class, 0, _whole_cells(cfg.preprocess))
+        samples = balanced_subset(samples, max_per_class, 0, cfg.preprocess)
     if not samples:
         fail(f"the split's {subset!r} part has no images in {data}")
     prepared = _prepare(samples, cfg.preprocess, subset, cache)

@@ -27,7 +27,7 @@ import numpy as np
 from ..classes import CLASS_NAMES
 from ..export.bundle import BRANCHES, Bundle, load_bundle
 from ..fusion import fuse, softmax
-from ..ood import ood_scores
+from ..ood import ood_scores, with_arrays
 from .result import ChromosomeResult
 from .review import ReviewPolicy
 
@@ -79,6 +79,7 @@ class Classifier:
             self.review = review
         else:
             self.review = ReviewPolicy.from_dict({**self.bundle.review, **(review or {})})
+        self._ood_calibration = with_arrays(self.review.ood)  # converted once, not per batch
         self.fusion = fusion or self.bundle.fusion
         self.classes = tuple(self.bundle.classes) or CLASS_NAMES
         self._latency: deque[tuple[int, float]] = deque(maxlen=LATENCY_LOG)
@@ -219,7 +220,7 @@ class Classifier:
     # -- internals ----------------------------------------------------------------------
     def _ood(self, logits: np.ndarray) -> np.ndarray:
         """The OOD score the manifest's calibration defines, on its branches (``(N,)``)."""
-        calibration = self.review.ood
+        calibration = self._ood_calibration
         wanted = (calibration or {}).get("branches") or list(BRANCHES)
         return ood_scores(logits[[BRANCHES.index(b) for b in wanted]], calibration)
 

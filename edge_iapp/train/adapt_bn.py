@@ -148,10 +148,11 @@ def save_adapted(model, out: str | Path, adaptation: dict[str, Any], cfg=None) -
     return atomic_write_bytes(last, buf.getvalue())
 
 
-def write_adapted_ood(
-    out: Path, model, data: PreparedImages, branches, device: str, source: dict, log
+def write_adapted_run(
+    out: Path, model, cfg, adaptation: dict, data: PreparedImages, device: str, source: dict, log
 ) -> float | None:
-    """``out/ood.json`` for an adapted run: the energy threshold on the adaptation images.
+    """Make ``out`` a run of the adapted ``model``: ``config.json`` (``cfg``), ``last.pt``
+    (:func:`save_adapted`) and ``ood.json``, the energy threshold on the adaptation images.
 
     The review flag's out-of-distribution test then refers to the new lab. The energy
     alone: the class-distance part of the score needs labels, which adaptation has not.
@@ -163,10 +164,11 @@ def write_adapted_ood(
     from .ood_run import write_run_ood
     from .predict import predict
 
+    save_adapted(model, out, adaptation, cfg)
     try:
         return write_run_ood(
             out,
-            predict(model, data, branches, device=device),
+            predict(model, data, cfg.branches, device=device),
             source={"part": "adaptation cells (unlabelled, in-sample)", **source},
         )["threshold"]
     except ValueError as exc:
@@ -241,7 +243,7 @@ def adapt_run(
 
     from ..ioutil import atomic_write_text
     from .data import prepare
-    from .finetune import pick_cells
+    from .finetune import pick_ids
     from .run import LAST_CHECKPOINT, RunConfig, load_model
 
     run, out = Path(run), Path(out)
@@ -258,7 +260,7 @@ def adapt_run(
             f"--cells {cells}: {slides} has {len(by_cell)} cell folder(s) of crops "
             "(SLIDE/<cell>/<crop files>)"
         )
-    chosen = pick_cells([type("C", (), {"cell": c}) for c in by_cell], cells, seed)
+    chosen = pick_ids(by_cell, cells, seed)
     samples = [s for c in chosen for s in by_cell[c]]
     data = (prepare_fn or (lambda s, p, _label: prepare(s, p)))(samples, cfg.preprocess, "cells")
     adaptation = adapt_batchnorm(model.to(device), data, cfg.branches, device)
@@ -275,9 +277,8 @@ def adapt_run(
         "labels_used": False,
     }
     new_cfg.extra = {**new_cfg.extra, "adapted": {k: record[k] for k in ("run", "slides", "cells")}}
-    save_adapted(model, out, adaptation, new_cfg)
-    record["ood_threshold"] = write_adapted_ood(
-        out, model, data, cfg.branches, device, {"slides": str(slides)}, log
+    record["ood_threshold"] = write_adapted_run(
+        out, model, new_cfg, adaptation, data, device, {"slides": str(slides)}, log
     )
     atomic_write_text(out / ADAPT_FILE, json.dumps(record, indent=1) + "\n")
     return record

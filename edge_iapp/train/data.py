@@ -65,15 +65,7 @@ class PreparedImages:
 
     def balanced(self, max_per_class: int, seed: int = 0) -> PreparedImages:
         """At most ``max_per_class`` images of each class, drawn at random (reproducibly)."""
-        order = np.random.default_rng(seed).permutation(len(self))
-        counts: dict[int, int] = {}
-        keep = []
-        for i in order:
-            c = int(self.labels[i])
-            if counts.get(c, 0) < max_per_class:
-                counts[c] = counts.get(c, 0) + 1
-                keep.append(int(i))
-        return self.take(sorted(keep))
+        return self.take(balanced_indices(self.labels, max_per_class, seed))
 
 
 def _empty(size: int) -> PreparedImages:
@@ -307,33 +299,44 @@ def _load_cache(path: Path) -> PreparedImages:
         )
 
 
+def balanced_indices(labels: Sequence[int], max_per_class: int, seed: int = 0) -> list[int]:
+    """Indices of at most ``max_per_class`` items of each label, drawn at random
+    (reproducibly), in increasing order."""
+    counts: dict[int, int] = {}
+    keep = []
+    for i in np.random.default_rng(seed).permutation(len(labels)):
+        c = int(labels[int(i)])
+        if counts.get(c, 0) < max_per_class:
+            counts[c] = counts.get(c, 0) + 1
+            keep.append(int(i))
+    return sorted(keep)
+
+
 def balanced_subset(
-    samples: Sequence, max_per_class: int, seed: int = 0, whole_cells: bool = False
+    samples: Sequence,
+    max_per_class: int,
+    seed: int = 0,
+    preprocess: PreprocessConfig | None = None,
 ) -> list:
     """At most ``max_per_class`` samples of each class, drawn at random (reproducibly).
 
     Picks whole groups' worth at random order but keeps the split's groups intact (it
     only drops samples, never moves them between subsets).
 
-    With ``whole_cells`` (the cell-relative size mode: a crop is scaled by its cell's
-    median length) whole cells are taken instead, as many as ``max_per_class`` times the
-    number of classes allows (:func:`pick_whole_cells`; the same number of images, classes
-    in their natural shares): a pick of single crops would leave most cells with too
-    few crops to measure, and those crops would silently get the fall-back scale.
+    In the cell-relative size mode (``preprocess.size_mode == "cell"``: a crop is scaled
+    by its cell's median length) whole cells are taken instead, as many as
+    ``max_per_class`` times the number of classes allows (:func:`pick_whole_cells`; the
+    same number of images, classes in their natural shares): a pick of single crops
+    would leave most cells with too few crops to measure, and those crops would
+    silently get the fall-back scale.
     """
-    if whole_cells:
+    if preprocess is not None and preprocess.size_mode == "cell":
         n_classes = len({int(s.label) for s in samples})
-        picked = pick_whole_cells(samples, max_per_class * n_classes, seed)
-        return sorted(picked, key=lambda s: str(s.path))
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(samples))
-    counts: dict[int, int] = {}
-    chosen = []
-    for k in order:
-        s = samples[int(k)]
-        if counts.get(s.label, 0) < max_per_class:
-            counts[s.label] = counts.get(s.label, 0) + 1
-            chosen.append(s)
+        chosen = pick_whole_cells(samples, max_per_class * n_classes, seed)
+    else:
+        chosen = [
+            samples[i] for i in balanced_indices([s.label for s in samples], max_per_class, seed)
+        ]
     return sorted(chosen, key=lambda s: str(s.path))
 
 

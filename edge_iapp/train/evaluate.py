@@ -15,6 +15,7 @@ import numpy as np
 
 from ..classes import CLASS_NAMES
 from ..fusion import fuse, softmax
+from ..ood import DEFINITIONS
 from . import metrics as M
 from .predict import Predictions
 
@@ -350,13 +351,6 @@ def render_report(record: dict[str, Any], title: str) -> str:
     return "\n".join(lines)
 
 
-SCORE_LABELS = {
-    "energy": "mean branch energy",
-    "energy+mahalanobis": "energy and logit-space Mahalanobis distance (the larger, each "
-    "scaled on the val images)",
-}
-
-
 def render_ood(ood: dict[str, Any]) -> list[str]:
     """The report's OOD section: share of errors and of correct calls each flag sends to review."""
     q = ood.get("quantile")
@@ -366,7 +360,7 @@ def render_ood(ood: dict[str, Any]) -> list[str]:
         "",
         "## Out-of-distribution flag",
         "",
-        f"- score: {SCORE_LABELS.get(ood.get('score', 'energy'), ood.get('score'))} "
+        f"- score: {DEFINITIONS.get(ood.get('score', 'energy'), ood.get('score'))} "
         f"({', '.join(ood['branches'])}); threshold "
         f"{ood['threshold']:.4f}{where}; mean score here "
         + ("n/a" if mean is None else f"{mean:.4f}"),

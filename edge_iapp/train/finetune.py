@@ -23,7 +23,7 @@ instead of the K labelled ones.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +42,32 @@ class FinetuneError(ValueError):
     """The fine-tuning request cannot be carried out (the message says why)."""
 
 
-def pick_cells(samples: Sequence, k: int, seed: int = 0) -> list[str]:
-    """K distinct cells of ``samples`` (``Sample.cell``), chosen by ``seed``; sorted.
+def pick_ids(ids: Iterable[str], k: int, seed: int = 0) -> list[str]:
+    """K of the distinct ``ids`` (0 <= K <= their number), chosen by ``seed``; sorted.
 
-    The choice is the first K of one seeded permutation of the sorted cell ids, so the
-    cells of a smaller K are among those of a larger K.
+    The choice is the first K of one seeded permutation of the sorted ids, so the ids of
+    a smaller K are among those of a larger K.
+    """
+    pool = sorted({str(i) for i in ids})
+    order = np.random.default_rng(seed).permutation(len(pool))
+    return sorted(pool[int(i)] for i in order[:k])
+
+
+def pick_cells(samples: Sequence, k: int, seed: int = 0, option: str = "--cells") -> list[str]:
+    """K distinct cells of ``samples`` (``Sample.cell``), chosen by ``seed`` (:func:`pick_ids`).
 
     Raises:
-        FinetuneError: negative K, or more cells asked for than there are.
+        FinetuneError: negative K, or more cells asked for than there are (the message
+            names ``option``).
     """
-    cells = sorted({str(s.cell) for s in samples})
+    cells = {str(s.cell) for s in samples}
     if k < 0:
-        raise FinetuneError(f"--cells must be 0 or more, got {k}")
+        raise FinetuneError(f"{option} must be 0 or more, got {k}")
     if k > len(cells):
         raise FinetuneError(
-            f"--cells {k}: the split's train part has only {len(cells)} cell(s) in this folder"
+            f"{option} {k}: the split's train part has only {len(cells)} cell(s) in this folder"
         )
-    order = np.random.default_rng(seed).permutation(len(cells))
-    return sorted(cells[int(i)] for i in order[:k])
+    return pick_ids(cells, k, seed)
 
 
 def missing_classes(chosen: Sequence, reference: Sequence) -> list[str]:
@@ -154,8 +162,8 @@ def finetune(
         epochs, lr, seed: the fine-tuning recipe (the rest is RUN's).
         device: ``"cpu"`` or ``"cuda"``.
         max_test_per_class: class-balanced subset of the test part (quick looks).
-        adapt_cells: M unlabelled cells to re-estimate BatchNorm statistics on first
-            (0: none).
+        adapt_cells: M unlabelled cells to re-estimate BatchNorm statistics on, of RUN's
+            model and of the fine-tuned one (0: none).
         batch_size: images per forward pass in evaluation.
         prepare_fn: ``(samples, PreprocessConfig, label) -> PreparedImages``; default
             :func:`~edge_iapp.train.data.prepare`.
@@ -191,10 +199,7 @@ def finetune(
     if not train_samples and not test_samples:
         raise FinetuneError(f"no image of {data} belongs to the train or test part of {split}")
     chosen = pick_cells(train_samples, cells, seed)
-    try:
-        adapt_chosen = set(pick_cells(train_samples, adapt_cells, seed))
-    except FinetuneError as exc:
-        raise FinetuneError(str(exc).replace("--cells", "--adapt-cells", 1)) from None
+    adapt_chosen = set(pick_cells(train_samples, adapt_cells, seed, "--adapt-cells"))
     adapt_samples = [s for s in train_samples if str(s.cell) in adapt_chosen]
     ft_samples = [s for s in train_samples if str(s.cell) in set(chosen)]
     missing = missing_classes(ft_samples, [*train_samples, *test_samples]) if cells else []
@@ -204,9 +209,7 @@ def finetune(
             f"{', '.join(missing)} (present elsewhere in {data}): those classes are not adapted"
         )
     if max_test_per_class:
-        test_samples = balanced_subset(
-            test_samples, max_test_per_class, seed, cfg.preprocess.size_mode == "cell"
-        )
+        test_samples = balanced_subset(test_samples, max_test_per_class, seed, cfg.preprocess)
     if not test_samples:
         raise FinetuneError(f"the split's test part has no images in {data}: nothing to score")
 
@@ -272,11 +275,17 @@ def finetune(
             cfg.fusion,
         )
         if not cells:  # RUN2 is the adapted run
-            from .adapt_bn import save_adapted, write_adapted_ood
+            from .adapt_bn import write_adapted_run
 
-            save_adapted(model, out, record["adaptation"], new_cfg)
-            write_adapted_ood(
-                out, model, adapt_data, cfg.branches, device, {"data": str(data)}, log
+            write_adapted_run(
+                out,
+                model,
+                new_cfg,
+                record["adaptation"],
+                adapt_data,
+                device,
+                {"data": str(data)},
+                log,
             )
             record["after"] = record["adapted"]
     if cells:
