@@ -9,7 +9,9 @@
 #              branch alone) then trains for the same number of epochs
 # Needs: a CUDA GPU, PyTorch, and this repository (installed, or PYTHONPATH=<repo>).
 # Environment: DEVICE (default cuda; cpu runs the same steps without --amp, for a smoke
-# test), TRAIN_ARGS and EVAL_ARGS (extra options, e.g. "--max-per-class 5").
+# test), TRAIN_ARGS and EVAL_ARGS (extra options, e.g. "--max-per-class 5"), BASELINE=0
+# (IAPP-CNN alone: the whole GPU for its budget, no baseline run), CROSS=0 (no zero-shot
+# evaluation on the other lab at the end).
 # Runs and evaluations are written under OUT, never into the repository: models trained on
 # real data are not redistributable.
 set -u
@@ -21,6 +23,10 @@ CANVAS=${5:-176}
 PY=${PYTHON:-python3}
 EI=("$PY" -m edge_iapp)
 mkdir -p "$OUT/logs" "$OUT/runs" "$OUT/evals" "$OUT/cache"
+pack() {  # everything but checkpoints and caches, for the way back
+  (cd "$OUT" && tar czf results.tar.gz --exclude='*.pt' --exclude=cache logs evals \
+    runs/*/config.json runs/*/metrics.json runs/*/split.json gpu-check.md 2>/dev/null)
+}
 stamp() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$OUT/logs/timeline.txt"; }
 DEVICE=${DEVICE:-cuda}
 read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
@@ -37,6 +43,14 @@ train_pair() {  # name data split: IAPP-CNN with the budget, then the baseline a
   timeout "$LIMIT" "${EI[@]}" train "$data" --split "$split" --out "${run}_iapp" \
     --time-budget "$BUDGET" "${COMMON[@]}" > "$OUT/logs/${name}_iapp.log" 2>&1 &
   local pi=$! epochs=""
+  if [ "${BASELINE:-1}" = 0 ]; then
+    wait "$pi"
+    stamp "$name: training done (no baseline)"
+    "${EI[@]}" evaluate "${run}_iapp" --data "$data" --split "$split" \
+      --out "$OUT/evals/$name" "${EV[@]}" > "$OUT/logs/${name}_eval.log" 2>&1
+    stamp "$name: evaluated"
+    return
+  fi
   while kill -0 "$pi" 2>/dev/null && [ -z "$epochs" ]; do
     sleep 2
     epochs=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1])).get('epochs_fit_in_budget',''))" \
@@ -66,6 +80,11 @@ stamp "gpu-check starts"
 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu.py > "$OUT/logs/pytest-gpu.log" 2>&1
 stamp "gpu-check and gpu tests done (rc $?)"
 wait $p1 $p2
+if [ "${CROSS:-1}" = 0 ]; then
+  stamp "all done (no cross-lab evaluation)"
+  pack
+  exit 0
+fi
 # zero-shot across labs: each lab's model on the other lab's test part
 "${EI[@]}" evaluate "$OUT/runs/gband612_iapp" --data "$DATA/bioimlab" \
   --split docs/splits/bioimlab_karyotype.json --out "$OUT/evals/gband612_on_bioimlab" \
@@ -74,5 +93,4 @@ wait $p1 $p2
   --split docs/splits/gband612_case.json --out "$OUT/evals/bioimlab_on_gband612" \
   "${EV[@]}" > "$OUT/logs/cross2.log" 2>&1
 stamp "all done"
-(cd "$OUT" && tar czf results.tar.gz --exclude='*.pt' --exclude=cache logs evals \
-  runs/*/config.json runs/*/metrics.json runs/*/split.json gpu-check.md 2>/dev/null)
+pack

@@ -2,17 +2,21 @@
 
     python scripts/train_speed.py [--device cuda] [--input-size 224] [--images 2600]
         [--batch-size 26] [--epochs 2] [--amp] [--backbone resnet18] [--json OUT]
+        [--profile TABLE.txt]
 
 The images are synthetic chromosomes preprocessed once (``edge_iapp.data.synth``, the
 same uint8 arrays training keeps in memory), so what is timed is the training loop
 alone: batches, three branches forward and backward, the part zoom between them, SGD.
 Epoch 1 includes cuDNN's autotuning; the last epoch is the steady rate. Prints one JSON
-line per epoch and the summary (device name, torch version, settings).
+line per epoch and the summary (device name, torch version, settings). ``--profile``
+runs the whole training under ``torch.profiler`` and writes the operators with the most
+host time and the most device time: where a step waits when the GPU is not busy.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import tempfile
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--backbone", default="resnet18")
     ap.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
     ap.add_argument("--json", type=Path, help="write the summary here too")
+    ap.add_argument("--profile", type=Path, help="write torch.profiler tables here")
     args = ap.parse_args(argv)
 
     canvas = args.canvas or args.input_size * 11 // 8
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         epochs.append(row)
         print(json.dumps(row), flush=True)
 
-    with tempfile.TemporaryDirectory() as run_dir:
+    with tempfile.TemporaryDirectory() as run_dir, _profiler(args.profile, args.device):
         train(cfg, data, Path(run_dir) / "run", device=args.device, keep=1, on_epoch=record)
     device = args.device
     if device.startswith("cuda"):
@@ -109,6 +114,32 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(summary))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _profiler(table: Path | None, device: str, rows: int = 30):
+    """Profile the block when ``table`` is given; write host- and device-time tables there."""
+    if table is None:
+        yield
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(ProfilerActivity.CUDA)
+    t = time.perf_counter()
+    with profile(activities=activities) as prof:
+        yield
+    wall = time.perf_counter() - t
+    averages = prof.key_averages()
+    parts = [f"wall {wall:.2f} s under the profiler\n"]
+    for key in ("self_cpu_time_total", "self_device_time_total"):
+        if key == "self_device_time_total" and len(activities) == 1:
+            continue
+        total = sum(getattr(e, key, 0) for e in averages) / 1e6
+        parts.append(f"\n## sorted by {key} (sum {total:.2f} s)\n")
+        parts.append(averages.table(sort_by=key, row_limit=rows))
+    table.write_text("".join(parts), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -328,3 +328,90 @@ def _check_kernel_graph_replay(be, cudart, half):
         if graph is not None:
             cudart.graph_destroy(graph)
         mbuf.free()
+
+
+# ------------------------------------------------------------------------------------------
+# The training hot path (torch): batches made on the GPU and the part zoom must queue work
+# without waiting for the GPU, or the host cannot run ahead of it (a profile of batch 26 at
+# 224 px on an H100 was host-bound on per-step syncs).
+
+
+def _torch_cuda_problem() -> str | None:
+    """Why torch cannot run on a CUDA GPU here, or None when it can."""
+    try:
+        import torch
+    except ImportError as exc:
+        return f"torch is not installed ({exc})"
+    if not torch.cuda.is_available():
+        return "torch sees no CUDA GPU"
+    return None
+
+
+_TORCH_CUDA_PROBLEM = _torch_cuda_problem()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_TORCH_CUDA_PROBLEM is not None, reason=f"{_TORCH_CUDA_PROBLEM}")
+@pytest.mark.parametrize("where", ["device", "pinned-host"])
+def test_training_batches_and_part_zoom_do_not_sync(where):
+    """device_batches steps and part_zoom_torch on CUDA under sync debug mode "error".
+
+    ``torch.cuda.set_sync_debug_mode("error")`` raises on the synchronizing calls torch
+    makes itself: a blocking copy between host and device (``torch.tensor(..., device=)``,
+    ``.to(device)`` from the host without ``non_blocking``, ``.item()``, ``.cpu()``),
+    ``torch.equal``, ``nonzero``, boolean-mask indexing, explicit synchronize. It does not
+    see waits inside the CUDA driver: a ``non_blocking`` copy from pageable (unpinned) host
+    memory, which the driver stages synchronously; ``cudaMalloc`` / ``cudaFree`` when the
+    caching allocator grows or is emptied (hence the warm-up epoch first); page-locking
+    (``cudaHostAlloc``). Nor does it count kernel launches. So this test catches
+    reintroduced ``torch.tensor`` constants, convergence reads and blocking copies,
+    not every stall.
+    """
+    import torch
+
+    from edge_iapp.model.part_zoom import part_zoom_torch
+    from edge_iapp.train.device_data import DeviceImages, device_batches
+
+    rng = np.random.default_rng(0)
+    n, size, batch = 70, 224, 26  # 3 steps: 26, 26, 18
+    host = [
+        torch.from_numpy(rng.integers(0, 256, (n, size, size), dtype=np.uint8)),
+        torch.from_numpy(rng.integers(0, 256, (n, size, size), dtype=np.uint8)),
+        torch.from_numpy(rng.integers(0, 24, n)),
+    ]
+    if where == "device":
+        images = DeviceImages(*(t.cuda() for t in host), "cuda")
+    else:  # the fallback for sets too large for the GPU: pinned host tensors
+        images = DeviceImages(*(t.pin_memory() for t in host), "cpu")
+    maps = torch.from_numpy(rng.standard_normal((batch, 2, 7, 7)).astype(np.float32)).cuda()
+
+    def epoch(images, device, seed):
+        out = []
+        stream = device_batches(
+            images, batch, np.random.default_rng(seed), np.random.default_rng(seed + 1), 0.5, device
+        )
+        for b in stream:  # what a training step reads: the batch and the part zoom
+            part = part_zoom_torch(b["object_u8"], maps[: len(b["label"])].to(device))
+            out.append((b, part))
+        return out
+
+    epoch(images, "cuda", 1)  # warm-up: CUDA modules, allocator caches, pinned blocks
+    torch.cuda.synchronize()
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = epoch(images, "cuda", 2)
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+    torch.cuda.synchronize()
+
+    want = epoch(DeviceImages(*host, "cpu"), "cpu", 2)
+    assert len(got) == len(want) == 3
+    for (gb, gp), (wb, wp) in zip(got, want, strict=True):
+        assert gb["index"].device.type == "cpu" and torch.equal(gb["index"], wb["index"])
+        for key in ("global", "object", "object_u8", "label"):
+            assert gb[key].is_cuda and torch.equal(gb[key].cpu(), wb[key]), key
+        for key in ("masks", "boxes", "fallback"):
+            assert torch.equal(getattr(gp, key).cpu(), getattr(wp, key)), key
+        diff = (gp.images.cpu().int() - wp.images.int()).abs().max()
+        assert int(diff) <= 1  # pixels within 1/255, as against the reference

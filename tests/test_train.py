@@ -369,6 +369,28 @@ def test_time_budget_fits_the_schedule_to_the_epochs_that_fit(synth, tmp_path) -
     assert "planned_epochs" not in RunConfig.load(tmp_path / "run2").extra
 
 
+@pytest.mark.parametrize(
+    ("seconds", "budget", "planned", "expected"),
+    [
+        ([20.0], 330.0, 50, None),  # warm-up epoch: wait for a steady one
+        ([20.0, 6.0], 330.0, 50, 50),  # the H100 case: all 50 fit, not 330 // 20 = 16
+        ([40.0, 30.0], 330.0, 50, 10),  # 2 done + 260 s // 30 s
+        ([40.0], 60.0, 5, 1),  # a second epoch as slow as the first would not fit
+        ([100.0], 60.0, 5, 1),  # the budget is spent: the one epoch that ran
+        ([10.0, 30.0], 25.0, 5, 2),  # over budget after epoch 2: stop there
+        ([5.0], 60.0, 1, 1),  # one epoch planned: nothing to wait for
+    ],
+)
+def test_time_budget_judges_by_the_first_steady_epoch(seconds, budget, planned, expected) -> None:
+    from rich.console import Console
+
+    from edge_iapp.train.trainer import _epochs_in_budget
+
+    cfg = RunConfig(epochs=planned)
+    quiet = Console(quiet=True)
+    assert _epochs_in_budget(cfg, budget, seconds, quiet) == expected
+
+
 def test_amp_needs_cuda(synth, tmp_path) -> None:
     data, split = synth
     result = CliRunner().invoke(
@@ -430,6 +452,21 @@ def test_device_batches_are_the_dataset_batches(synth) -> None:
                 assert torch.equal(a[key], b[key]), key
             # the uint8 object image the part zoom reads is the float input before /255
             assert torch.equal(b["object_u8"], (b["object"][:, 0] * 255).round().to(torch.uint8))
+            assert b["index"].device.type == "cpu" and b["index"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("n", [1, 25, 40, 1000])
+@pytest.mark.parametrize("batch", [1, 7, 16, 26])
+def test_one_flip_draw_per_epoch_is_the_per_batch_draws(n, batch) -> None:
+    """device_batches draws an epoch's flips in one ``random(n)``; ChromosomeDataset draws
+    them batch by batch. numpy's Generator gives the same doubles either way and ends in
+    the same state (what is drawn next is the same too)."""
+    whole, per_batch = np.random.default_rng(1234), np.random.default_rng(1234)
+    at_once = whole.random(n)
+    in_batches = np.concatenate([per_batch.random(min(batch, n - s)) for s in range(0, n, batch)])
+    np.testing.assert_array_equal(at_once, in_batches)
+    assert whole.bit_generator.state == per_batch.bit_generator.state
+    assert whole.random() == per_batch.random()
 
 
 def test_divergence_is_found_between_device_reads(synth, tmp_path, monkeypatch) -> None:

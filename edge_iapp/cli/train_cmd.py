@@ -139,7 +139,7 @@ def train_command(
     cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
     amp: Annotated[bool, Opt("--amp", help="CUDA only: bf16 autocast, channels-last.")] = False,
     time_budget: Annotated[
-        float | None, Opt(help="Minutes for training: epochs cut to what fits after epoch 1.")
+        float | None, Opt(help="Minutes for training: epochs cut to what fits, judged by epoch 2.")
     ] = None,
     augment: Annotated[
         str,

@@ -1,9 +1,12 @@
 """Part zoom in batched torch (paper eq. 10-13): the reference ``part_zoom`` on tensors.
 
-Runs on whatever device the object branch runs on, without a host round trip, and
-draws the same arrays as :func:`edge_iapp.preprocess.part_zoom`: masks and boxes
-bit-exact, pixels within 1/255 (on CPU they are equal; the same float32 operations
-in the same order). No gradient flows through the crop (NOTES.md section 3).
+Runs on whatever device the object branch runs on, without a host round trip: no
+host-to-device copies (constants are Python scalars or fills made on the device) and, for
+feature grids up to :data:`SYNC_FREE_MAX_CELLS` cells, no device-to-host read either, so
+on a GPU the host can queue the next work while this runs. It draws the same arrays as
+:func:`edge_iapp.preprocess.part_zoom`: masks and boxes bit-exact, pixels within 1/255
+(on CPU they are equal; the same float32 operations in the same order). No gradient
+flows through the crop (NOTES.md section 3).
 
 Shapes: N = batch, S = input size, ``h x w`` = the object branch's feature grid.
 """
@@ -46,13 +49,26 @@ def part_mask_torch(part_maps: torch.Tensor) -> torch.Tensor:
 _CONVERGENCE_CHECK = 4
 """Propagation rounds between convergence checks in :func:`largest_component_torch`."""
 
+SYNC_FREE_MAX_CELLS = 64
+"""Feature grids of at most this many cells run a fixed number of propagation rounds.
+
+Min-propagation reaches its fixed point within ``h * w - 1`` rounds (the longest path
+inside a region), and rounds after it change nothing, so a fixed count needs no
+convergence check, and a check is a device-to-host read that waits for the GPU to drain
+its queue. The object branch's grid is 7 x 7 at 224 px (48 rounds of two small kernels)
+and 4 x 4 at 128 px; 64 cells (8 x 8) keeps the launches few. Larger grids check every
+:data:`_CONVERGENCE_CHECK` rounds and usually stop long before ``h * w`` rounds.
+"""
+
 
 def largest_component_torch(mask: torch.Tensor) -> torch.Tensor:
     """Largest 8-connected region per image; ties go to the region met first in raster order.
 
     Each pixel starts with its raster index; 3x3 min-propagation inside the mask until
     nothing changes labels every region with its first raster pixel, so the tie rule
-    of the reference (``argmin`` of first pixels among the largest) is exact.
+    of the reference (``argmin`` of first pixels among the largest) is exact. Grids of
+    up to :data:`SYNC_FREE_MAX_CELLS` cells run ``h * w - 1`` rounds without a check (no
+    device-to-host sync); larger ones check for convergence every few rounds.
 
     Args:
         mask: ``(N, h, w)`` bool.
@@ -65,18 +81,28 @@ def largest_component_torch(mask: torch.Tensor) -> torch.Tensor:
         return torch.zeros_like(mask)
     big = h * w  # label of "no region"; larger than every raster index
     index = torch.arange(h * w, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
-    labels = torch.where(mask[:, None], index, torch.tensor(float(big), device=mask.device))
     inside = mask[:, None]
-    # Min-propagation reaches a fixed point, after which more rounds change nothing, so
-    # convergence is checked every CHECK rounds: each check waits for the GPU.
-    for _ in range(0, h * w, _CONVERGENCE_CHECK):
-        before = labels
-        for _ in range(_CONVERGENCE_CHECK):
-            # min over the 3x3 neighbourhood = -maxpool(-x); outside pixels padded with -inf
-            spread = -torch.nn.functional.max_pool2d(-labels, 3, stride=1, padding=1)
-            labels = torch.where(inside, torch.minimum(labels, spread), labels)
-        if torch.equal(labels, before):
-            break
+    # Labels are kept negated, so that the 3x3 minimum is one max-pool (outside pixels are
+    # padded with -inf). The window holds the pixel itself, so the pool never raises a
+    # label; pixels outside the mask keep -big, below every label inside.
+    neg = torch.where(inside, -index, -float(big))
+
+    def spread(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(inside, torch.nn.functional.max_pool2d(x, 3, stride=1, padding=1), x)
+
+    if h * w <= SYNC_FREE_MAX_CELLS:
+        for _ in range(h * w - 1):
+            neg = spread(neg)
+    else:
+        # Min-propagation reaches a fixed point, after which more rounds change nothing, so
+        # convergence is checked every CHECK rounds: each check waits for the GPU.
+        for _ in range(0, h * w, _CONVERGENCE_CHECK):
+            before = neg
+            for _ in range(_CONVERGENCE_CHECK):
+                neg = spread(neg)
+            if torch.equal(neg, before):
+                break
+    labels = -neg
     flat = labels.view(n, h * w).to(torch.int64)
     counts = torch.zeros((n, big + 1), dtype=torch.int64, device=mask.device)
     counts.scatter_add_(1, flat, torch.ones_like(flat))
@@ -119,7 +145,10 @@ def _zoom_boxes(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> tor
     f32 = torch.float32
     y0, x0, y1, x1 = boxes.unbind(dim=1)
     bh, bw = y1 - y0, x1 - x0
-    scale = torch.tensor(float(out_size), dtype=f32, device=dev) / torch.maximum(bh, bw).to(f32)
+    longest = torch.maximum(bh, bw).to(f32)
+    # a fill on the device, not torch.tensor (a host-to-device copy); not ``out_size /
+    # longest`` either, which torch computes as ``longest.reciprocal() * out_size``
+    scale = torch.full_like(longest, float(out_size)) / longest
     top = (out_size - bh.to(f32) * scale) / 2.0
     left = (out_size - bw.to(f32) * scale) / 2.0
     grid = torch.arange(out_size, device=dev, dtype=f32) + 0.5
@@ -130,7 +159,7 @@ def _zoom_boxes(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> tor
     fx = (u - uf)[:, None, :]
     vi, ui = vf.to(torch.int64), uf.to(torch.int64)
     flat = images.reshape(n, s * s)
-    fill = torch.tensor(float(BACKGROUND), dtype=f32, device=dev)
+    fill = float(BACKGROUND)  # a Python scalar: torch.where keeps the tensor's float32
 
     def read(ry: torch.Tensor, rx: torch.Tensor) -> torch.Tensor:
         # ry (N, S_out), rx (N, S_out): crop coordinates; outside the crop reads the fill
@@ -145,10 +174,10 @@ def _zoom_boxes(images: torch.Tensor, boxes: torch.Tensor, out_size: int) -> tor
 
     p00, p01 = read(vi, ui), read(vi, ui + 1)
     p10, p11 = read(vi + 1, ui), read(vi + 1, ui + 1)
-    one = torch.tensor(1.0, dtype=f32, device=dev)
-    top_row = p00 * (one - fx) + p01 * fx
-    bottom_row = p10 * (one - fx) + p11 * fx
-    out = top_row * (one - fy) + bottom_row * fy
+    # ``1.0 - t`` (torch.rsub, float32) equals ``torch.tensor(1.0) - t`` bit for bit
+    top_row = p00 * (1.0 - fx) + p01 * fx
+    bottom_row = p10 * (1.0 - fx) + p11 * fx
+    out = top_row * (1.0 - fy) + bottom_row * fy
     return torch.clamp(torch.floor(out + 0.5), 0, 255).to(torch.uint8)
 
 
@@ -177,7 +206,8 @@ def part_zoom_torch(object_images: torch.Tensor, part_maps: torch.Tensor) -> Tor
         ),
         dim=1,
     )
-    full = torch.tensor([0, 0, s, s], dtype=boxes.dtype, device=boxes.device)
+    full = boxes.new_zeros((1, 4))  # (0, 0, s, s), made on the device (fills, no copy)
+    full[:, 2:] = s
     boxes = torch.where(fallback[:, None], full, boxes)
     zoomed = _zoom_boxes(object_images.to(torch.float32), boxes, s)
     images = torch.where(fallback[:, None, None], object_images, zoomed)

@@ -7,7 +7,8 @@ each batch is an index, a flip and a conversion there. The order and the flips a
 drawn on the host from the same random streams as
 :class:`~edge_iapp.train.data.ChromosomeDataset` with :func:`~edge_iapp.train.data.batches`,
 so both give the same batches (a test checks it on the CPU) and ``--resume`` stays
-reproducible.
+reproducible. Both are drawn for the whole epoch and copied to the device once (pinned,
+asynchronous); each step slices them there, so no step waits on a host-to-device copy.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def device_batches(
         images: the subset (see :class:`DeviceImages`).
         batch_size: images per batch (the last one may be smaller).
         rng: draws the order (``rng.permutation``, as :func:`~edge_iapp.train.data.batches`).
-        flip_rng: draws each batch's flips (as ``ChromosomeDataset``'s own generator).
+        flip_rng: draws the flips, the epoch's at once (the numbers ``ChromosomeDataset``'s
+            own generator draws batch by batch).
         hflip: flip probability; global and object image of a sample flip together.
         device: the training device.
 
@@ -85,20 +87,27 @@ def device_batches(
 
     n = len(images)
     order = rng.permutation(n)
-    blocking = images.device == "cpu"  # host tensors to a GPU: pinned, copied async
+    # The whole epoch's flips at once: for numpy's Generator one random(n) gives the same
+    # doubles, and leaves the same state, as random() calls of sizes summing to n (a test
+    # checks it), so these are the per-batch draws of ChromosomeDataset.
+    flips = flip_rng.random(n) < hflip if hflip > 0 else np.zeros(n, dtype=bool)
+    host_images = images.device == "cpu"  # host tensors to a GPU: pinned, copied async
+    to_gpu = not str(device).startswith("cpu")
+    # One copy per epoch (pinned, async) and slices on the device per batch: a copy from
+    # pageable memory would wait for the GPU every step.
+    order_t = torch.from_numpy(order)
+    where_all = order_t if host_images else _to_device(order_t, images.device)
+    mirror_all = _to_device(torch.from_numpy(flips), device) if flips.any() else None
     for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        flip = (
-            flip_rng.random(idx.size) < hflip if hflip > 0 else np.zeros(idx.size, dtype=bool)
-        )
-        where = torch.from_numpy(idx).to(images.device, non_blocking=not blocking)
+        stop = min(start + batch_size, n)
+        where = where_all[start:stop]
         g = images.global_images.index_select(0, where)
         o = images.object_images.index_select(0, where)
         labels = images.labels.index_select(0, where)
-        if blocking and not str(device).startswith("cpu"):
+        if host_images and to_gpu:
             g, o, labels = (t.pin_memory().to(device, non_blocking=True) for t in (g, o, labels))
-        if flip.any():
-            mirror = torch.from_numpy(flip).to(device, non_blocking=True)[:, None, None]
+        if mirror_all is not None and flips[start:stop].any():
+            mirror = mirror_all[start:stop, None, None]
             g = torch.where(mirror, g.flip(-1), g)
             o = torch.where(mirror, o.flip(-1), o)
         yield {
@@ -106,5 +115,12 @@ def device_batches(
             "object": o.unsqueeze(1).float().div_(255.0),
             "object_u8": o,
             "label": labels,
-            "index": torch.from_numpy(idx),
+            "index": order_t[start:stop],
         }
+
+
+def _to_device(t: Any, device: Any) -> Any:
+    """A host tensor on ``device``; to a GPU from pinned memory, without waiting for it."""
+    if str(device).startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
