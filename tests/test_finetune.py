@@ -98,12 +98,37 @@ def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
     assert cfg["extra"]["finetune"]["cells"] == record["cells"]
     assert "time_budget_min" not in cfg["extra"]
     assert (out / "last.pt").is_file() and (out / "split.json").is_file()
+    # RUN2's own OOD calibration: threshold on the new lab's val cell, Gaussians on the
+    # fine-tuning images, for RUN2's final weights; the after score reviews with it
+    from edge_iapp.train.ood_run import load_run_ood
+
+    ood, note = load_run_ood(out)
+    assert ood is not None, note
+    assert ood["source"]["part"] == "val" and ood["source"]["images"] == 8  # cell 6
+    assert ood["source"]["fit_images"] == record["train_images"]
+    assert "ood.json" in record["ood_calibration_out"]
+    assert record["after"]["ood"]["errors"] + record["after"]["ood"]["correct"] == 24
+    assert "reviewflagsafterfine-tuning" in flat(result.output)
+    assert "RUN2'sOODcalibration" in flat(result.output)
     before, after = (f"{100 * record[k]['fused']['accuracy']:.1f}" for k in ("before", "after"))
     assert f"before│base│0│{before}" in flat(result.output)
     assert f"after│run2│3│{after}" in flat(result.output)
     # RUN2 now holds a run: a second fine-tuning into it is refused, not mixed in
     again = _finetune(run, data, split, out, "--cells", "1", "--epochs", "1")
     assert again.exit_code == 2 and "alreadyholdsarun" in flat(again.output)
+
+
+def test_no_val_part_means_no_ood_file_and_a_warning(lab, tmp_path) -> None:
+    run, data, _ = lab
+    split = write_split(tmp_path / "split.json", list(range(6)), [], [7, 8, 9])
+    out = tmp_path / "run2"
+    result = _finetune(run, data, split, out, "--cells", "1", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    assert "valpartisempty" in flat(result.output)
+    assert not (out / "ood.json").exists() and (out / "last.pt").is_file()
+    record = json.loads((out / "finetune.json").read_text())
+    assert "val part is empty" in record["ood_calibration_out"]
+    assert "ood" not in record["after"]
 
 
 def test_init_from_starts_from_the_run_weights(lab, tmp_path) -> None:

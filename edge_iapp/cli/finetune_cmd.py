@@ -115,15 +115,19 @@ def _print_table(record: dict) -> None:
             "Nu: N unlabelled cells of the new lab, used for BatchNorm statistics only "
             "(adapted: RUN's weights; after: the fine-tuned weights)"
         )
-    ood = record["before"].get("ood")
-    if ood:
-        by = ood["by"]
-        console.print(
-            "review flags before fine-tuning (OOD / confidence / either): errors flagged "
-            + " / ".join(_share(by[k]["errors_flagged"]) for k in ("ood", "confidence", "either"))
-            + "; correct calls flagged "
-            + " / ".join(_share(by[k]["correct_flagged"]) for k in ("ood", "confidence", "either"))
-        )
+    rules = ("ood", "confidence", "either")
+    for key, when in (("before", "before fine-tuning"), ("after", "after fine-tuning")):
+        ood = (record.get(key) or {}).get("ood")
+        if ood and (key == "before" or record["cells_requested"]):
+            by = ood["by"]
+            console.print(
+                f"review flags {when} (OOD / confidence / either): errors flagged "
+                + " / ".join(_share(by[k]["errors_flagged"]) for k in rules)
+                + "; correct calls flagged "
+                + " / ".join(_share(by[k]["correct_flagged"]) for k in rules)
+            )
+    if record.get("ood_calibration_out"):
+        console.print(f"RUN2's OOD calibration: {record['ood_calibration_out']}")
 
 
 def _share(x: float | None) -> str:

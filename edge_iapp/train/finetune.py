@@ -313,24 +313,65 @@ def finetune(
             train_raw=raw,
         )
         model, _ = load_model(out)
-        record["after"] = score(
-            predict(model.to(device), test, new_cfg.branches, device=device, batch_size=batch_size),
-            new_cfg.fusion,
-        )
+        model.to(device)
         if adapt_data is not None:
             from .adapt_bn import save_adapted
 
-            record["finetuned"] = record["after"]
-            record["readaptation"] = _adapt(model, adapt_data, new_cfg.branches, device, log)
-            save_adapted(model, out, record["readaptation"])
-            record["after"] = score(
+            record["finetuned"] = score(
                 predict(model, test, new_cfg.branches, device=device, batch_size=batch_size),
                 new_cfg.fusion,
             )
+            record["readaptation"] = _adapt(model, adapt_data, new_cfg.branches, device, log)
+            save_adapted(model, out, record["readaptation"])
+        ood_out, record["ood_calibration_out"] = _calibrate_ood(
+            out, model, new_cfg, parts.parts["val"], ft, prepare_fn, device, batch_size, log
+        )
+        record["after"] = score(
+            predict(model, test, new_cfg.branches, device=device, batch_size=batch_size),
+            new_cfg.fusion,
+            ood_out,
+        )
         record["max_abs_weight_change"] = _weight_change(run, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _calibrate_ood(
+    out: Path, model, cfg, val_samples: Sequence, ft, prepare_fn, device, batch_size, log
+) -> tuple[dict[str, Any] | None, str]:
+    """Write RUN2's ``ood.json`` for the fine-tuned weights: ``(the record or None, a note)``.
+
+    The threshold comes from the new lab's val part (neither fine-tuned nor scored on; its
+    labels are not read), the class Gaussians from the fine-tuning images, the only
+    labelled images of the new lab the run has seen. Classes missing from them are not
+    modelled, so their calls look unfamiliar and go to review. Without readable val
+    images RUN2 gets no ``ood.json`` (the note says so), as before.
+    """
+    from .ood_run import write_run_ood
+    from .predict import predict
+
+    if not val_samples:
+        note = "no ood.json: the split's val part is empty (run `edge-iapp ood-calibrate`)"
+        log(f"warning: {note}")
+        return None, note
+    val = prepare_fn(val_samples, cfg.preprocess, "val (OOD threshold)")
+    if len(val) == 0:
+        note = f"no ood.json: none of the {len(val_samples)} val images could be read"
+        log(f"warning: {note}")
+        return None, note
+    record = write_run_ood(
+        out,
+        predict(model.to(device), val, cfg.branches, device=device, batch_size=batch_size),
+        source={"part": "val", "data": cfg.extra.get("data"), "images": len(val)},
+        fit=predict(model, ft, cfg.branches, device=device, batch_size=batch_size),
+    )
+    if record.get("fit_error"):
+        log(f"warning: OOD score: {record['fit_error']}")
+    return record, (
+        f"{record['score']} threshold {record['threshold']:.4f} from {len(val)} val images of "
+        f"the new lab, Gaussians from the {len(ft)} fine-tuning images: {out / 'ood.json'}"
+    )
 
 
 def _adapt(model, data, branches, device: str, log) -> dict[str, Any]:
