@@ -373,7 +373,7 @@ def test_time_budget_fits_the_schedule_to_the_epochs_that_fit(synth, tmp_path) -
     ("seconds", "budget", "planned", "expected"),
     [
         ([20.0], 330.0, 50, None),  # warm-up epoch: wait for a steady one
-        ([20.0, 6.0], 330.0, 50, 50),  # the H100 case: all 50 fit, not 330 // 20 = 16
+        ([25.0, 6.5], 330.0, 50, 47),  # the H100 case: 47 fit, not 330 // 25 = 13
         ([40.0, 30.0], 330.0, 50, 10),  # 2 done + 260 s // 30 s
         ([40.0], 60.0, 5, 1),  # a second epoch as slow as the first would not fit
         ([100.0], 60.0, 5, 1),  # the budget is spent: the one epoch that ran
@@ -389,6 +389,44 @@ def test_time_budget_judges_by_the_first_steady_epoch(seconds, budget, planned, 
     cfg = RunConfig(epochs=planned)
     quiet = Console(quiet=True)
     assert _epochs_in_budget(cfg, budget, seconds, quiet) == expected
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_time_budget_holds_for_a_run_resumed_before_it_was_judged(
+    synth, tmp_path, monkeypatch
+) -> None:
+    """Killed after epoch 1 (before the budget is judged at epoch 2) and resumed: still cut."""
+    import itertools
+
+    from edge_iapp.train import trainer
+
+    clock = itertools.count(0.0, 5.0)  # every reading of the clock is 5 s later
+    monkeypatch.setattr(trainer.time, "perf_counter", lambda: next(clock))
+    data, split = synth
+    cfg = RunConfig(
+        preprocess=PreprocessConfig(input_size=32, canvas=128),
+        epochs=12,
+        batch_size=8,
+        branches=("global",),
+        extra={"time_budget_min": 1.0},
+    )
+    prepared = prepare(_samples(data, split, "train")[::4], cfg.preprocess)
+    whole = train(RunConfig.from_dict(cfg.to_dict()), prepared, tmp_path / "whole")
+    assert 2 <= whole.last_epoch < 12
+
+    def stop(entry, model):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        train(RunConfig.from_dict(cfg.to_dict()), prepared, tmp_path / "cut", on_epoch=stop)
+    assert "epochs_fit_in_budget" not in json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    resumed = train(RunConfig.load(tmp_path / "cut"), prepared, tmp_path / "cut", resume=True)
+    metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert metrics["epochs_fit_in_budget"] == resumed.last_epoch < 12
+    assert RunConfig.load(tmp_path / "cut").extra["planned_epochs"] == 12
 
 
 def test_amp_needs_cuda(synth, tmp_path) -> None:

@@ -105,7 +105,7 @@ def device_batches(
         o = images.object_images.index_select(0, where)
         labels = images.labels.index_select(0, where)
         if host_images and to_gpu:
-            g, o, labels = (t.pin_memory().to(device, non_blocking=True) for t in (g, o, labels))
+            g, o, labels = (_to_device(t, device) for t in (g, o, labels))
         if mirror_all is not None and flips[start:stop].any():
             mirror = mirror_all[start:stop, None, None]
             g = torch.where(mirror, g.flip(-1), g)

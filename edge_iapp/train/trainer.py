@@ -235,8 +235,10 @@ def train(
 
     # prepared images go to the training device once; augmented runs make batches per step
     epoch_data = None if cfg.extra.get("augment") else DeviceImages.put(train_data, device)
-    budget_s = _time_budget_seconds(cfg) if start_epoch == 0 else None
-    epoch_seconds: list[float] = []  # training + validation, per epoch of this call
+    # the budget is judged once (recorded as epochs_fit_in_budget), also by a run resumed
+    # before that; epochs of an earlier call count with their training time
+    budget_s = _time_budget_seconds(cfg) if "epochs_fit_in_budget" not in metrics else None
+    epoch_seconds = [float(e.get("seconds", 0.0)) for e in metrics["epochs"]]
     done = 0
     epoch = start_epoch
     while epoch < cfg.epochs:
@@ -269,7 +271,7 @@ def train(
         epoch_seconds.append(time.perf_counter() - t_epoch)
         fit = None
         if budget_s is not None and "epochs_fit_in_budget" not in metrics:
-            fit = _epochs_in_budget(cfg, budget_s, epoch_seconds, console)
+            fit = _epochs_in_budget(cfg, budget_s, epoch_seconds, console)  # None: not yet
         if fit is not None:
             if fit < cfg.epochs:
                 cfg.extra["planned_epochs"] = cfg.epochs
