@@ -391,10 +391,6 @@ def test_time_budget_judges_by_the_first_steady_epoch(seconds, budget, planned, 
     assert _epochs_in_budget(cfg, budget, seconds, quiet) == expected
 
 
-class _Stop(Exception):
-    pass
-
-
 def test_time_budget_holds_for_a_run_resumed_before_it_was_judged(
     synth, tmp_path, monkeypatch
 ) -> None:
@@ -417,11 +413,9 @@ def test_time_budget_holds_for_a_run_resumed_before_it_was_judged(
     whole = train(RunConfig.from_dict(cfg.to_dict()), prepared, tmp_path / "whole")
     assert 2 <= whole.last_epoch < 12
 
-    def stop(entry, model):
-        raise _Stop
-
-    with pytest.raises(_Stop):
-        train(RunConfig.from_dict(cfg.to_dict()), prepared, tmp_path / "cut", on_epoch=stop)
+    with pytest.raises(_Interrupt):
+        cut = RunConfig.from_dict(cfg.to_dict())
+        train(cut, prepared, tmp_path / "cut", on_epoch=lambda e, m: _stop_after(e, 1))
     assert "epochs_fit_in_budget" not in json.loads((tmp_path / "cut" / "metrics.json").read_text())
     resumed = train(RunConfig.load(tmp_path / "cut"), prepared, tmp_path / "cut", resume=True)
     metrics = json.loads((tmp_path / "cut" / "metrics.json").read_text())
