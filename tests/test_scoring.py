@@ -401,3 +401,44 @@ def test_lab_shift_needs_ten_calls_and_a_calibration() -> None:
     unchecked = lab_shift(calls(46, 0), checked=False)  # a bundle without OOD calibration
     assert unchecked["flagged"] is None and unchecked["share"] is None
     assert unchecked["unlike_training_lab"] is False and unchecked["checked"] is False
+
+
+def test_resuming_into_an_output_of_other_settings_is_refused(synth_slides, bundle, tmp_path):
+    """Cells of another bundle, precision or option set are never mixed into one report."""
+    import shutil
+
+    slide, out = synth_slides / "slide_002", tmp_path / "out"
+
+    def flat(text: str) -> str:  # rich wraps long lines
+        return "".join(text.split())
+
+    def score(*extra: str, bundle_dir: Path = bundle):
+        args = ["score", str(slide), "--bundle", str(bundle_dir), "--out", str(out)]
+        return CliRunner().invoke(app, [*args, "--no-progress", *extra])
+
+    first = score()
+    assert first.exit_code == 0, first.output
+    scored = _tree_hash(out)
+    # same settings (a batch size changes no call): finished cells are skipped
+    again = score("--batch-size", "7")
+    assert again.exit_code == 0 and "0scored,5alreadyfinished" in flat(again.output)
+    # other options: refused before any cell is touched
+    other = score("--threshold", "0.8")
+    assert other.exit_code == 2 and "holdscellsscoredwithothersettings" in flat(other.output)
+    assert '"threshold":0.9' in flat(other.output) and '"threshold":0.8' in flat(other.output)
+    # another bundle (same files, another manifest): refused too
+    copy = tmp_path / "bundle2"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "created": "another export"}))
+    assert score(bundle_dir=copy).exit_code == 2
+    after = _tree_hash(out)
+    scored.pop("run_info.json")
+    after.pop("run_info.json")
+    assert after == scored  # nothing was mixed in
+    # --force re-scores every cell with the new settings, and records them
+    forced = score("--threshold", "0.8", "--force")
+    assert forced.exit_code == 0 and "5scored" in flat(forced.output)
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["options"]["threshold"] == 0.8 and info["model"]["precision"] == "fp32"
+    assert score("--threshold", "0.8").exit_code == 0

@@ -65,6 +65,7 @@ def score(
 
     Resumable: finished cells (summary.json present) are skipped unless --force.
     """
+    from edge_iapp.ioutil import sha256_file
     from edge_iapp.scoring.cell import CellOptions
     from edge_iapp.scoring.layout import discover
     from edge_iapp.scoring.score import OutputLockedError, OutputWriteError, run_scoring
@@ -87,6 +88,12 @@ def score(
     except Exception as exc:  # noqa: BLE001 - description is informative only
         info["ran"] = {"backend": backend, "precision": precision, "describe_error": str(exc)}
     ran = info["ran"]
+    # what the cells' calls depend on: a resumed run must match it (scoring/score.py)
+    info["model"] = {
+        "bundle_sha256": sha256_file(bundle / "manifest.json"),
+        "backend": ran.get("backend", backend),
+        "precision": ran.get("precision", precision),
+    }
     console.print(
         f"scoring {n_cells} cell(s) in {len(jobs)} slide(s) with "
         f"[bold]{ran.get('backend', backend)} {ran.get('precision', precision)}[/] -> {out}"

@@ -67,6 +67,16 @@ class OutputLockedError(Exception):
     """Another scoring run is writing to the same output folder."""
 
 
+class OutputMismatchError(ValueError):
+    """OUT holds cells scored with another model, backend, precision or cell options."""
+
+
+RESUME_KEYS = ("model", "options", "segment")
+"""``run_info.json`` entries that must match for a run to add cells to an existing OUT:
+``model`` (bundle manifest sha256, the backend and precision that ran; set by the CLI)
+and the cell options. A run_info.json without a key (older versions) is not compared on it."""
+
+
 @dataclass
 class RunStats:
     """What a run did.
@@ -210,6 +220,8 @@ def run_scoring(
         raise OutputWriteError(out, exc, 0) from exc
     lock = _acquire_lock(out)
     try:
+        if not force:
+            _check_resume(out, {**run_info_entries(options), **(run_info or {})})
         timed = _TimedPredictor(predictor)
         return _run(jobs, out, timed, options, force, progress, run_info or {}, pipeline)
     finally:
@@ -243,8 +255,7 @@ def _run(
         "status": "running",
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "options": {k: v for k, v in asdict(options).items() if k != "segment"},
-        "segment": asdict(options.segment),
+        **run_info_entries(options),
         **run_info,
     }
     _write(out / RUN_INFO, json.dumps(info, indent=1) + "\n", stats)
@@ -306,6 +317,49 @@ def _run(
     )
     _write(out / RUN_INFO, json.dumps(info, indent=1) + "\n", stats)
     return stats
+
+
+def run_info_entries(options: CellOptions) -> dict[str, Any]:
+    """The cell options as ``run_info.json`` records them (JSON types)."""
+    entries = {
+        "options": {k: v for k, v in asdict(options).items() if k != "segment"},
+        "segment": asdict(options.segment),
+    }
+    return json.loads(json.dumps(entries))
+
+
+def _check_resume(out: Path, info: dict[str, Any]) -> None:
+    """Refuse to add cells to ``out`` when its finished ones came from other settings.
+
+    A report mixing two models, backends, precisions or option sets would look like one
+    run; ``--force`` re-scores every cell instead, and a new OUT keeps both.
+    """
+    try:
+        old = json.loads((out / RUN_INFO).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OutputMismatchError(
+            f"{out / RUN_INFO} is unreadable ({exc}), so the cells already in {out} cannot be "
+            "matched to this run: choose a new output folder, or --force to re-score every cell"
+        ) from exc
+    old = {k: _comparable(k, old[k]) for k in RESUME_KEYS if k in old}
+    new = {k: _comparable(k, json.loads(json.dumps(info[k]))) for k in RESUME_KEYS if k in info}
+    differ = [k for k in RESUME_KEYS if k in old and k in new and old[k] != new[k]]
+    if differ:
+        was = ", ".join(f"{k} {json.dumps(old[k], sort_keys=True)}" for k in differ)
+        now = ", ".join(f"{k} {json.dumps(new[k], sort_keys=True)}" for k in differ)
+        raise OutputMismatchError(
+            f"{out} holds cells scored with other settings ({was}); this run has {now}. "
+            "Choose a new output folder to keep both, or --force to re-score every cell"
+        )
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A run_info entry without what cannot change a call (the classifier's batch size)."""
+    if key == "options" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "batch_size"}
+    return value
 
 
 class _Writer:
