@@ -217,6 +217,14 @@ def test_selection_is_stratified_spread_and_deterministic():
         assert len({s.group for s in a if s.class_name == c}) == 2
     assert len({s.group for s in a}) == 3
     assert [s.path for s in select_samples(samples, 48, seed=1)] != [s.path for s in a]
+    # the same data in another folder: the same images (a new user's copy, a CI checkout)
+    moved = [
+        SimpleNamespace(**{**vars(x), "path": Path("/elsewhere/x") / x.path.relative_to("/d")})
+        for x in samples
+    ]
+    assert [s.path.relative_to("/elsewhere/x") for s in select_samples(moved, 48, seed=0)] == [
+        s.path.relative_to("/d") for s in a
+    ]
 
 
 def test_selection_remainder_and_shortfall():

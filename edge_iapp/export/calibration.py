@@ -1,6 +1,7 @@
 """The chromosome calibration set: which training images calibrate INT8, and their inputs.
 
-Selection rule (deterministic for a given seed, independent of file-system order):
+Selection rule (deterministic for a given seed, independent of file-system order and of
+where the data folder lies: the keys are file names and group IDs, never full paths):
 
 1. Only the split's ``train`` part (never val/test: calibrating on them leaks).
 2. Stratified by class: ``size // C`` images per class, the remainder to classes in a
@@ -128,7 +129,8 @@ def _spread_over_groups(items: Sequence, seed: int, class_name: str) -> list:
     for s in items:
         groups.setdefault(str(s.group), []).append(s)
     queues = [
-        sorted(v, key=lambda s: _key(seed, f"file:{Path(s.path).name}:{s.path}"))
+        # name, then group: a full path would make the choice depend on the data's location
+        sorted(v, key=lambda s: _key(seed, f"file:{Path(s.path).name}:{s.group}"))
         for _, v in sorted(groups.items(), key=lambda kv: _key(seed, f"group:{class_name}:{kv[0]}"))
     ]
     out = []
