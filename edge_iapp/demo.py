@@ -46,6 +46,8 @@ def demo_steps(root: Path) -> list[tuple[Path, list[str]]]:
                 str(DEMO_CANVAS),
                 "--epochs",
                 str(DEMO_EPOCHS),
+                "--keep",  # one epoch checkpoint (270 MB each), not two
+                "1",
             ],
         ),
         (

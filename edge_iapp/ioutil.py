@@ -22,7 +22,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     try:
         # mkstemp makes the file 0600; give it the mode open() would (0666 & ~umask), so
         # results are readable by whoever reads the output folder (a LIMS, a web server).
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~process_umask())
         writer(tmp_path)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -33,7 +33,7 @@ def atomic_write(path: str | Path, writer: Callable[[Path], None]) -> Path:
     return path
 
 
-def _umask() -> int:
+def process_umask() -> int:
     """The process umask, read without changing it (os.umask would, for all threads)."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:

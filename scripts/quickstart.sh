@@ -9,7 +9,7 @@ edge-iapp synth demo/data --cells 16
 edge-iapp data split demo/data --out demo/split.json
 # 2. Train IAPP-CNN (three resnet18 branches) briefly at 64 px.
 edge-iapp train demo/data --split demo/split.json --out demo/run \
-  --input-size 64 --canvas 160 --epochs 4
+  --input-size 64 --canvas 160 --epochs 4 --keep 1
 # 3. Export the bundle: ONNX per branch, FP32 and INT8 (Q/DQ calibrated on the train split).
 edge-iapp export demo/run --precision fp32,int8 --calib-data demo/data --out demo/bundle
 # 4. Throughput, latency and accuracy drop per backend and precision.

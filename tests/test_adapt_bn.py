@@ -161,6 +161,7 @@ def new_lab(tmp_path_factory):
     run.mkdir()
     RunConfig(preprocess=PreprocessConfig(input_size=40, canvas=128)).save(run)
     torch.save({"model": model(7).state_dict(), "epoch": 3}, run / "last.pt")
+    (run / "split.json").write_text('{"version": 1, "groups": {"train": ["S0"]}}\n')
     return run, root / "slides"
 
 
@@ -182,7 +183,11 @@ def test_adapt_command_makes_a_run_from_unlabelled_slides(new_lab, tmp_path) -> 
     result = _adapt(str(run), "--slides", str(slides), "--out", str(out), "--cells", "3")
     assert result.exit_code == 0, result.output
     text = "".join(result.output.split())
-    assert "slide1/spread:leftout" in text and "edge-iappexport" in text
+    assert "slide1/spread:leftout" in text
+    assert f"edge-iappexport{out}--outBUNDLE" in text and "--calib-data" in text
+    assert "reviewflag:outofdistributionnowmeansunlikethesecells" in text
+    # export's INT8 calibration reads RUN's split from the adapted run
+    assert (out / "split.json").read_text() == (run / "split.json").read_text()
     record = json.loads((out / "adapt.json").read_text())
     assert len(record["cells"]) == 3 and "slide1/spread" not in record["cells"]
     assert record["labels_used"] is False and record["images"] == record["adaptation"]["images"]

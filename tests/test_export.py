@@ -95,6 +95,15 @@ def test_manifest_records_calibration_versions_and_source(bundle):
     assert manifest["size"] == 24 and len(manifest["per_class"]) == 24
 
 
+def test_bundle_folder_is_readable_by_other_users(bundle):
+    # the folder is made by mkdtemp (0700) and renamed into place: give it the usual mode
+    from edge_iapp.ioutil import process_umask
+
+    mode = bundle.path.stat().st_mode & 0o777
+    assert mode == 0o777 & ~process_umask(), oct(mode)
+    assert all(p.stat().st_mode & 0o444 == 0o444 & ~process_umask() for p in bundle.path.iterdir())
+
+
 def test_int8_without_calibration_data_is_a_clear_error(tmp_path_factory, tmp_path):
     from edge_iapp.export.build import export_bundle
     from edge_iapp.export.calibration import CalibrationError

@@ -109,7 +109,7 @@ def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
     assert "ood.json" in record["ood_calibration_out"]
     assert record["after"]["ood"]["errors"] + record["after"]["ood"]["correct"] == 24
     assert "reviewflagsafterfine-tuning" in flat(result.output)
-    assert "RUN2'sOODcalibration" in flat(result.output)
+    assert "OODcalibrationofthefine-tunedrun" in flat(result.output)
     before, after = (f"{100 * record[k]['fused']['accuracy']:.1f}" for k in ("before", "after"))
     assert f"before│base│0│{before}" in flat(result.output)
     assert f"after│run2│3│{after}" in flat(result.output)

@@ -445,6 +445,17 @@ def test_amp_needs_cuda(synth, tmp_path) -> None:
     assert "--amp" in flat(result.output) and "CUDA" in result.output
 
 
+def test_an_existing_run_is_refused_before_any_preprocessing(synth, tmp_path) -> None:
+    data, split = synth
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "last.pt").write_bytes(b"a finished run's weights")
+    args = ["train", str(data), "--split", str(split), "--out", str(tmp_path / "r")]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--epochs", "1"])
+    assert result.exit_code == 2 and "alreadyholdsarun" in flat(result.output)
+    assert "preprocessed" not in result.output  # no minutes spent before saying so
+    assert (tmp_path / "r" / "last.pt").read_bytes() == b"a finished run's weights"
+
+
 def test_last_checkpoint_follows_the_newest_epoch_without_touching_older_ones(tmp_path) -> None:
     import torch
 

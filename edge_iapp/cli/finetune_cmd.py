@@ -127,7 +127,7 @@ def _print_table(record: dict) -> None:
                 + " / ".join(_share(by[k]["correct_flagged"]) for k in rules)
             )
     if record.get("ood_calibration_out"):
-        console.print(f"RUN2's OOD calibration: {record['ood_calibration_out']}")
+        console.print(f"OOD calibration of the fine-tuned run: {record['ood_calibration_out']}")
 
 
 def _share(x: float | None) -> str:
@@ -171,7 +171,18 @@ def adapt_command(
         f"BatchNorm statistics of {a['layers']} layers re-estimated on {a['images']} images "
         f"of {len(record['cells'])} cell(s): {', '.join(record['cells'])}"
     )
-    console.print(f"written: {out} (export it with `edge-iapp export {out}`)")
+    threshold = record.get("ood_threshold")
+    if threshold is not None:
+        console.print(
+            f"review flag: out of distribution now means unlike these cells "
+            f"(energy threshold {threshold:.4f}, {out / 'ood.json'})"
+        )
+    data = record.get("training_data") or "DATA"
+    console.print(
+        f"written: {out}; export it with `edge-iapp export {out} --out BUNDLE` "
+        f"(INT8: add `-p fp32 -p int8 --calib-data {data}`: it calibrates on the training "
+        "lab's images with RUN's split, copied here)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -155,7 +155,7 @@ def train_command(
     from ..preprocess import PreprocessConfig
     from ..train.data import balanced_subset
     from ..train.loading import DataProblem, check_training_classes, load_parts
-    from ..train.run import RunConfig
+    from ..train.run import LAST_CHECKPOINT, RunConfig
     from ..train.trainer import RunConflict, TrainingDiverged, train
 
     if threads:
@@ -210,6 +210,11 @@ def train_command(
         fail(f"--time-budget must be a positive number of minutes, got {time_budget}")
     if weights is not None and not weights.is_file():
         fail(f"--weights {weights} does not exist; pass a torchvision ImageNet .pth file")
+    if not resume and (out / LAST_CHECKPOINT).exists():  # before minutes of preprocessing
+        fail(
+            f"{out} already holds a run ({out / LAST_CHECKPOINT}); "
+            "pass --resume or choose a new --out"
+        )
     try:
         parts = load_parts(data, split)
     except DataProblem as exc:

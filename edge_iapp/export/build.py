@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -108,6 +109,10 @@ def export_bundle(
     s = cfg.preprocess.input_size
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    # mkdtemp makes it 0700; a bundle is read by other users (a service, install.sh's user)
+    from ..ioutil import process_umask
+
+    os.chmod(tmp, 0o777 & ~process_umask())
     try:
         manifest = _build(model, cfg, ckpt, Path(run_dir), tmp, precisions, s, locals(), log)
         from ..ioutil import atomic_write_text

@@ -231,8 +231,9 @@ def adapt_run(
     Picks ``cells`` crop cells of ``slides`` (seeded, as fine-tuning picks cells), reads
     and preprocesses them with RUN's preprocessing, re-estimates the statistics and
     writes RUN2 (``out``): ``config.json`` (RUN's, with ``extra["adapted"]``), ``last.pt``,
-    ``adapt.json`` and ``ood.json`` (the energy threshold on the same cells: the review
-    flag's out-of-distribution test now refers to the new lab). No label is needed or read.
+    ``adapt.json``, ``ood.json`` (the energy threshold on the same cells: the review
+    flag's out-of-distribution test now refers to the new lab) and RUN's ``split.json``
+    (INT8 export calibrates on RUN's training images). No label is needed or read.
 
     Raises:
         ValueError: RUN2 already holds a run, too few cells or readable images, or a
@@ -242,6 +243,7 @@ def adapt_run(
     import json
 
     from ..ioutil import atomic_write_text
+    from .checkpoint import SPLIT_FILE
     from .data import prepare
     from .finetune import pick_ids
     from .run import LAST_CHECKPOINT, RunConfig, load_model
@@ -275,10 +277,13 @@ def adapt_run(
         "unreadable": [{"file": str(p), "error": r} for p, r in data.skipped],
         "adaptation": adaptation,
         "labels_used": False,
+        "training_data": cfg.extra.get("data"),
     }
     new_cfg.extra = {**new_cfg.extra, "adapted": {k: record[k] for k in ("run", "slides", "cells")}}
     record["ood_threshold"] = write_adapted_run(
         out, model, new_cfg, adaptation, data, device, {"slides": str(slides)}, log
     )
+    if (run / SPLIT_FILE).is_file():  # RUN's split: what export's INT8 calibration reads
+        atomic_write_text(out / SPLIT_FILE, (run / SPLIT_FILE).read_text(encoding="utf-8"))
     atomic_write_text(out / ADAPT_FILE, json.dumps(record, indent=1) + "\n")
     return record
