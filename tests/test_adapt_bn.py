@@ -188,6 +188,12 @@ def test_adapt_command_makes_a_run_from_unlabelled_slides(new_lab, tmp_path) -> 
     assert "reviewflag:outofdistributionnowmeansunlikethesecells" in text
     # export's INT8 calibration reads RUN's split from the adapted run
     assert (out / "split.json").read_text() == (run / "split.json").read_text()
+    # the bundle says it was adapted, and to what (score's advice reads it)
+    from edge_iapp.export.build import export_bundle
+
+    bundle = export_bundle(out, tmp_path / "bundle", ("fp32",), log=lambda _m: None)
+    adapted_cells = json.loads((out / "adapt.json").read_text())["cells"]
+    assert bundle.manifest["source"]["adapted"]["cells"] == adapted_cells
     record = json.loads((out / "adapt.json").read_text())
     assert len(record["cells"]) == 3 and "slide1/spread" not in record["cells"]
     assert record["labels_used"] is False and record["images"] == record["adaptation"]["images"]

@@ -442,3 +442,25 @@ def test_resuming_into_an_output_of_other_settings_is_refused(synth_slides, bund
     info = json.loads((out / "run_info.json").read_text())
     assert info["options"]["threshold"] == 0.8 and info["model"]["precision"] == "fp32"
     assert score("--threshold", "0.8").exit_code == 0
+
+
+def test_advice_for_cells_unlike_the_lab_follows_how_the_bundle_was_made(tmp_path):
+    from edge_iapp.cli.score_cmd import _lab_advice
+
+    plain, adapted = tmp_path / "plain", tmp_path / "adapted"
+    for folder, source in (
+        (plain, {"run": "r"}),
+        (
+            adapted,
+            {
+                "run": "r2",
+                "adapted": {"run": "r", "slides": "/slides/labB", "cells": ["s/c1", "s/c2"]},
+            },
+        ),
+    ):
+        folder.mkdir()
+        (folder / "manifest.json").write_text(json.dumps({"source": source}))
+    assert "adapt the model to them" in _lab_advice(plain)
+    advice = _lab_advice(adapted)
+    assert "already adapted, to 2 cell(s) of /slides/labB" in advice and "finetune" in advice
+    assert "adapt the model to them" in _lab_advice(tmp_path / "missing")  # no manifest: default

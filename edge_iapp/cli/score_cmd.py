@@ -53,9 +53,11 @@ def score(
     batch_size: Annotated[int, typer.Option(help="images per classifier call")] = 64,
     pipeline: Annotated[
         bool,
-        typer.Option("--pipeline/--no-pipeline",
-                     help="write each cell's files on a background thread while the next cell "
-                          "is classified (for GPU backends; same outputs)"),
+        typer.Option(
+            "--pipeline/--no-pipeline",
+            help="write each cell's files on a background thread while the next cell "
+            "is classified (for GPU backends; same outputs)",
+        ),
     ] = False,
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="progress bar with ETA")
@@ -79,8 +81,10 @@ def score(
         fail(str(exc))
     n_cells = sum(len(s.cells) for s in jobs)
     if n_cells == 0:
-        fail(f"no cell folders found under {slides} "
-             "(expected SLIDE/<cell>/ or SLIDES/<slide>/<cell>/)")
+        fail(
+            f"no cell folders found under {slides} "
+            "(expected SLIDE/<cell>/ or SLIDES/<slide>/<cell>/)"
+        )
     clf = _load_classifier(bundle, backend, precision)
     info = {"bundle": str(bundle), "requested": {"backend": backend, "precision": precision}}
     try:
@@ -98,12 +102,21 @@ def score(
         f"scoring {n_cells} cell(s) in {len(jobs)} slide(s) with "
         f"[bold]{ran.get('backend', backend)} {ran.get('precision', precision)}[/] -> {out}"
     )
-    options = CellOptions(consistency=consistency, threshold=threshold, penalty=penalty,
-                          batch_size=batch_size)
+    options = CellOptions(
+        consistency=consistency, threshold=threshold, penalty=penalty, batch_size=batch_size
+    )
     try:
         with clf:
-            stats = run_scoring(slides, out, clf, options, force=force, progress=progress,
-                                run_info=info, pipeline=pipeline)
+            stats = run_scoring(
+                slides,
+                out,
+                clf,
+                options,
+                force=force,
+                progress=progress,
+                run_info=info,
+                pipeline=pipeline,
+            )
     except OutputWriteError as exc:
         fail(str(exc), code=3)
     except OutputLockedError as exc:
@@ -120,10 +133,30 @@ def score(
     if unlike:
         console.print(
             f"[yellow]warning:[/] {unlike} cell(s) flagged unlike_training_lab (more than a "
-            "quarter of their calls out of distribution): these slides differ from the "
-            "training lab's; adapt the model to them (`edge-iapp adapt`, README) before "
-            "trusting the calls"
+            f"quarter of their calls out of distribution): {_lab_advice(bundle)}"
         )
+
+
+def _lab_advice(bundle: Path) -> str:
+    """What to do about cells unlike the bundle's reference cells, by how the model was made."""
+    import json
+
+    try:
+        source = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        source = {}
+    adapted = source.get("adapted") if isinstance(source, dict) else None
+    if adapted:
+        return (
+            f"this bundle was already adapted, to {len(adapted.get('cells') or [])} cell(s) of "
+            f"{adapted.get('slides')}, and these cells still look unlike them: adapt RUN on "
+            "cells of these slides, or fine-tune it with a few labelled cells of them "
+            "(`edge-iapp finetune`, README) before trusting the calls"
+        )
+    return (
+        "these slides differ from the training lab's; adapt the model to them "
+        "(`edge-iapp adapt`, README) before trusting the calls"
+    )
 
 
 def _load_classifier(bundle: Path, backend: str, precision: str):

@@ -348,6 +348,8 @@ def _build(
             "checkpoint": ckpt.name,
             "checkpoint_sha256": sha256_file(ckpt),
             "epoch": state.get("epoch") if isinstance(state, dict) else None,
+            # how the run came to be, when not trained from scratch (the score CLI's advice)
+            **{k: cfg.extra[k] for k in ("adapted", "finetune") if cfg.extra.get(k)},
         },
         "export": {
             "opset": args["opset"],
