@@ -46,7 +46,10 @@ def lab(tmp_path_factory) -> tuple[Path, Path, Path]:
         preprocess=PreprocessConfig(input_size=40, canvas=128),
         batch_size=8,
         lr=0.02,
-        extra={"time_budget_min": 0.001},  # must not carry over into the fine-tuning
+        extra={
+            "time_budget_min": 0.001,  # must not carry over into the fine-tuning
+            "adapted": {"run": "r0", "slides": "s", "cells": ["c"]},  # replaced by it
+        },
     )
     run.mkdir()
     cfg.save(run)
@@ -96,7 +99,7 @@ def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
     assert (cfg["epochs"], cfg["lr"], cfg["batch_size"]) == (3, 0.01, 8)  # the rest is RUN's
     assert cfg["preprocess"] == json.loads((run / "config.json").read_text())["preprocess"]
     assert cfg["extra"]["finetune"]["cells"] == record["cells"]
-    assert "time_budget_min" not in cfg["extra"]
+    assert "time_budget_min" not in cfg["extra"] and "adapted" not in cfg["extra"]
     assert (out / "last.pt").is_file() and (out / "split.json").is_file()
     # RUN2's own OOD calibration: threshold on the new lab's val cell, Gaussians on the
     # fine-tuning images, for RUN2's final weights; the after score reviews with it

@@ -464,3 +464,42 @@ def test_advice_for_cells_unlike_the_lab_follows_how_the_bundle_was_made(tmp_pat
     advice = _lab_advice(adapted)
     assert "already adapted, to 2 cell(s) of /slides/labB" in advice and "finetune" in advice
     assert "adapt the model to them" in _lab_advice(tmp_path / "missing")  # no manifest: default
+
+
+def test_resume_checks_precision_old_outputs_and_interrupted_force_runs(
+    synth_slides, classifier, tmp_path
+):
+    """The API path: precision recorded as ``model``; older OUTs by what ran; --force runs."""
+    from edge_iapp.scoring.score import RUN_INFO, OutputMismatchError
+
+    slide, out = synth_slides / "slide_004", tmp_path / "out"
+    fp32 = {"model": {"bundle_sha256": "b", "backend": "onnxruntime", "precision": "fp32"}}
+    int8 = {"model": {**fp32["model"], "precision": "int8"}}
+    ran_int8 = {"ran": {"backend": "onnxruntime", "precision": "int8"}}
+    # nothing finished yet (an earlier run wrote run_info.json, then no cell): no refusal
+    out.mkdir()
+    (out / RUN_INFO).write_text(json.dumps({**int8, "status": "running"}))
+    assert run_scoring(slide, out, classifier, progress=False, run_info=fp32).scored == 5
+    info_before = (out / RUN_INFO).read_text()
+    with pytest.raises(OutputMismatchError, match="other settings"):
+        run_scoring(slide, out, classifier, progress=False, run_info=int8)
+    assert (out / RUN_INFO).read_text() == info_before  # refused before writing anything
+    # an OUT from before `model` was recorded: compared by the backend and precision that ran
+    (out / RUN_INFO).write_text(json.dumps({**ran_int8, "status": "finished"}))
+    with pytest.raises(OutputMismatchError, match="precision"):
+        run_scoring(slide, out, classifier, progress=False, run_info=fp32)
+    # an option field a later version added is no reason to refuse
+    old = json.loads(info_before)
+    old["options"] = {k: v for k, v in old["options"].items() if k != "penalty"}
+    (out / RUN_INFO).write_text(json.dumps(old))
+    assert run_scoring(slide, out, classifier, progress=False, run_info=fp32).skipped == 5
+    # a --force run that did not finish: only --force may continue it
+    (out / RUN_INFO).write_text(
+        json.dumps({**json.loads(info_before), "forced": True, "status": "running"})
+    )
+    with pytest.raises(OutputMismatchError, match="--force"):
+        run_scoring(slide, out, classifier, progress=False, run_info=fp32)
+    assert (
+        run_scoring(slide, out, classifier, progress=False, run_info=fp32, force=True).scored == 5
+    )
+    assert run_scoring(slide, out, classifier, progress=False, run_info=fp32).skipped == 5

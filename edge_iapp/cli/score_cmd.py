@@ -95,8 +95,8 @@ def score(
     # what the cells' calls depend on: a resumed run must match it (scoring/score.py)
     info["model"] = {
         "bundle_sha256": sha256_file(bundle / "manifest.json"),
-        "backend": ran.get("backend", backend),
-        "precision": ran.get("precision", precision),
+        "backend": clf.backend_name,  # the backend's own name, not the option as typed
+        "precision": clf.precision,
     }
     console.print(
         f"scoring {n_cells} cell(s) in {len(jobs)} slide(s) with "
@@ -149,9 +149,9 @@ def _lab_advice(bundle: Path) -> str:
     if adapted:
         return (
             f"this bundle was already adapted, to {len(adapted.get('cells') or [])} cell(s) of "
-            f"{adapted.get('slides')}, and these cells still look unlike them: adapt RUN on "
-            "cells of these slides, or fine-tune it with a few labelled cells of them "
-            "(`edge-iapp finetune`, README) before trusting the calls"
+            f"{adapted.get('slides')}, and these cells still look unlike them: adapt "
+            f"{adapted.get('run')} on cells of these slides, or fine-tune it with a few "
+            "labelled cells of them (`edge-iapp finetune`, README) before trusting the calls"
         )
     return (
         "these slides differ from the training lab's; adapt the model to them "

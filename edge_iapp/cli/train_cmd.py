@@ -190,7 +190,7 @@ def train_command(
                 seed=seed,
                 branches=tuple(b.strip() for b in branches.split(",") if b.strip()),
                 extra={
-                    "data": str(data),
+                    "data": str(data.resolve()),  # ood-calibrate and adapt's hint read it
                     "split_sha256": sha256_file(split) if split.is_file() else None,
                     "max_per_class": max_per_class,
                     "val_max_per_class": val_max_per_class,

@@ -74,7 +74,7 @@ class OutputMismatchError(ValueError):
 RESUME_KEYS = ("model", "options", "segment")
 """``run_info.json`` entries that must match for a run to add cells to an existing OUT:
 ``model`` (bundle manifest sha256, the backend and precision that ran; set by the CLI)
-and the cell options. A run_info.json without a key (older versions) is not compared on it."""
+and the cell options (see ``_check_resume``)."""
 
 
 @dataclass
@@ -221,7 +221,8 @@ def run_scoring(
     lock = _acquire_lock(out)
     try:
         if not force:
-            _check_resume(out, {**run_info_entries(options), **(run_info or {})})
+            has_cells = any(c.finished for slide in jobs for c in slide.cells)
+            _check_resume(out, {**run_info_entries(options), **(run_info or {})}, has_cells)
         timed = _TimedPredictor(predictor)
         return _run(jobs, out, timed, options, force, progress, run_info or {}, pipeline)
     finally:
@@ -257,6 +258,7 @@ def _run(
         "machine": platform.machine(),
         **run_info_entries(options),
         **run_info,
+        "forced": force,  # an unfinished --force run leaves cells of two settings
     }
     _write(out / RUN_INFO, json.dumps(info, indent=1) + "\n", stats)
     columns = (
@@ -328,12 +330,18 @@ def run_info_entries(options: CellOptions) -> dict[str, Any]:
     return json.loads(json.dumps(entries))
 
 
-def _check_resume(out: Path, info: dict[str, Any]) -> None:
+def _check_resume(out: Path, info: dict[str, Any], has_cells: bool) -> None:
     """Refuse to add cells to ``out`` when its finished ones came from other settings.
 
     A report mixing two models, backends, precisions or option sets would look like one
-    run; ``--force`` re-scores every cell instead, and a new OUT keeps both.
+    run; ``--force`` re-scores every cell instead, and a new OUT keeps both. Compared:
+    the entries of :data:`RESUME_KEYS` (option fields only where both runs have them, so
+    a new field in a later version refuses nothing); for an OUT written before ``model``
+    was recorded, the backend and precision that ran. A ``--force`` run that did not
+    finish leaves cells of both settings: only another ``--force`` run may continue it.
     """
+    if not has_cells:  # nothing finished yet: nothing to mix
+        return
     try:
         old = json.loads((out / RUN_INFO).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -343,9 +351,16 @@ def _check_resume(out: Path, info: dict[str, Any]) -> None:
             f"{out / RUN_INFO} is unreadable ({exc}), so the cells already in {out} cannot be "
             "matched to this run: choose a new output folder, or --force to re-score every cell"
         ) from exc
-    old = {k: _comparable(k, old[k]) for k in RESUME_KEYS if k in old}
-    new = {k: _comparable(k, json.loads(json.dumps(info[k]))) for k in RESUME_KEYS if k in info}
-    differ = [k for k in RESUME_KEYS if k in old and k in new and old[k] != new[k]]
+    if old.get("forced") and old.get("status") != "finished":
+        raise OutputMismatchError(
+            f"the last run into {out} re-scored its cells with --force and did not finish, so "
+            "they come from two settings: run it again with --force"
+        )
+    new = json.loads(json.dumps({k: info[k] for k in RESUME_KEYS if k in info}))
+    if "model" not in old and isinstance(old.get("ran"), dict) and "model" in new:
+        old["model"] = {k: old["ran"].get(k) for k in ("backend", "precision")}
+        new["model"] = {k: new["model"].get(k) for k in ("backend", "precision")}
+    differ = [k for k in RESUME_KEYS if k in old and k in new and _differs(k, old[k], new[k])]
     if differ:
         was = ", ".join(f"{k} {json.dumps(old[k], sort_keys=True)}" for k in differ)
         now = ", ".join(f"{k} {json.dumps(new[k], sort_keys=True)}" for k in differ)
@@ -355,11 +370,13 @@ def _check_resume(out: Path, info: dict[str, Any]) -> None:
         )
 
 
-def _comparable(key: str, value: Any) -> Any:
-    """A run_info entry without what cannot change a call (the classifier's batch size)."""
-    if key == "options" and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k != "batch_size"}
-    return value
+def _differs(key: str, old: Any, new: Any) -> bool:
+    """Whether two run_info entries could give different calls (fields both have)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        ignored = {"batch_size"} if key == "options" else set()  # changes no call
+        shared = (old.keys() & new.keys()) - ignored
+        return any(old[k] != new[k] for k in shared)
+    return old != new
 
 
 class _Writer:

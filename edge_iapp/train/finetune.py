@@ -34,8 +34,15 @@ from .evaluate import fused_scores, ood_review, summarize
 from .predict import Predictions
 
 FINETUNE_FILE = "finetune.json"
-DROPPED_EXTRA = ("time_budget_min", "planned_epochs", "max_per_class", "val_max_per_class")
-"""RUN's ``extra`` settings that describe how RUN was sized, not how to train: not copied."""
+DROPPED_EXTRA = (
+    "time_budget_min",
+    "planned_epochs",
+    "max_per_class",
+    "val_max_per_class",
+    "adapted",
+)
+"""RUN's ``extra`` settings that describe how RUN was sized or made (an adaptation whose
+statistics and OOD threshold fine-tuning replaces), not how to train: not copied."""
 
 
 class FinetuneError(ValueError):
