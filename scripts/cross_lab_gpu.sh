@@ -18,7 +18,7 @@
 # all), TRAIN_ARGS / EVAL_ARGS / FT_ARGS (extra options of train / evaluate / finetune),
 # FEWSHOT (labelled cell counts, default "0 1 5 20"), ADAPT (unlabelled cell counts for
 # --adapt-cells, default "0 20"), FT_EPOCHS (default 10), VARIANTS (default all
-# four), TRAIN_LIMIT_S (hard stop per training run; default budget + 4 min).
+# four), TRAIN_LIMIT_S (hard stop per training run; default 1.5 x budget + 4 min).
 # Models trained on real data are written under OUT only, never into the repository.
 set -u
 DATA=$1
@@ -37,7 +37,9 @@ read -r -a EVAL_EXTRA <<< "${EVAL_ARGS:-}"
 read -r -a FT_EXTRA <<< "${FT_ARGS:-}"
 mkdir -p "$OUT/logs" "$OUT/runs" "$OUT/evals" "$OUT/fewshot" "$OUT/cache"
 stamp() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$OUT/logs/timeline.txt"; }
-LIMIT=${TRAIN_LIMIT_S:-$(awk -v b="$BUDGET" 'BEGIN { printf "%d", b * 60 + 240 }')}
+# data preparation + the budget, with room for epochs slowed once other runs start training
+# (each budget is judged by its epoch 2)
+LIMIT=${TRAIN_LIMIT_S:-$(awk -v b="$BUDGET" 'BEGIN { printf "%d", b * 60 * 1.5 + 240 }')}
 COMMON=(--input-size "$INPUT" --canvas "$CANVAS" --device "$DEVICE" --threads 2 --keep 1
         --cache "$OUT/cache" --seed 0 --time-budget "$BUDGET" "${TRAIN_EXTRA[@]}")
 [ "$DEVICE" = cuda ] && COMMON+=(--amp)
