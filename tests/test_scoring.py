@@ -444,26 +444,15 @@ def test_resuming_into_an_output_of_other_settings_is_refused(synth_slides, bund
     assert score("--threshold", "0.8").exit_code == 0
 
 
-def test_advice_for_cells_unlike_the_lab_follows_how_the_bundle_was_made(tmp_path):
+def test_advice_for_cells_unlike_the_lab_follows_how_the_bundle_was_made():
     from edge_iapp.cli.score_cmd import _lab_advice
 
-    plain, adapted = tmp_path / "plain", tmp_path / "adapted"
-    for folder, source in (
-        (plain, {"run": "r"}),
-        (
-            adapted,
-            {
-                "run": "r2",
-                "adapted": {"run": "r", "slides": "/slides/labB", "cells": ["s/c1", "s/c2"]},
-            },
-        ),
-    ):
-        folder.mkdir()
-        (folder / "manifest.json").write_text(json.dumps({"source": source}))
-    assert "adapt the model to them" in _lab_advice(plain)
-    advice = _lab_advice(adapted)
+    adapted = {"run": "r", "slides": "/slides/labB", "cells": ["s/c1", "s/c2"]}
+    assert "adapt the model to them" in _lab_advice({"source": {"run": "r"}})
+    advice = _lab_advice({"source": {"run": "r2", "adapted": adapted}})
     assert "already adapted, to 2 cell(s) of /slides/labB" in advice and "finetune" in advice
-    assert "adapt the model to them" in _lab_advice(tmp_path / "missing")  # no manifest: default
+    assert "adapt r on cells" in advice
+    assert "adapt the model to them" in _lab_advice({})  # an old manifest: the default
 
 
 def test_resume_checks_precision_old_outputs_and_interrupted_force_runs(

@@ -133,18 +133,13 @@ def score(
     if unlike:
         console.print(
             f"[yellow]warning:[/] {unlike} cell(s) flagged unlike_training_lab (more than a "
-            f"quarter of their calls out of distribution): {_lab_advice(bundle)}"
+            f"quarter of their calls out of distribution): {_lab_advice(clf.bundle.manifest)}"
         )
 
 
-def _lab_advice(bundle: Path) -> str:
+def _lab_advice(manifest: dict) -> str:
     """What to do about cells unlike the bundle's reference cells, by how the model was made."""
-    import json
-
-    try:
-        source = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))["source"]
-    except (OSError, ValueError, KeyError, TypeError):
-        source = {}
+    source = manifest.get("source")
     adapted = source.get("adapted") if isinstance(source, dict) else None
     if adapted:
         return (

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ioutil import process_umask
 from .bundle import (
     BRANCHES,
     CALIBRATION_FILE,
@@ -110,8 +111,6 @@ def export_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     # mkdtemp makes it 0700; a bundle is read by other users (a service, install.sh's user)
-    from ..ioutil import process_umask
-
     os.chmod(tmp, 0o777 & ~process_umask())
     try:
         manifest = _build(model, cfg, ckpt, Path(run_dir), tmp, precisions, s, locals(), log)

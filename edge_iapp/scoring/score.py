@@ -220,11 +220,12 @@ def run_scoring(
         raise OutputWriteError(out, exc, 0) from exc
     lock = _acquire_lock(out)
     try:
+        info = {**run_info_entries(options), **(run_info or {})}
         if not force:
             has_cells = any(c.finished for slide in jobs for c in slide.cells)
-            _check_resume(out, {**run_info_entries(options), **(run_info or {})}, has_cells)
+            _check_resume(out, info, has_cells)
         timed = _TimedPredictor(predictor)
-        return _run(jobs, out, timed, options, force, progress, run_info or {}, pipeline)
+        return _run(jobs, out, timed, options, force, progress, info, pipeline)
     finally:
         lock.unlink(missing_ok=True)
 
@@ -256,8 +257,7 @@ def _run(
         "status": "running",
         "python": platform.python_version(),
         "machine": platform.machine(),
-        **run_info_entries(options),
-        **run_info,
+        **run_info,  # with the cell options (run_info_entries)
         "forced": force,  # an unfinished --force run leaves cells of two settings
     }
     _write(out / RUN_INFO, json.dumps(info, indent=1) + "\n", stats)

@@ -269,10 +269,9 @@ def train(
         if val_data is not None and len(val_data):
             entry["val"] = evaluate_subset(model, val_data, branches, device)
         epoch_seconds.append(time.perf_counter() - t_epoch)
-        fit = None
-        if budget_s is not None and "epochs_fit_in_budget" not in metrics:
-            fit = _epochs_in_budget(cfg, budget_s, epoch_seconds, console)  # None: not yet
-        if fit is not None:
+        fit = None if budget_s is None else _epochs_in_budget(cfg, budget_s, epoch_seconds, console)
+        if fit is not None:  # judged (None: not yet): the budget is done with
+            budget_s = None
             if fit < cfg.epochs:
                 cfg.extra["planned_epochs"] = cfg.epochs
                 cfg.epochs = fit
