@@ -17,8 +17,10 @@
 # (gband612 training images per class, default 300), BI_MAX_PER_CLASS (bioimlab, default
 # all), TRAIN_ARGS / EVAL_ARGS / FT_ARGS (extra options of train / evaluate / finetune),
 # FEWSHOT (labelled cell counts, default "0 1 5 20"), ADAPT (unlabelled cell counts for
-# --adapt-cells, default "0 20"), FT_EPOCHS (default 10), VARIANTS (default all
-# four), TRAIN_LIMIT_S (hard stop per training run; default 1.5 x budget + 4 min).
+# --adapt-cells, default "0 20"), PSEUDO (pseudo-labelled cell counts for --pseudo-cells,
+# each run with every non-zero FEWSHOT count, default "40"; "" for none), FT_EPOCHS
+# (default 10), VARIANTS (default all four), TRAIN_LIMIT_S (hard stop per training run;
+# default 1.5 x budget + 4 min).
 # Models trained on real data are written under OUT only, never into the repository.
 set -u
 DATA=$1
@@ -31,6 +33,7 @@ EI=("$PY" -m edge_iapp)
 DEVICE=${DEVICE:-cuda}
 FEWSHOT=${FEWSHOT:-0 1 5 20}
 ADAPT=${ADAPT:-0 20}
+PSEUDO=${PSEUDO-40}
 FT_EPOCHS=${FT_EPOCHS:-10}
 read -r -a TRAIN_EXTRA <<< "${TRAIN_ARGS:-}"
 read -r -a EVAL_EXTRA <<< "${EVAL_ARGS:-}"
@@ -93,6 +96,16 @@ print(max(variants, key=acc))
 PYEOF
 }
 
+fewshot() {  # fine-tune ${lab}_$v on $target in the background: NAME, then finetune's options
+  local name=$1
+  shift
+  "${EI[@]}" finetune "$OUT/runs/${lab}_$v" --data "$DATA/$target" \
+    --split "${SPLIT[$target]}" "$@" --epochs "$FT_EPOCHS" --device "$DEVICE" "${FT_EXTRA[@]}" \
+    --out "$OUT/fewshot/${lab}_${v}_to_${target}_$name" \
+    > "$OUT/logs/fewshot_${lab}_to_${target}_$name.log" 2>&1 &
+  pids+=($!)
+}
+
 pids=()
 for lab in gband612 bioimlab; do
   v=$(best "$lab")
@@ -101,12 +114,13 @@ for lab in gband612 bioimlab; do
   for m in $ADAPT; do
     for k in $FEWSHOT; do
       [ "$k" = 0 ] && [ "$m" = 0 ] && continue  # the zero-shot point is every record's "before"
-      "${EI[@]}" finetune "$OUT/runs/${lab}_$v" --data "$DATA/$target" \
-        --split "${SPLIT[$target]}" --cells "$k" --adapt-cells "$m" --epochs "$FT_EPOCHS" \
-        --device "$DEVICE" "${FT_EXTRA[@]}" \
-        --out "$OUT/fewshot/${lab}_${v}_to_${target}_k${k}_m$m" \
-        > "$OUT/logs/fewshot_${lab}_to_${target}_k${k}_m$m.log" 2>&1 &
-      pids+=($!)
+      fewshot "k${k}_m$m" --cells "$k" --adapt-cells "$m"
+    done
+  done
+  for p in $PSEUDO; do
+    for k in $FEWSHOT; do
+      [ "$k" = 0 ] && continue  # pseudo-labels come from the model fine-tuned on K cells
+      fewshot "k${k}_p$p" --cells "$k" --pseudo-cells "$p"
     done
   done
 done
@@ -114,5 +128,5 @@ wait "${pids[@]}"
 stamp "few-shot done"
 (cd "$OUT" && tar czf results.tar.gz --exclude='*.pt' --exclude='*.npz' logs evals \
   runs/*/config.json runs/*/metrics.json runs/*/ood.json fewshot/*/finetune.json \
-  fewshot/*/config.json fewshot/*/metrics.json 2>/dev/null)
+  fewshot/*/pseudo_labels.csv fewshot/*/config.json fewshot/*/metrics.json 2>/dev/null)
 stamp "packed"

@@ -174,6 +174,16 @@ def test_refusals(lab, tmp_path) -> None:
     assert result.exit_code == 2 and "--adapt-cells9:" in flat(result.output)
     result = _finetune(run, data, split, out, "--cells", "1", "--adapt-cells", "-1")
     assert result.exit_code == 2 and "--adapt-cellsmustbe0ormore" in flat(result.output)
+    result = _finetune(run, data, split, out, "--cells", "0", "--pseudo-cells", "2")
+    assert result.exit_code == 2 and "needs--cells1ormore" in flat(result.output)
+    result = _finetune(run, data, split, out, "--cells", "2", "--pseudo-cells", "5")
+    assert result.exit_code == 2 and "--cells2plus--pseudo-cells5" in flat(result.output)
+    result = _finetune(run, data, split, out, "--cells", "2", "--pseudo-cells", "-1")
+    assert result.exit_code == 2 and "--pseudo-cellsmustbe0ormore" in flat(result.output)
+    result = _finetune(
+        run, data, split, out, "--cells", "1", "--pseudo-cells", "1", "--pseudo-rounds", "0"
+    )
+    assert result.exit_code == 2 and "--pseudo-roundsmustbe1ormore" in flat(result.output)
     assert not (out / "last.pt").exists()
     foreign = write_split(tmp_path / "other.json", [50], [51], [52])  # cells this lab lacks
     result = _finetune(run, data, foreign, out, "--cells", "1")
@@ -277,3 +287,125 @@ def test_after_fine_tuning_the_statistics_come_from_the_adaptation_cells(lab, tm
     text = flat(result.output)
     assert "adapted│run2│3u│" in text and "fine-tuned│run2│1│" in text
     assert "after│run2│1+3u│" in text
+
+
+def test_pseudo_cells_fine_tune_on_labelled_plus_pseudo_labelled_cells(
+    lab, tmp_path, monkeypatch
+) -> None:
+    import csv
+
+    from edge_iapp.classes import CLASS_NAMES
+    from edge_iapp.train import trainer
+
+    trained: list = []  # a spy: the real training runs, the labels it got are kept
+    real_train = trainer.train
+
+    def spy(cfg, images, *args, **kwargs):
+        trained.append(images)
+        return real_train(cfg, images, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", spy)
+    run, data, split = lab
+    out = tmp_path / "run2"
+    flags = ["--cells", "1", "--pseudo-cells", "2", "--epochs", "1"]
+    result = _finetune(run, data, split, out, *flags)
+    assert result.exit_code == 0, result.output
+    with open(out / "pseudo_labels.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    # the second training (RUN2) learnt the pseudo-labels of the CSV, not the folder's
+    assert len(trained) == 2 and len(table) == 16
+    final = dict(zip(trained[1].paths, trained[1].labels.tolist(), strict=True))
+    assert all(CLASS_NAMES[final[r["path"]]] == r["pseudo_label"] for r in table)
+    assert set(trained[0].paths) == set(trained[1].paths) - {r["path"] for r in table}
+    record = json.loads((out / "finetune.json").read_text())
+    train_cells = [type("S", (), {"cell": f"S{i:04d}.1"}) for i in range(6)]
+    pseudo = record["pseudo"]
+    # the next two cells of the seeded order, never the labelled one
+    assert sorted(record["cells"] + pseudo["cell_ids"]) == pick_cells(train_cells, 3, 0)
+    assert not set(record["cells"]) & set(pseudo["cell_ids"])
+    assert pseudo["images"] == 16 and pseudo["cells"] == 2 and pseudo["consistency"] is True
+    from edge_iapp.train.loading import load_parts
+
+    used = set(record["cells"] + pseudo["cell_ids"])
+    files = [x for x in load_parts(data, split).parts["train"] if str(x.cell) in used]
+    assert record["train_images"] == len(files) == pseudo["images"] + 8 - 2 * ("S0000.1" in used)
+    assert 0.0 <= pseudo["agreement_with_folder_labels"]["used"] <= 1.0
+    assert record["labelled_only"]["images"] == record["after"]["images"] == 24
+    assert not (out / ".labeller").exists()  # the K-cell model is removed
+    assert (
+        len(pseudo["rounds"]) == 1
+        and pseudo["rounds"][0]["labeller_accuracy"]
+        == (record["labelled_only"]["fused"]["accuracy"])
+    )
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["extra"]["finetune"]["pseudo_cells"] == pseudo["cell_ids"]
+    text = flat(result.output)
+    assert "labelledonly│run2│1│" in text and "after│run2│1+2p│" in text
+    assert "Np:Ncellspseudo-labelled" in text
+
+
+def test_pseudo_rounds_relabel_with_the_previous_rounds_model(lab, tmp_path, monkeypatch) -> None:
+    import csv
+
+    import torch
+
+    from edge_iapp.classes import CLASS_NAMES
+    from edge_iapp.train import finetune as ft_module
+    from edge_iapp.train import trainer
+
+    trained: list = []  # spies: the real training and labelling run, their inputs are kept
+    labellers: list = []
+    real_train, real_label = trainer.train, ft_module._label_pool
+
+    def train_spy(cfg, images, *args, **kwargs):
+        trained.append(images.labels.copy())
+        return real_train(cfg, images, *args, **kwargs)
+
+    def label_spy(model, *args, **kwargs):
+        labellers.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_label(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", train_spy)
+    monkeypatch.setattr(ft_module, "_label_pool", label_spy)
+    run, data, split = lab
+    out = tmp_path / "run2"
+    flags = ["--cells", "1", "--pseudo-cells", "2", "--pseudo-rounds", "2", "--epochs", "1"]
+    result = _finetune(run, data, split, out, *flags)
+    assert result.exit_code == 0, result.output
+    # K cells; K + round 1's labels; K + round 2's labels (RUN2)
+    assert len(trained) == 3 and len(labellers) == 2
+    first, second = (list(w.values()) for w in labellers)
+    assert any(not torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    with open(out / "pseudo_labels.csv", newline="") as f:
+        table = [r["pseudo_label"] for r in csv.DictReader(f)]
+    assert [CLASS_NAMES[i] for i in trained[2][-len(table) :]] == table  # the last round's labels
+    record = json.loads((out / "finetune.json").read_text())
+    rounds = record["pseudo"]["rounds"]
+    assert (
+        len(rounds) == 2
+        and record["pseudo"]["changed_by_consistency"] == rounds[1]["changed_by_consistency"]
+    )
+    assert rounds[0]["labeller_accuracy"] == record["labelled_only"]["fused"]["accuracy"]
+    assert not (out / ".labeller").exists()
+    text = flat(result.output)
+    assert "modelofround1of2" in text and "round2:labelledbyamodel" in text
+
+
+def test_pseudo_labels_ignore_the_folder_labels(lab) -> None:
+    from edge_iapp.train.data import prepare
+    from edge_iapp.train.finetune import _label_pool
+    from edge_iapp.train.loading import load_parts
+    from edge_iapp.train.run import load_model
+
+    run, data, split = lab
+    model, cfg = load_model(run)
+    samples = load_parts(data, split).parts["train"][:16]
+    pool = prepare(samples, cfg.preprocess)
+    folder = pool.labels.copy()
+    labels, info, table = _label_pool(model, pool, samples, cfg, True, "cpu", 64)
+    pool.labels = (folder + 1) % 24  # other folder labels: same pseudo-labels
+    again, info2, _ = _label_pool(model, pool, samples, cfg, True, "cpu", 64)
+    assert np.array_equal(labels, again) and info["images"] == 16
+    assert info["agreement_with_folder_labels"]["used"] == np.mean(labels == folder)
+    assert table.count("\n") == 17 and table.startswith("path,cell,pseudo_label")
+    assert info2["agreement_with_folder_labels"]["used"] == np.mean(labels == pool.labels)

@@ -179,3 +179,24 @@ def test_reassign_without_scipy_gives_the_same_cost(monkeypatch):
     without = reassign(p, threshold=0.9)
     assert without.cost == pytest.approx(with_scipy.cost)
     assert without.sex_hypothesis == with_scipy.sex_hypothesis
+
+
+def test_reassign_cells_repairs_each_cell_on_its_own():
+    from edge_iapp.scoring.consistency import reassign_cells
+
+    calls = normal("XY")
+    p = table(calls)
+    i = calls.index("9")
+    set_row(p, i, {"8": 0.55, "9": 0.40})  # repaired within its cell (as above)
+    both = np.concatenate([p, p])
+    cells = ["a"] * len(calls) + ["b"] * len(calls)
+    out = reassign_cells(both, cells)
+    assert [CLASS_NAMES[c] for c in out] == calls + calls
+    # pooled into one cell there are four 8s and four 9s: the swap is not made
+    pooled = reassign_cells(both, ["a"] * len(both))
+    assert CLASS_NAMES[pooled[i]] == "8"
+    # without a cell the plain call stays
+    loose = reassign_cells(both, [None] * len(both))
+    assert np.array_equal(loose, both.argmax(1))
+    with pytest.raises(ValueError, match="probabilities for 3 cell ids"):
+        reassign_cells(both, ["a"] * 3)

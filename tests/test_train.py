@@ -131,6 +131,37 @@ def test_tiny_model_beats_chance(synth, tmp_path) -> None:
     assert record["review"]["part_fallback_fraction"] < 1.0
     assert record["main"]["accuracy"] >= 0.5, record["ablation"]
     assert (out / "report.md").is_file() and (out / "confusion.png").is_file()
+    # the consistency step, per synthetic cell (4 test cells of 4 classes x 2)
+    c = record["consistency"]
+    assert c["cells"] == 4 and c["images_without_cell"] == 0
+    assert c["accuracy_plain"] == record["main"]["accuracy"]
+    assert c["accuracy"] - c["accuracy_plain"] == pytest.approx((c["fixed"] - c["broken"]) / 32)
+    assert "karyotypeconsistencystep(4cells)" in result.output.replace(" ", "").replace("\n", "")
+    assert "With the karyotype-level consistency step" in (out / "report.md").read_text()
+
+
+def test_consistency_analysis_counts_fixed_broken_and_whole_cells() -> None:
+    from edge_iapp.train.evaluate import consistency_analysis
+
+    def row(first: int, second: int, p: float) -> np.ndarray:
+        q = 0.3 if p < 0.9 else 0.03  # a doubtful call's runner-up is close
+        r = np.full(24, (1 - p - q) / 22)
+        r[first], r[second] = p, q
+        return r
+
+    # cell a: two confident 0s, a doubtful 0 that is really a 1 (fixed), a confident 1
+    # cell b: labels say 0, 0, 0 (a trisomy); the doubtful third is moved to 1 (broken)
+    probs = np.stack(
+        [row(0, 1, 0.95), row(0, 1, 0.95), row(0, 1, 0.6), row(1, 0, 0.95)]
+        + [row(0, 1, 0.95), row(0, 1, 0.95), row(0, 1, 0.6)]
+        + [row(2, 1, 0.95)]
+    )
+    labels = np.array([0, 0, 1, 1, 0, 0, 0, 2])
+    c = consistency_analysis(labels, probs, ["a"] * 4 + ["b"] * 3 + [None])
+    assert (c["fixed"], c["broken"], c["changed"]) == (1, 1, 2)
+    assert c["accuracy_plain"] == c["accuracy"] == 7 / 8
+    assert (c["cells"], c["images_without_cell"]) == (2, 1)
+    assert (c["cells_all_right_plain"], c["cells_all_right"]) == (1, 1)
 
 
 def test_resume_continues_from_checkpoint(synth, tmp_path) -> None:

@@ -35,6 +35,24 @@ def finetune_command(
             "fine-tuning. With --cells 0 the adapted RUN is the new run."
         ),
     ] = 0,
+    pseudo_cells: Annotated[
+        int,
+        Opt(
+            help="Also fine-tune on P more cells of the new lab with pseudo-labels: the calls "
+            "of the model fine-tuned on the K cells, made consistent per cell (two of each "
+            "autosome, XX or XY). Their labels are not read for training (0: off)."
+        ),
+    ] = 0,
+    pseudo_consistency: Annotated[
+        bool, Opt(help="Make each pseudo-labelled cell's calls consistent (off: plain calls).")
+    ] = True,
+    pseudo_rounds: Annotated[
+        int,
+        Opt(
+            help="Rounds of pseudo-labelling: each round's model labels the P cells again for "
+            "the next, fine-tuned afresh from RUN's weights."
+        ),
+    ] = 1,
     cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
 ) -> None:
     """Fine-tune RUN on K cells of a new lab; accuracy before and after on its test part."""
@@ -67,6 +85,9 @@ def finetune_command(
             device=dev,
             max_test_per_class=max_test_per_class,
             adapt_cells=adapt_cells,
+            pseudo_cells=pseudo_cells,
+            pseudo_consistency=pseudo_consistency,
+            pseudo_rounds=pseudo_rounds,
             prepare_fn=lambda samples, pcfg, label: _prepare(samples, pcfg, label, cache),
             log=lambda msg: console.print(
                 msg.replace("warning:", "[yellow]warning:[/]", 1), highlight=False
@@ -94,6 +115,10 @@ def _print_table(record: dict) -> None:
     if record.get("adapted") is not None:
         rows.append(("adapted", record["out"], f"{n_adapt}u", record["adapted"]))
     k = str(record["cells_requested"])
+    pseudo = record.get("pseudo")
+    if pseudo:  # the model the pseudo-labels came from (removed)
+        rows.append(("labelled only", record["out"], k, record["labelled_only"]))
+        k += f"+{len(pseudo['cell_ids'])}p"
     if record.get("finetuned") is not None:  # before the statistics of the M cells
         rows.append(("fine-tuned", record["out"], k, record["finetuned"]))
     if record["after"] is not None and record["cells_requested"]:
@@ -110,6 +135,25 @@ def _print_table(record: dict) -> None:
             *(f"{100 * s['branches'][b]['accuracy']:.1f}" for b in branches),
         )
     console.print(table)
+    if pseudo:
+        agree = pseudo["agreement_with_folder_labels"]
+        rounds = pseudo.get("rounds", [])
+        by = f"the model fine-tuned on the {record['cells_requested']} labelled ones"
+        if len(rounds) > 1:
+            by = f"the model of round {len(rounds) - 1} of {len(rounds)} (rounds below)"
+        console.print(
+            f"Np: N cells pseudo-labelled by {by}:"
+            f" {pseudo['images']} images, {pseudo['changed_by_consistency']} calls "
+            f"changed by consistency; the folder's labels, not used, agree with "
+            f"{agree['used']:.1%} of them ({agree['plain']:.1%} before consistency)"
+        )
+        for r, info in enumerate(rounds if len(rounds) > 1 else [], start=1):
+            agree = info["agreement_with_folder_labels"]
+            console.print(
+                f"   round {r}: labelled by a model with {info['labeller_accuracy']:.1%} on the "
+                f"test part; agreement {agree['used']:.1%} ({agree['plain']:.1%} before "
+                "consistency)"
+            )
     if n_adapt:
         console.print(
             "Nu: N unlabelled cells of the new lab, used for BatchNorm statistics only "

@@ -307,7 +307,7 @@ def evaluate_command(
     """Accuracy, macro-F1, Table 3/4, confusion, ROC, reliability and risk-coverage for RUN."""
     import torch
 
-    from ..train.data import balanced_subset
+    from ..train.data import balanced_subset, cell_key
     from ..train.evaluate import evaluate_predictions
     from ..train.loading import DataProblem, load_parts
     from ..train.predict import predict
@@ -364,13 +364,27 @@ def evaluate_command(
 
     ood, ood_note = load_run_ood(run, checkpoint)
     console.print(f"OOD flag: {ood_note}")
+    cell_of = {str(x.path): cell_key(x) for x in samples}
     record = evaluate_predictions(
-        preds, out, cfg.fusion, f"{run.name} ({subset})", base_preds, info, ood=ood
+        preds,
+        out,
+        cfg.fusion,
+        f"{run.name} ({subset})",
+        base_preds,
+        info,
+        ood=ood,
+        cells=[cell_of.get(path) for path in prepared.paths],
     )
     console.print(
         f"accuracy {record['main']['accuracy']:.2%}, macro-F1 {record['main']['macro_f1']:.2%}; "
         f"report: {out / 'report.md'}"
     )
+    if record.get("consistency"):
+        c = record["consistency"]
+        console.print(
+            f"with the karyotype consistency step ({c['cells']} cells): accuracy "
+            f"{c['accuracy']:.2%} ({c['fixed']} calls fixed, {c['broken']} broken)"
+        )
     for name, row in record.get("ood", {}).get("by", {}).items():
         console.print(
             f"  review by {name:<10}: errors flagged {_share(row['errors_flagged'])}, "

@@ -27,6 +27,10 @@ from ..classes import CLASS_NAMES, NUM_CLASSES
 _X = CLASS_NAMES.index("X")
 _Y = CLASS_NAMES.index("Y")
 _EPS = 1e-12
+THRESHOLD = 0.9
+"""Default: calls at least this confident are never changed (``score --threshold``)."""
+PENALTY = 2.0
+"""Default extra cost of a copy beyond the normal number (``score --penalty``)."""
 
 
 @dataclass
@@ -64,8 +68,8 @@ def capacities(sex: str) -> np.ndarray:
 
 def reassign(
     probabilities: np.ndarray,
-    threshold: float = 0.9,
-    penalty: float = 2.0,
+    threshold: float = THRESHOLD,
+    penalty: float = PENALTY,
 ) -> ConsistencyResult:
     """Re-assign the low-confidence calls of one cell.
 
@@ -95,6 +99,38 @@ def reassign(
     assert best is not None
     total, sex, classes = best
     return ConsistencyResult(classes, classes != argmax, sex, float(total))
+
+
+def reassign_cells(
+    probabilities: np.ndarray,
+    cells: list[str | None],
+    threshold: float = THRESHOLD,
+    penalty: float = PENALTY,
+) -> np.ndarray:
+    """:func:`reassign` on each cell of a set of objects from many cells.
+
+    Args:
+        probabilities: ``(N, 24)`` fused class probabilities.
+        cells: N cell ids; objects with ``None`` (no cell) keep their argmax.
+        threshold, penalty: as :func:`reassign`.
+
+    Returns:
+        ``(N,)`` int64 class index per object.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != NUM_CLASSES or len(cells) != len(p):
+        raise ValueError(
+            f"expected ({len(cells)}, {NUM_CLASSES}) probabilities for {len(cells)} cell ids, "
+            f"got shape {p.shape}"
+        )
+    classes = p.argmax(axis=1).astype(np.int64) if len(p) else np.zeros(0, np.int64)
+    by_cell: dict[str, list[int]] = {}
+    for i, cell in enumerate(cells):
+        if cell is not None:
+            by_cell.setdefault(str(cell), []).append(i)
+    for rows in by_cell.values():
+        classes[rows] = reassign(p[rows], threshold, penalty).class_indices
+    return classes
 
 
 def _solve(

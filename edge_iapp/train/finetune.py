@@ -18,11 +18,22 @@ starts from RUN's weights either way: in training mode BatchNorm normalises with
 batch's own statistics and overwrites the running ones, so adapting *before* it changes
 nothing measurable (docs/RESULTS.md); adapting after it gives the statistics of M cells
 instead of the K labelled ones.
+
+With ``pseudo_cells=P`` (and K > 0), the model fine-tuned on the K cells labels P more
+cells of the new lab's train part (the next P of the same seeded order, so they never
+include the K; their labels are not read for training), each cell's calls made
+consistent by :mod:`edge_iapp.train.pseudo`, and RUN's model is fine-tuned again, on the
+K labelled plus the P pseudo-labelled cells: RUN2 is that model. The K-cell model is
+scored ("labelled_only") and removed. With ``pseudo_rounds=R`` the model of round r
+labels the P cells again for round r + 1, each round starting from RUN's weights (so an
+error learnt in one round is not carried over as weights). The folder's labels of the P
+cells are compared with the pseudo-labels for the record only.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +45,8 @@ from .evaluate import fused_scores, ood_review, summarize
 from .predict import Predictions
 
 FINETUNE_FILE = "finetune.json"
+PSEUDO_FILE = "pseudo_labels.csv"
+"""RUN2's record of what each pseudo-labelled image was trained as (path, label, call)."""
 DROPPED_EXTRA = (
     "time_budget_min",
     "planned_epochs",
@@ -153,6 +166,9 @@ def finetune(
     device: str = "cpu",
     max_test_per_class: int | None = None,
     adapt_cells: int = 0,
+    pseudo_cells: int = 0,
+    pseudo_consistency: bool = True,
+    pseudo_rounds: int = 1,
     batch_size: int = 64,
     prepare_fn: Callable[[Sequence, Any, str], Any] | None = None,
     log: Callable[[str], None] = print,
@@ -171,6 +187,11 @@ def finetune(
         max_test_per_class: class-balanced subset of the test part (quick looks).
         adapt_cells: M unlabelled cells to re-estimate BatchNorm statistics on, of RUN's
             model and of the fine-tuned one (0: none).
+        pseudo_cells: P more cells to fine-tune on with pseudo-labels (0: none; needs K > 0).
+        pseudo_consistency: make each pseudo-labelled cell's calls consistent (else the
+            plain calls are the labels).
+        pseudo_rounds: R rounds of pseudo-labelling: round r > 1 labels the P cells with
+            round r-1's model, and fine-tunes RUN's weights afresh on them (1: once).
         batch_size: images per forward pass in evaluation.
         prepare_fn: ``(samples, PreprocessConfig, label) -> PreparedImages``; default
             :func:`~edge_iapp.train.data.prepare`.
@@ -206,6 +227,8 @@ def finetune(
     if not train_samples and not test_samples:
         raise FinetuneError(f"no image of {data} belongs to the train or test part of {split}")
     chosen = pick_cells(train_samples, cells, seed)
+    pseudo_ids = _pseudo_pool(train_samples, cells, pseudo_cells, pseudo_rounds, seed)
+    pseudo_samples = [s for s in train_samples if str(s.cell) in set(pseudo_ids)]
     adapt_chosen = set(pick_cells(train_samples, adapt_cells, seed, "--adapt-cells"))
     adapt_samples = [s for s in train_samples if str(s.cell) in adapt_chosen]
     ft_samples = [s for s in train_samples if str(s.cell) in set(chosen)]
@@ -225,11 +248,12 @@ def finetune(
         raise FinetuneError(f"none of the {len(test_samples)} test images could be read")
     ood, ood_note = load_run_ood(run)
     model, _ = load_model(run)
-    before = score(
-        predict(model.to(device), test, cfg.branches, device=device, batch_size=batch_size),
-        cfg.fusion,
-        ood,
-    )
+
+    def on_test(m, ood_rule: dict[str, Any] | None = None) -> dict[str, Any]:
+        preds = predict(m.to(device), test, cfg.branches, device=device, batch_size=batch_size)
+        return score(preds, cfg.fusion, ood_rule)
+
+    before = on_test(model, ood)
     record: dict[str, Any] = {
         "run": str(run),
         "out": str(out),
@@ -255,6 +279,8 @@ def finetune(
         "adapted": None,
         "finetuned": None,
         "readaptation": None,
+        "labelled_only": None,
+        "pseudo": None,
         "after": None,
     }
     new_cfg = finetune_config(
@@ -270,6 +296,7 @@ def finetune(
                 "from": str(run.resolve()),
                 "cells": chosen,
                 "adapt_cells": sorted(adapt_chosen),
+                "pseudo_cells": pseudo_ids,
             },
         },
     )
@@ -277,10 +304,7 @@ def finetune(
     if adapt_cells:
         adapt_data = prepare_fn(adapt_samples, cfg.preprocess, f"{adapt_cells} adaptation cell(s)")
         record["adaptation"] = _adapt(model, adapt_data, cfg.branches, device, log)
-        record["adapted"] = score(
-            predict(model, test, cfg.branches, device=device, batch_size=batch_size),
-            cfg.fusion,
-        )
+        record["adapted"] = on_test(model)
         if not cells:  # RUN2 is the adapted run
             from .adapt_bn import write_adapted_run
 
@@ -296,52 +320,179 @@ def finetune(
             )
             record["after"] = record["adapted"]
     if cells:
-        raw = None
-        if new_cfg.extra.get("augment"):  # RUN's augmentations: per batch, from raw crops
-            from .data import load_raw, prepare_raw
-
-            raw = load_raw(ft_samples)
-            ft = prepare_raw(raw, new_cfg.preprocess)
+        augment = bool(new_cfg.extra.get("augment"))
+        if augment:  # RUN's augmentations: per batch, from raw crops
             log(f"fine-tuning with RUN's augmentations: {', '.join(new_cfg.extra['augment'])}")
-        else:
-            ft = prepare_fn(ft_samples, new_cfg.preprocess, f"{cells} fine-tuning cell(s)")
+        ft, raw = _training_images(ft_samples, new_cfg, augment, prepare_fn, f"{cells} fine-tuning")
         if len(ft) == 0:
             raise FinetuneError(f"none of the {len(ft_samples)} fine-tuning images could be read")
         record["train_images"] = len(ft)
-        train(
-            new_cfg,
-            ft,
-            out,
-            None,
-            device=device,
-            init_from=run / LAST_CHECKPOINT,
-            split=parts.split,
-            console=console,
-            train_raw=raw,
-        )
+
+        def fine_tune(into: Path, images, raw_images) -> None:
+            train(
+                new_cfg,
+                images,
+                into,
+                None,
+                device=device,
+                init_from=run / LAST_CHECKPOINT,
+                split=parts.split,
+                console=console,
+                train_raw=raw_images,
+            )
+
+        if pseudo_samples:
+            pool, pool_raw = _training_images(
+                pseudo_samples, new_cfg, augment, prepare_fn, f"{len(pseudo_ids)} pseudo-label"
+            )
+            stage = out / ".labeller"  # the model that makes the next round's pseudo-labels
+            shutil.rmtree(stage, ignore_errors=True)  # left by a killed run
+            fine_tune(stage, ft, raw)  # round 1's labeller: the K labelled cells only
+            rounds: list[dict[str, Any]] = []
+            for r in range(1, pseudo_rounds + 1):
+                labeller, _ = load_model(stage)
+                scored = on_test(labeller)
+                record["labelled_only"] = record["labelled_only"] or scored
+                labels, info, pseudo_rows = _label_pool(
+                    labeller.to(device),
+                    pool,
+                    pseudo_samples,
+                    new_cfg,
+                    pseudo_consistency,
+                    device,
+                    batch_size,
+                )
+                info["labeller_accuracy"] = scored["fused"]["accuracy"]
+                rounds.append(info)
+                for images in (pool, pool_raw):
+                    if images is not None:
+                        images.labels = labels.copy()
+                log(
+                    f"round {r}/{pseudo_rounds}: pseudo-labelled {len(pool)} images of "
+                    f"{len(pseudo_ids)} cell(s), {info['changed_by_consistency']} call(s) "
+                    "changed by consistency"
+                )
+                del labeller
+                shutil.rmtree(stage)
+                ft_all, raw_all = _join(ft, pool), (_join(raw, pool_raw) if augment else None)
+                # every round fine-tunes RUN's weights afresh; the last one is RUN2
+                fine_tune(out if r == pseudo_rounds else stage, ft_all, raw_all)
+            record["train_images"] = len(ft_all)
+            record["pseudo"] = {
+                **rounds[-1],
+                "rounds": rounds,
+                "cell_ids": pseudo_ids,
+                "file": PSEUDO_FILE,
+            }
+            atomic_write_text(out / PSEUDO_FILE, pseudo_rows)
+        else:
+            fine_tune(out, ft, raw)
         model, _ = load_model(out)
         model.to(device)
         if adapt_data is not None:
             from .adapt_bn import save_adapted
 
-            record["finetuned"] = score(
-                predict(model, test, new_cfg.branches, device=device, batch_size=batch_size),
-                new_cfg.fusion,
-            )
+            record["finetuned"] = on_test(model)
             record["readaptation"] = _adapt(model, adapt_data, new_cfg.branches, device, log)
             save_adapted(model, out, record["readaptation"])
         ood_out, record["ood_calibration_out"] = _calibrate_ood(
             out, model, new_cfg, parts.parts["val"], ft, prepare_fn, device, batch_size, log
         )
-        record["after"] = score(
-            predict(model, test, new_cfg.branches, device=device, batch_size=batch_size),
-            new_cfg.fusion,
-            ood_out,
-        )
+        record["after"] = on_test(model, ood_out)
         record["max_abs_weight_change"] = _weight_change(run, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _pseudo_pool(
+    train_samples: Sequence, cells: int, pseudo_cells: int, rounds: int, seed: int
+) -> list[str]:
+    """The P cells to pseudo-label: the next P after the K labelled ones in the seeded order."""
+    if pseudo_cells < 0:
+        raise FinetuneError(f"--pseudo-cells must be 0 or more, got {pseudo_cells}")
+    if rounds < 1:
+        raise FinetuneError(f"--pseudo-rounds must be 1 or more, got {rounds}")
+    if not pseudo_cells:
+        return []
+    if cells < 1:
+        raise FinetuneError(
+            "--pseudo-cells needs --cells 1 or more: the pseudo-labels come from the model "
+            "fine-tuned on the labelled cells"
+        )
+    available = len({str(s.cell) for s in train_samples})
+    if cells + pseudo_cells > available:
+        raise FinetuneError(
+            f"--cells {cells} plus --pseudo-cells {pseudo_cells}: the split's train part has "
+            f"only {available} cell(s) in this folder"
+        )
+    labelled = set(pick_ids((s.cell for s in train_samples), cells, seed))
+    both = pick_ids((s.cell for s in train_samples), cells + pseudo_cells, seed)
+    return [c for c in both if c not in labelled]
+
+
+def _training_images(samples: Sequence, cfg, augment: bool, prepare_fn, what: str):
+    """``(PreparedImages, RawImages or None)`` of ``samples``: raw crops too when augmenting."""
+    from .data import load_raw, prepare_raw
+
+    if augment:
+        raw = load_raw(samples)
+        return prepare_raw(raw, cfg.preprocess), raw
+    return prepare_fn(samples, cfg.preprocess, f"{what} cell(s)"), None
+
+
+def _label_pool(model, pool, samples: Sequence, cfg, consistency: bool, device, batch_size):
+    """``(pseudo-labels of pool's images, the record of how they were made, its CSV)``."""
+    import csv
+    import io
+
+    from .data import cell_key
+    from .predict import predict
+    from .pseudo import pseudo_labels
+
+    if len(pool) == 0:
+        raise FinetuneError(f"none of the {len(samples)} pseudo-label images could be read")
+    cell_of = {str(s.path): cell_key(s) for s in samples}
+    preds = predict(model, pool, cfg.branches, device=device, batch_size=batch_size)
+    probs, _ = fused_scores(preds, preds.branches, cfg.fusion)
+    pseudo = pseudo_labels(probs, [cell_of.get(p) for p in pool.paths], consistency=consistency)
+    folder = pool.labels  # the folder's labels: compared below, never trained on
+    table = io.StringIO()
+    rows = csv.writer(table, lineterminator="\n")
+    rows.writerow(["path", "cell", "pseudo_label", "plain_call", "confidence"])
+    for i, path in enumerate(pool.paths):
+        rows.writerow(
+            [
+                path,
+                cell_of.get(path) or "",
+                CLASS_NAMES[pseudo.labels[i]],
+                CLASS_NAMES[pseudo.plain[i]],
+                f"{pseudo.confidence[i]:.4f}",
+            ]
+        )
+    return (
+        pseudo.labels,
+        {
+            **pseudo.summary(),
+            "consistency": bool(consistency),
+            "agreement_with_folder_labels": {
+                "plain": float((pseudo.plain == folder).mean()),
+                "used": float((pseudo.labels == folder).mean()),
+            },
+        },
+        table.getvalue(),
+    )
+
+
+def _join(a, b):
+    """Two :class:`~edge_iapp.train.data.PreparedImages` (or two ``RawImages``) as one."""
+    import dataclasses
+
+    joined = {}
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        joined[f.name] = np.concatenate([x, y]) if isinstance(x, np.ndarray) else [*x, *y]
+    return type(a)(**joined)
 
 
 def _calibrate_ood(
