@@ -341,7 +341,7 @@ def test_pseudo_cells_fine_tune_on_labelled_plus_pseudo_labelled_cells(
     assert cfg["extra"]["finetune"]["pseudo_cells"] == pseudo["cell_ids"]
     text = flat(result.output)
     assert "labelledonly│run2│1│" in text and "after│run2│1+2p│" in text
-    assert "Np:Ncellspseudo-labelled" in text
+    assert "Np:Ncellsofthetrainpartpseudo-labelled" in text
 
 
 def test_pseudo_rounds_relabel_with_the_previous_rounds_model(lab, tmp_path, monkeypatch) -> None:
@@ -389,6 +389,46 @@ def test_pseudo_rounds_relabel_with_the_previous_rounds_model(lab, tmp_path, mon
     assert not (out / ".labeller").exists()
     text = flat(result.output)
     assert "modelofround1of2" in text and "round2:labelledbyamodel" in text
+
+
+def test_pseudo_slides_take_the_unlabelled_cells_from_slides(lab, tmp_path) -> None:
+    import csv
+    import hashlib
+
+    from edge_iapp.data.synth import synth_cells, write_slides
+    from edge_iapp.train.loading import load_parts
+
+    run, data, split = lab
+    slides = tmp_path / "slides"
+    write_slides(slides, synth_cells(3, seed=5), seed=5, cells_per_slide=2)
+    crops = {p: hashlib.sha256(p.read_bytes()).digest() for p in slides.rglob("*.png")}
+    out = tmp_path / "run2"
+    pseudo_flags = ["--pseudo-cells", "2", "--pseudo-slides", str(slides)]
+    result = _finetune(run, data, split, out, "--cells", "1", *pseudo_flags, "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "finetune.json").read_text())
+    pseudo = record["pseudo"]
+    with open(out / "pseudo_labels.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    chosen = {str(Path(r["path"]).parent.relative_to(slides)) for r in table}
+    assert sorted(chosen) == sorted(pseudo["cell_ids"]) and len(chosen) == 2
+    assert (
+        len(table)
+        == pseudo["images"]
+        == sum(1 for p in crops if str(p.parent.relative_to(slides)) in chosen)
+    )
+    assert pseudo["agreement_with_folder_labels"] is None and pseudo["source"].endswith("slides")
+    labelled = [x for x in load_parts(data, split).parts["train"] if x.cell in record["cells"]]
+    assert record["train_images"] == len(labelled) + pseudo["images"]
+    assert {p: hashlib.sha256(p.read_bytes()).digest() for p in crops} == crops  # inputs kept
+    assert "nolabelstocomparethemwith" in flat(result.output)
+    for flags, message in (
+        (["--pseudo-cells", "4", "--pseudo-slides", str(slides)], "has3cellfolder(s)"),
+        (["--pseudo-slides", str(slides)], "--pseudo-slidesneeds--pseudo-cellsP"),
+        (["--pseudo-cells", "1", "--pseudo-slides", str(tmp_path / "none")], "--pseudo-slides"),
+    ):
+        result = _finetune(run, data, split, tmp_path / "run3", "--cells", "1", *flags)
+        assert result.exit_code == 2 and message in flat(result.output), result.output
 
 
 def test_pseudo_labels_ignore_the_folder_labels(lab) -> None:

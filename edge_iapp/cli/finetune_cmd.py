@@ -46,6 +46,14 @@ def finetune_command(
     pseudo_consistency: Annotated[
         bool, Opt(help="Make each pseudo-labelled cell's calls consistent (off: plain calls).")
     ] = True,
+    pseudo_slides: Annotated[
+        Path | None,
+        Opt(
+            help="Take the --pseudo-cells cells from these unlabelled slides (SLIDE/<cell>/"
+            "<crops>, as score reads them; keep the split's test cells out) instead of the "
+            "rest of DATA's train part."
+        ),
+    ] = None,
     pseudo_rounds: Annotated[
         int,
         Opt(
@@ -88,6 +96,7 @@ def finetune_command(
             pseudo_cells=pseudo_cells,
             pseudo_consistency=pseudo_consistency,
             pseudo_rounds=pseudo_rounds,
+            pseudo_slides=pseudo_slides,
             prepare_fn=lambda samples, pcfg, label: _prepare(samples, pcfg, label, cache),
             log=lambda msg: console.print(
                 msg.replace("warning:", "[yellow]warning:[/]", 1), highlight=False
@@ -101,6 +110,15 @@ def finetune_command(
     _print_table(record)
     console.print(f"cells: {', '.join(record['cells']) or '(none: zero-shot)'}")
     console.print(f"written: {out / 'finetune.json'}")
+
+
+def _agreement(agree: dict | None) -> str:
+    if agree is None:
+        return "no labels to compare them with"
+    return (
+        f"the folder's labels, not used, agree with {agree['used']:.1%} of them "
+        f"({agree['plain']:.1%} before consistency)"
+    )
 
 
 def _print_table(record: dict) -> None:
@@ -142,17 +160,14 @@ def _print_table(record: dict) -> None:
         if len(rounds) > 1:
             by = f"the model of round {len(rounds) - 1} of {len(rounds)} (rounds below)"
         console.print(
-            f"Np: N cells pseudo-labelled by {by}:"
+            f"Np: N cells of the {pseudo.get('source', 'train part')} pseudo-labelled by {by}:"
             f" {pseudo['images']} images, {pseudo['changed_by_consistency']} calls "
-            f"changed by consistency; the folder's labels, not used, agree with "
-            f"{agree['used']:.1%} of them ({agree['plain']:.1%} before consistency)"
+            f"changed by consistency; {_agreement(agree)}"
         )
         for r, info in enumerate(rounds if len(rounds) > 1 else [], start=1):
-            agree = info["agreement_with_folder_labels"]
             console.print(
                 f"   round {r}: labelled by a model with {info['labeller_accuracy']:.1%} on the "
-                f"test part; agreement {agree['used']:.1%} ({agree['plain']:.1%} before "
-                "consistency)"
+                f"test part; {_agreement(info['agreement_with_folder_labels'])}"
             )
     if n_adapt:
         console.print(

@@ -27,7 +27,9 @@ K labelled plus the P pseudo-labelled cells: RUN2 is that model. The K-cell mode
 scored ("labelled_only") and removed. With ``pseudo_rounds=R`` the model of round r
 labels the P cells again for round r + 1, each round starting from RUN's weights (so an
 error learnt in one round is not carried over as weights). The folder's labels of the P
-cells are compared with the pseudo-labels for the record only.
+cells are compared with the pseudo-labels for the record only. With ``pseudo_slides``
+the P cells come from unlabelled slides (the layout ``score`` reads) instead, and there is
+nothing to compare with.
 """
 
 from __future__ import annotations
@@ -169,6 +171,7 @@ def finetune(
     pseudo_cells: int = 0,
     pseudo_consistency: bool = True,
     pseudo_rounds: int = 1,
+    pseudo_slides: str | Path | None = None,
     batch_size: int = 64,
     prepare_fn: Callable[[Sequence, Any, str], Any] | None = None,
     log: Callable[[str], None] = print,
@@ -192,6 +195,8 @@ def finetune(
             plain calls are the labels).
         pseudo_rounds: R rounds of pseudo-labelling: round r > 1 labels the P cells with
             round r-1's model, and fine-tunes RUN's weights afresh on them (1: once).
+        pseudo_slides: take the P cells from these slides (``SLIDE/<cell>/<crops>``, the
+            layout ``score`` reads; no labels) instead of the rest of the train part.
         batch_size: images per forward pass in evaluation.
         prepare_fn: ``(samples, PreprocessConfig, label) -> PreparedImages``; default
             :func:`~edge_iapp.train.data.prepare`.
@@ -227,8 +232,9 @@ def finetune(
     if not train_samples and not test_samples:
         raise FinetuneError(f"no image of {data} belongs to the train or test part of {split}")
     chosen = pick_cells(train_samples, cells, seed)
-    pseudo_ids = _pseudo_pool(train_samples, cells, pseudo_cells, pseudo_rounds, seed)
-    pseudo_samples = [s for s in train_samples if str(s.cell) in set(pseudo_ids)]
+    pseudo_ids, pseudo_samples = _pseudo_pool(
+        train_samples, cells, pseudo_cells, pseudo_rounds, seed, pseudo_slides, out, log
+    )
     adapt_chosen = set(pick_cells(train_samples, adapt_cells, seed, "--adapt-cells"))
     adapt_samples = [s for s in train_samples if str(s.cell) in adapt_chosen]
     ft_samples = [s for s in train_samples if str(s.cell) in set(chosen)]
@@ -361,6 +367,7 @@ def finetune(
                     pseudo_consistency,
                     device,
                     batch_size,
+                    folder_labels=pseudo_slides is None,
                 )
                 info["labeller_accuracy"] = scored["fused"]["accuracy"]
                 rounds.append(info)
@@ -380,6 +387,7 @@ def finetune(
             record["train_images"] = len(ft_all)
             record["pseudo"] = {
                 **rounds[-1],
+                "source": f"slides {pseudo_slides}" if pseudo_slides else "train part",
                 "rounds": rounds,
                 "cell_ids": pseudo_ids,
                 "file": PSEUDO_FILE,
@@ -406,20 +414,49 @@ def finetune(
 
 
 def _pseudo_pool(
-    train_samples: Sequence, cells: int, pseudo_cells: int, rounds: int, seed: int
-) -> list[str]:
-    """The P cells to pseudo-label: the next P after the K labelled ones in the seeded order."""
+    train_samples: Sequence,
+    cells: int,
+    pseudo_cells: int,
+    rounds: int,
+    seed: int,
+    slides: str | Path | None,
+    out: Path,
+    log: Callable[[str], None],
+) -> tuple[list[str], list]:
+    """``(cell ids, samples)`` of the P cells to pseudo-label.
+
+    From the train part: the next P cells after the K labelled ones in the seeded order
+    (their labels are not read for training). From ``slides``: P of its cells, seeded.
+    """
     if pseudo_cells < 0:
         raise FinetuneError(f"--pseudo-cells must be 0 or more, got {pseudo_cells}")
     if rounds < 1:
         raise FinetuneError(f"--pseudo-rounds must be 1 or more, got {rounds}")
     if not pseudo_cells:
-        return []
+        if slides is not None:
+            raise FinetuneError("--pseudo-slides needs --pseudo-cells P: how many of its cells")
+        return [], []
     if cells < 1:
         raise FinetuneError(
             "--pseudo-cells needs --cells 1 or more: the pseudo-labels come from the model "
             "fine-tuned on the labelled cells"
         )
+    if slides is not None:
+        from .adapt_bn import slide_cells
+
+        try:
+            by_cell, notes = slide_cells(slides, out)
+        except (OSError, ValueError) as exc:
+            raise FinetuneError(f"--pseudo-slides {slides}: {exc}") from exc
+        for note in notes:
+            log(f"note: {note}")
+        if pseudo_cells > len(by_cell):
+            raise FinetuneError(
+                f"--pseudo-cells {pseudo_cells}: {slides} has {len(by_cell)} cell folder(s) "
+                "of crops (SLIDE/<cell>/<crop files>)"
+            )
+        ids = pick_ids(by_cell, pseudo_cells, seed)
+        return ids, [s for c in ids for s in by_cell[c]]
     available = len({str(s.cell) for s in train_samples})
     if cells + pseudo_cells > available:
         raise FinetuneError(
@@ -428,7 +465,8 @@ def _pseudo_pool(
         )
     labelled = set(pick_ids((s.cell for s in train_samples), cells, seed))
     both = pick_ids((s.cell for s in train_samples), cells + pseudo_cells, seed)
-    return [c for c in both if c not in labelled]
+    ids = [c for c in both if c not in labelled]
+    return ids, [s for s in train_samples if str(s.cell) in set(ids)]
 
 
 def _training_images(samples: Sequence, cfg, augment: bool, prepare_fn, what: str):
@@ -441,8 +479,13 @@ def _training_images(samples: Sequence, cfg, augment: bool, prepare_fn, what: st
     return prepare_fn(samples, cfg.preprocess, f"{what} cell(s)"), None
 
 
-def _label_pool(model, pool, samples: Sequence, cfg, consistency: bool, device, batch_size):
-    """``(pseudo-labels of pool's images, the record of how they were made, its CSV)``."""
+def _label_pool(
+    model, pool, samples: Sequence, cfg, consistency: bool, device, batch_size, folder_labels=True
+):
+    """``(pseudo-labels of pool's images, the record of how they were made, its CSV)``.
+
+    ``folder_labels``: the pool's images carry real labels, to compare with (slides do not).
+    """
     import csv
     import io
 
@@ -457,6 +500,12 @@ def _label_pool(model, pool, samples: Sequence, cfg, consistency: bool, device, 
     probs, _ = fused_scores(preds, preds.branches, cfg.fusion)
     pseudo = pseudo_labels(probs, [cell_of.get(p) for p in pool.paths], consistency=consistency)
     folder = pool.labels  # the folder's labels: compared below, never trained on
+    agreement = None
+    if folder_labels:
+        agreement = {
+            "plain": float((pseudo.plain == folder).mean()),
+            "used": float((pseudo.labels == folder).mean()),
+        }
     table = io.StringIO()
     rows = csv.writer(table, lineterminator="\n")
     rows.writerow(["path", "cell", "pseudo_label", "plain_call", "confidence"])
@@ -475,10 +524,7 @@ def _label_pool(model, pool, samples: Sequence, cfg, consistency: bool, device, 
         {
             **pseudo.summary(),
             "consistency": bool(consistency),
-            "agreement_with_folder_labels": {
-                "plain": float((pseudo.plain == folder).mean()),
-                "used": float((pseudo.labels == folder).mean()),
-            },
+            "agreement_with_folder_labels": agreement,
         },
         table.getvalue(),
     )
