@@ -146,6 +146,25 @@ def test_export_cli_fails_cleanly_on_a_non_run(tmp_path):
     assert "not a training run" in " ".join(result.output.split())
 
 
+def test_export_cli_writes_the_review_threshold(tmp_path_factory):
+    from typer.testing import CliRunner
+
+    from edge_iapp.cli.main import app
+
+    run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+    out = tmp_path_factory.mktemp("review") / "bundle"
+    args = ["export", str(run), "--out", str(out), "-p", "fp32", "--no-engines"]
+    result = CliRunner().invoke(app, [*args, "--min-confidence", "1.5"])
+    assert result.exit_code == 2 and "--min-confidencemustbein(0,1]" in "".join(
+        result.output.split()
+    )
+    assert not out.exists()
+    result = CliRunner().invoke(app, [*args, "--min-confidence", "0.98"])
+    assert result.exit_code == 0, result.output
+    review = load_bundle(out).review
+    assert review["min_confidence"] == 0.98 and review["min_branch_agreement"] == 2
+
+
 def test_baseline_run_is_refused(tmp_path):
     """A run that trained only the global branch must not become a three-branch bundle."""
     import json

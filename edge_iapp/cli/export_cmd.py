@@ -69,6 +69,14 @@ def export_command(
         str | None,
         typer.Option("--profile", help="target profile in export/ (default: one for this GPU)"),
     ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            "--min-confidence",
+            help="review flag: calls less confident than this go to review (default 0.9; "
+            "higher catches more errors and flags more correct calls, docs/RESULTS.md)",
+        ),
+    ] = None,
 ) -> None:
     """Export the three branches to ONNX (fp32, fp16, int8 Q/DQ), check parity, write a bundle."""
     from ..export.build import export_bundle
@@ -80,6 +88,8 @@ def export_command(
         fail(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}")
     if not (run / "config.json").is_file():
         fail(f"{run} is not a training run (no config.json)")
+    if min_confidence is not None and not 0.0 < min_confidence <= 1.0:
+        fail(f"--min-confidence must be in (0, 1], got {min_confidence}")
     try:
         bundle = export_bundle(
             run,
@@ -95,6 +105,7 @@ def export_command(
             opset=opset,
             exporter=exporter,
             simplifier=simplifier,
+            review=None if min_confidence is None else {"min_confidence": min_confidence},
             checkpoint=checkpoint,
             force=force,
             log=lambda m: console.print(m),
