@@ -350,12 +350,11 @@ def test_pseudo_rounds_relabel_with_the_previous_rounds_model(lab, tmp_path, mon
     import torch
 
     from edge_iapp.classes import CLASS_NAMES
-    from edge_iapp.train import finetune as ft_module
-    from edge_iapp.train import trainer
+    from edge_iapp.train import pseudo_rounds, trainer
 
     trained: list = []  # spies: the real training and labelling run, their inputs are kept
     labellers: list = []
-    real_train, real_label = trainer.train, ft_module._label_pool
+    real_train, real_label = trainer.train, pseudo_rounds.label_pool
 
     def train_spy(cfg, images, *args, **kwargs):
         trained.append(images.labels.copy())
@@ -366,7 +365,7 @@ def test_pseudo_rounds_relabel_with_the_previous_rounds_model(lab, tmp_path, mon
         return real_label(model, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "train", train_spy)
-    monkeypatch.setattr(ft_module, "_label_pool", label_spy)
+    monkeypatch.setattr(pseudo_rounds, "label_pool", label_spy)
     run, data, split = lab
     out = tmp_path / "run2"
     flags = ["--cells", "1", "--pseudo-cells", "2", "--pseudo-rounds", "2", "--epochs", "1"]
@@ -433,8 +432,8 @@ def test_pseudo_slides_take_the_unlabelled_cells_from_slides(lab, tmp_path) -> N
 
 def test_pseudo_labels_ignore_the_folder_labels(lab) -> None:
     from edge_iapp.train.data import prepare
-    from edge_iapp.train.finetune import _label_pool
     from edge_iapp.train.loading import load_parts
+    from edge_iapp.train.pseudo_rounds import label_pool
     from edge_iapp.train.run import load_model
 
     run, data, split = lab
@@ -442,9 +441,9 @@ def test_pseudo_labels_ignore_the_folder_labels(lab) -> None:
     samples = load_parts(data, split).parts["train"][:16]
     pool = prepare(samples, cfg.preprocess)
     folder = pool.labels.copy()
-    labels, info, table = _label_pool(model, pool, samples, cfg, True, "cpu", 64)
+    labels, info, table = label_pool(model, pool, samples, cfg, True, "cpu", 64)
     pool.labels = (folder + 1) % 24  # other folder labels: same pseudo-labels
-    again, info2, _ = _label_pool(model, pool, samples, cfg, True, "cpu", 64)
+    again, info2, _ = label_pool(model, pool, samples, cfg, True, "cpu", 64)
     assert np.array_equal(labels, again) and info["images"] == 16
     assert info["agreement_with_folder_labels"]["used"] == np.mean(labels == folder)
     assert table.count("\n") == 17 and table.startswith("path,cell,pseudo_label")

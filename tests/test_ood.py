@@ -114,8 +114,21 @@ def test_ood_review_shares_by_hand(tmp_path) -> None:
     assert saved["ood"]["by"]["ood"]["errors_flagged"] == 1.0
     report = (tmp_path / "report.md").read_text()
     assert "## Out-of-distribution flag" in report and "| ood | 100.00 | 50.00 | 75.00 |" in report
-    # no calibration: no "ood" key (an older run)
-    assert "ood" not in evaluate_predictions(preds, tmp_path / "plain", "lambda", "unit")
+    # where the review threshold goes: the OOD flag alone already catches both errors
+    assert record["review_threshold"]["rule"] == "ood or confidence"
+    assert record["review_threshold"]["placed"]["min_confidence"] is None
+    assert "## Review threshold" in report and "| 0.9 | 100.00 | 50.00 | 75.00 |" in report
+    # no calibration: no "ood" key (an older run), the confidence rule alone: d (0.9457
+    # after the lambda fusion) is the surest error, so T = 0.946 flags both errors and b
+    plain = evaluate_predictions(preds, tmp_path / "plain", "lambda", "unit")
+    assert "ood" not in plain and plain["review_threshold"]["rule"] == "confidence"
+    placed = plain["review_threshold"]["placed"]
+    assert placed["min_confidence"] == pytest.approx(0.946)
+    assert (placed["errors_flagged"], placed["correct_flagged"]) == (1.0, 0.5)
+    # a threshold of 0.5 flags neither b nor c by confidence
+    low = evaluate_predictions(preds, tmp_path / "lo", "lambda", "u", ood=cal, min_confidence=0.5)
+    assert low["ood"]["min_confidence"] == 0.5
+    assert low["ood"]["by"]["confidence"]["all_flagged"] == 0
     # no error at all: the error share is n/a, not a division by zero
     right = Predictions(("global",), logits[:, :2], labels[:2], np.zeros(2, bool))
     probs = np.exp(logits[0, :2]) / np.exp(logits[0, :2]).sum(1, keepdims=True)
@@ -297,6 +310,31 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
     assert record["ood"]["errors"] + record["ood"]["correct"] == 32
     report = (out / "report.md").read_text()
     assert "Out-of-distribution flag" in report and "logit-space Mahalanobis" in report
+    assert record["ood"]["min_confidence"] == 0.9  # the runtime's default
+    assert "reviewthresholdfor80%oftheerrors" in flat(result.output)
+    # the val part places T and prints how to write it into a bundle; test checks it
+    result = runner.invoke(
+        app,
+        [*args[:-1], str(tmp_path / "eval_val"), "--subset", "val", "--review-target", "0.5"]
+        + ["--device", "cpu", "--threads", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    placed = json.loads((tmp_path / "eval_val" / "metrics.json").read_text())["review_threshold"]
+    assert placed["placed"]["target"] == 0.5
+    if placed["placed"]["min_confidence"] is not None:
+        assert "--min-confidence" in flat(result.output)
+        t = str(placed["placed"]["min_confidence"])
+        result = runner.invoke(
+            app,
+            [*args[:-1], str(tmp_path / "eval_t"), "--min-confidence", t, "--device", "cpu"],
+        )
+        assert result.exit_code == 0, result.output
+        checked = json.loads((tmp_path / "eval_t" / "metrics.json").read_text())
+        assert checked["ood"]["min_confidence"] == float(t)
+    else:  # no threshold needed: the record says why
+        assert placed["placed"]["note"] and placed["placed"]["reached"]
+    result = runner.invoke(app, [*args, "--min-confidence", "0"])
+    assert result.exit_code == 2 and "(0,1]" in flat(result.output)
     # an ood.json made for other weights is not applied silently
     other = dict(written, source={**written["source"], "checkpoint_sha256": "0" * 64})
     (copy / "ood.json").write_text(json.dumps(other))

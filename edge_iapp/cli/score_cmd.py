@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..scoring.consistency import PENALTY, THRESHOLD
 from .common import console, fail
 
 dataset_app = typer.Typer(help="Build labelled chromosome folders from other material.")
@@ -46,10 +47,10 @@ def score(
     threshold: Annotated[
         float,
         typer.Option(help="consistency: calls at or above this fused confidence never change"),
-    ] = 0.9,
+    ] = THRESHOLD,
     penalty: Annotated[
         float, typer.Option(help="consistency: log-cost of a copy beyond the normal number")
-    ] = 2.0,
+    ] = PENALTY,
     batch_size: Annotated[int, typer.Option(help="images per classifier call")] = 64,
     pipeline: Annotated[
         bool,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..ioutil import sha256_file  # noqa: F401 - re-exported
+from ..train.review_threshold import DEFAULT_TARGET
 from .common import console, fail
 
 PAPER_INPUT_SIZE = 224
@@ -303,6 +304,13 @@ def evaluate_command(
     threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,
     device: Annotated[str, Opt(help="auto, cpu or cuda.")] = "auto",
     cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
+    min_confidence: Annotated[
+        float | None,
+        Opt(help="Review flag's confidence threshold T to report (default: the runtime's 0.9)."),
+    ] = None,
+    review_target: Annotated[
+        float, Opt(help="Share of errors to place the review threshold for (0-1].")
+    ] = DEFAULT_TARGET,
 ) -> None:
     """Accuracy, macro-F1, Table 3/4, confusion, ROC, reliability and risk-coverage for RUN."""
     import torch
@@ -318,6 +326,9 @@ def evaluate_command(
     dev = _device(device)
     if subset not in ("train", "val", "test"):
         fail(f"--subset must be train, val or test, got {subset!r}")
+    for name, value in (("--min-confidence", min_confidence), ("--review-target", review_target)):
+        if value is not None and not 0.0 < value <= 1.0:
+            fail(f"{name} must be in (0, 1], got {value}")
     try:
         model, cfg = load_model(run, checkpoint)
         base_model, base_cfg = load_model(baseline) if baseline else (None, None)
@@ -374,6 +385,8 @@ def evaluate_command(
         info,
         ood=ood,
         cells=[cell_of.get(path) for path in prepared.paths],
+        min_confidence=min_confidence,
+        review_target=review_target,
     )
     console.print(
         f"accuracy {record['main']['accuracy']:.2%}, macro-F1 {record['main']['macro_f1']:.2%}; "
@@ -392,6 +405,28 @@ def evaluate_command(
         )
     for row in record["ablation"]:
         console.print(f"  {'+'.join(row['branches']):<20} {row['fusion']:<6} {row['accuracy']:.2%}")
+    _print_placed(record["review_threshold"]["placed"], run, subset)
+
+
+def _print_placed(placed: dict, run: Path, subset: str) -> None:
+    """Where the review threshold goes for the target, and how to use it."""
+    target = f"{placed['target']:.0%} of the errors"
+    t = placed["min_confidence"]
+    if t is None:
+        console.print(f"review threshold: none needed to flag {target} ({placed['note']})")
+        return
+    console.print(
+        f"review threshold for {target}: T = {t:g} flags {_share(placed['errors_flagged'])} "
+        f"of the errors and {_share(placed['correct_flagged'])} of the correct calls here"
+        + ("" if placed["reached"] else f" (not reached: {placed['note']})")
+    )
+    if subset == "test":
+        console.print(
+            "  placed on the test part itself: place it on --subset val, check it here with "
+            "--min-confidence T"
+        )
+    else:
+        console.print(f"  write it into a bundle: edge-iapp export {run} --min-confidence {t:g}")
 
 
 def _share(x: float | None) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 from ..data.imread import DEFAULT_MAX_SIDE, ChromosomeImage, ImageReadError, from_array, read_image
 from ..ioutil import atomic_write_bytes, atomic_write_text
 from ..runtime.result import ChromosomeResult
-from .consistency import reassign
+from .consistency import PENALTY, THRESHOLD, reassign
 from .karyogram import KaryogramItem, encode_indexed_png, render_indexed
 from .karyotype import karyotype
 from .layout import KARYOGRAM, PREDICTIONS, CellJob, visible_children
@@ -77,8 +77,8 @@ class CellOptions:
     """
 
     consistency: bool = True
-    threshold: float = 0.9
-    penalty: float = 2.0
+    threshold: float = THRESHOLD
+    penalty: float = PENALTY
     batch_size: int = 64
     max_side: int = DEFAULT_MAX_SIDE
     segment: SegmentConfig = field(default_factory=SegmentConfig)

@@ -18,6 +18,7 @@ from ..fusion import fuse, softmax
 from ..ood import DEFINITIONS
 from . import metrics as M
 from .predict import Predictions
+from .review_threshold import DEFAULT_TARGET, flagged_shares, place, sweep
 
 ABLATION_SUBSETS: tuple[tuple[str, ...], ...] = (
     ("global",),
@@ -152,6 +153,23 @@ def consistency_analysis(
     }
 
 
+def ood_flag(preds: Predictions, calibration: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The OOD scores and flag of each image, from the calibration's branches.
+
+    Returns:
+        ``(scores, flag)``: ``(N,)`` float and ``(N,)`` bool.
+    """
+    from ..ood import is_ood, ood_scores
+
+    scores = ood_scores(preds.select(_ood_branches(preds, calibration)), calibration)
+    return scores, is_ood(scores, calibration)
+
+
+def _ood_branches(preds: Predictions, calibration: dict[str, Any]) -> list[str]:
+    wanted = calibration.get("branches") or list(preds.branches)
+    return [b for b in wanted if b in preds.branches] or list(preds.branches)
+
+
 def ood_review(
     preds: Predictions,
     probs: np.ndarray,
@@ -176,43 +194,50 @@ def ood_review(
         the call, or a part-mask fall-back; object-mask fall-backs are not in ``preds``).
     """
     from ..export.bundle import DEFAULT_REVIEW
-    from ..ood import is_ood, ood_scores
 
     if min_confidence is None:
         min_confidence = float(DEFAULT_REVIEW["min_confidence"])
-    wanted = calibration.get("branches") or list(preds.branches)
-    subset = [b for b in wanted if b in preds.branches] or list(preds.branches)
-    scores = ood_scores(preds.select(subset), calibration)
+    scores, is_out = ood_flag(preds, calibration)
     correct = probs.argmax(1) == preds.labels
-    flags = {
-        "ood": is_ood(scores, calibration),
-        "confidence": probs.max(1) < min_confidence,
-    }
+    flags = {"ood": is_out, "confidence": probs.max(1) < min_confidence}
     flags["either"] = flags["ood"] | flags["confidence"]
     votes = (preds.logits.argmax(2) == probs.argmax(1)).sum(0)  # (N,) branches for the call
     need = min(int(DEFAULT_REVIEW["min_branch_agreement"]), len(preds.branches))
     flags["review"] = flags["either"] | (votes < need) | preds.part_fallback.astype(bool)
-
-    def share(flag: np.ndarray, where: np.ndarray) -> float | None:
-        return float(flag[where].mean()) if where.any() else None
-
     return {
         "score": calibration.get("score", "energy"),
         "threshold": float(calibration["threshold"]),
         "quantile": calibration.get("quantile"),
-        "branches": subset,
+        "branches": _ood_branches(preds, calibration),
         "min_confidence": float(min_confidence),
         "errors": int((~correct).sum()),
         "correct": int(correct.sum()),
         "score_mean": float(np.nanmean(scores)) if scores.size else None,
-        "by": {
-            name: {
-                "errors_flagged": share(f, ~correct),
-                "correct_flagged": share(f, correct),
-                "all_flagged": float(f.mean()) if f.size else None,
-            }
-            for name, f in flags.items()
-        },
+        "by": {name: flagged_shares(f, correct) for name, f in flags.items()},
+    }
+
+
+def review_threshold(
+    preds: Predictions,
+    probs: np.ndarray,
+    calibration: dict[str, Any] | None,
+    target: float = DEFAULT_TARGET,
+) -> dict[str, Any]:
+    """Where the review flag's confidence threshold goes on these images (:mod:`.review_threshold`).
+
+    The rule is the one a threshold moves: OOD (when the run has a calibration) or fused
+    confidence below T.
+
+    Returns:
+        ``{"rule", "sweep": [rows], "placed": {...}}``.
+    """
+    is_out = None if calibration is None else ood_flag(preds, calibration)[1]
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == preds.labels
+    return {
+        "rule": "confidence" if is_out is None else "ood or confidence",
+        "sweep": sweep(confidence, correct, is_out),
+        "placed": place(confidence, correct, target, is_out),
     }
 
 
@@ -225,6 +250,8 @@ def evaluate_predictions(
     info: dict[str, Any] | None = None,
     ood: dict[str, Any] | None = None,
     cells: Sequence[str | None] | None = None,
+    min_confidence: float | None = None,
+    review_target: float = DEFAULT_TARGET,
 ) -> dict[str, Any]:
     """Compute everything, write the figures, ``metrics.json`` and ``report.md``.
 
@@ -240,6 +267,10 @@ def evaluate_predictions(
             (:func:`ood_review`).
         cells: the cell of each image (None: none); adds the ``"consistency"`` key
             (:func:`consistency_analysis`).
+        min_confidence: the confidence flag's threshold in the ``"ood"`` key (default the
+            runtime's).
+        review_target: the share of errors the ``"review_threshold"`` key places T for
+            (:func:`review_threshold`).
 
     Returns:
         The metrics record (as written to ``metrics.json``).
@@ -266,7 +297,8 @@ def evaluate_predictions(
         else {},
     }
     if ood is not None:
-        record["ood"] = ood_review(preds, probs, ood)
+        record["ood"] = ood_review(preds, probs, ood, min_confidence)
+    record["review_threshold"] = review_threshold(preds, probs, ood, review_target)
     if cells is not None and any(c is not None for c in cells):
         record["consistency"] = consistency_analysis(preds.labels, probs, cells)
     if baseline is not None:
@@ -395,6 +427,8 @@ def render_report(record: dict[str, Any], title: str) -> str:
         )
     if record.get("ood"):
         lines += render_ood(record["ood"])
+    if record.get("review_threshold"):
+        lines += render_review_threshold(record["review_threshold"])
     lines += [
         "",
         "Figures: `confusion.png`, `roc.png`, `reliability.png`, `risk_coverage.png`.",
@@ -429,5 +463,43 @@ def render_ood(ood: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {name} | {_pct(row['errors_flagged'])} | {_pct(row['correct_flagged'])} "
             f"| {_pct(row['all_flagged'])} |"
+        )
+    return lines
+
+
+RULES = {
+    "confidence": "fused confidence below T (the run has no OOD calibration)",
+    "ood or confidence": "the OOD flag, or fused confidence below T",
+}
+
+
+def render_review_threshold(placement: dict[str, Any]) -> list[str]:
+    """The report's section on where the review flag's confidence threshold T could go."""
+    placed = placement["placed"]
+    t = placed["min_confidence"]
+    if t is None:
+        where = f"no threshold needed ({placed['note']})"
+    else:
+        where = (
+            f"T = {t:g} flags {_pct(placed['errors_flagged'])}% of the errors and "
+            f"{_pct(placed['correct_flagged'])}% of the correct calls"
+            + ("" if placed["reached"] else f" (target not reached: {placed['note']})")
+        )
+    lines = [
+        "",
+        "## Review threshold",
+        "",
+        f"Rule: {RULES[placement['rule']]}. To flag {100 * placed['target']:g}% of the errors "
+        f"here: {where}. Placed on these images, it meets the target here by construction: "
+        "place it on the val part (`evaluate --subset val`), check it on test "
+        "(`evaluate --min-confidence T`), write it with `export RUN --min-confidence T`.",
+        "",
+        "| T | errors flagged % | correct calls flagged % | all flagged % |",
+        "|---|---|---|---|",
+    ]
+    for row in placement["sweep"]:
+        lines.append(
+            f"| {row['min_confidence']:g} | {_pct(row['errors_flagged'])} "
+            f"| {_pct(row['correct_flagged'])} | {_pct(row['all_flagged'])} |"
         )
     return lines

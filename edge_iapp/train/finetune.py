@@ -35,8 +35,8 @@ nothing to compare with.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,6 @@ from .evaluate import fused_scores, ood_review, summarize
 from .predict import Predictions
 
 FINETUNE_FILE = "finetune.json"
-PSEUDO_FILE = "pseudo_labels.csv"
-"""RUN2's record of what each pseudo-labelled image was trained as (path, label, call)."""
 DROPPED_EXTRA = (
     "time_budget_min",
     "planned_epochs",
@@ -214,9 +212,8 @@ def finetune(
     from .data import balanced_subset, prepare
     from .loading import load_parts
     from .ood_run import load_run_ood
-    from .predict import predict
+    from .pseudo_rounds import pseudo_pool
     from .run import LAST_CHECKPOINT, RunConfig, load_model
-    from .trainer import train
 
     run, data, split, out = Path(run), Path(data), Path(split), Path(out)
     prepare_fn = prepare_fn or (lambda samples, pcfg, _label: prepare(samples, pcfg))
@@ -232,7 +229,7 @@ def finetune(
     if not train_samples and not test_samples:
         raise FinetuneError(f"no image of {data} belongs to the train or test part of {split}")
     chosen = pick_cells(train_samples, cells, seed)
-    pseudo_ids, pseudo_samples = _pseudo_pool(
+    pseudo_ids, pseudo_samples = pseudo_pool(
         train_samples, cells, pseudo_cells, pseudo_rounds, seed, pseudo_slides, out, log
     )
     adapt_chosen = set(pick_cells(train_samples, adapt_cells, seed, "--adapt-cells"))
@@ -252,20 +249,33 @@ def finetune(
     test = prepare_fn(test_samples, cfg.preprocess, "test")
     if len(test) == 0:
         raise FinetuneError(f"none of the {len(test_samples)} test images could be read")
+    split_sha256 = sha256_file(split)
+    new_cfg = finetune_config(
+        cfg,
+        epochs=epochs if cells else 0,
+        lr=lr,
+        seed=seed,
+        device=device,
+        extra={
+            "data": str(data),
+            "split_sha256": split_sha256,
+            "finetune": {
+                "from": str(run.resolve()),
+                "cells": chosen,
+                "adapt_cells": sorted(adapt_chosen),
+                "pseudo_cells": pseudo_ids,
+            },
+        },
+    )
+    session = Session(run, new_cfg, test, parts.split, device, batch_size, console)
     ood, ood_note = load_run_ood(run)
     model, _ = load_model(run)
-
-    def on_test(m, ood_rule: dict[str, Any] | None = None) -> dict[str, Any]:
-        preds = predict(m.to(device), test, cfg.branches, device=device, batch_size=batch_size)
-        return score(preds, cfg.fusion, ood_rule)
-
-    before = on_test(model, ood)
     record: dict[str, Any] = {
         "run": str(run),
         "out": str(out),
         "data": str(data),
         "split": str(split),
-        "split_sha256": sha256_file(split),
+        "split_sha256": split_sha256,
         "cells_requested": int(cells),
         "cells": chosen,
         "seed": int(seed),
@@ -279,7 +289,7 @@ def finetune(
         "test_cells": len({str(s.cell) for s in test_samples}),
         "test_max_per_class": max_test_per_class,
         "ood_calibration": ood_note,
-        "before": before,
+        "before": session.score(model, ood),
         "adapt_cells": sorted(adapt_chosen),
         "adaptation": None,
         "adapted": None,
@@ -289,28 +299,11 @@ def finetune(
         "pseudo": None,
         "after": None,
     }
-    new_cfg = finetune_config(
-        cfg,
-        epochs=epochs if cells else 0,
-        lr=lr,
-        seed=seed,
-        device=device,
-        extra={
-            "data": str(data),
-            "split_sha256": record["split_sha256"],
-            "finetune": {
-                "from": str(run.resolve()),
-                "cells": chosen,
-                "adapt_cells": sorted(adapt_chosen),
-                "pseudo_cells": pseudo_ids,
-            },
-        },
-    )
     adapt_data = None
     if adapt_cells:
         adapt_data = prepare_fn(adapt_samples, cfg.preprocess, f"{adapt_cells} adaptation cell(s)")
         record["adaptation"] = _adapt(model, adapt_data, cfg.branches, device, log)
-        record["adapted"] = on_test(model)
+        record["adapted"] = session.score(model)
         if not cells:  # RUN2 is the adapted run
             from .adapt_bn import write_adapted_run
 
@@ -333,140 +326,101 @@ def finetune(
         if len(ft) == 0:
             raise FinetuneError(f"none of the {len(ft_samples)} fine-tuning images could be read")
         record["train_images"] = len(ft)
-
-        def fine_tune(into: Path, images, raw_images) -> None:
-            train(
-                new_cfg,
-                images,
-                into,
-                None,
-                device=device,
-                init_from=run / LAST_CHECKPOINT,
-                split=parts.split,
-                console=console,
-                train_raw=raw_images,
-            )
-
         if pseudo_samples:
+            from .pseudo_rounds import fine_tune_on_pseudo_labels
+
             pool, pool_raw = _training_images(
                 pseudo_samples, new_cfg, augment, prepare_fn, f"{len(pseudo_ids)} pseudo-label"
             )
-            stage = out / ".labeller"  # the model that makes the next round's pseudo-labels
-            shutil.rmtree(stage, ignore_errors=True)  # left by a killed run
-            fine_tune(stage, ft, raw)  # round 1's labeller: the K labelled cells only
-            rounds: list[dict[str, Any]] = []
-            for r in range(1, pseudo_rounds + 1):
-                labeller, _ = load_model(stage)
-                scored = on_test(labeller)
-                record["labelled_only"] = record["labelled_only"] or scored
-                labels, info, pseudo_rows = _label_pool(
-                    labeller.to(device),
+            record["labelled_only"], record["pseudo"], record["train_images"] = (
+                fine_tune_on_pseudo_labels(
+                    session,
+                    ft,
+                    raw,
                     pool,
+                    pool_raw,
                     pseudo_samples,
-                    new_cfg,
-                    pseudo_consistency,
-                    device,
-                    batch_size,
-                    folder_labels=pseudo_slides is None,
+                    pseudo_ids,
+                    rounds=pseudo_rounds,
+                    consistency=pseudo_consistency,
+                    slides=pseudo_slides,
+                    out=out,
+                    log=log,
                 )
-                info["labeller_accuracy"] = scored["fused"]["accuracy"]
-                rounds.append(info)
-                for images in (pool, pool_raw):
-                    if images is not None:
-                        images.labels = labels.copy()
-                log(
-                    f"round {r}/{pseudo_rounds}: pseudo-labelled {len(pool)} images of "
-                    f"{len(pseudo_ids)} cell(s), {info['changed_by_consistency']} call(s) "
-                    "changed by consistency"
-                )
-                del labeller
-                shutil.rmtree(stage)
-                ft_all, raw_all = _join(ft, pool), (_join(raw, pool_raw) if augment else None)
-                # every round fine-tunes RUN's weights afresh; the last one is RUN2
-                fine_tune(out if r == pseudo_rounds else stage, ft_all, raw_all)
-            record["train_images"] = len(ft_all)
-            record["pseudo"] = {
-                **rounds[-1],
-                "source": f"slides {pseudo_slides}" if pseudo_slides else "train part",
-                "rounds": rounds,
-                "cell_ids": pseudo_ids,
-                "file": PSEUDO_FILE,
-            }
-            atomic_write_text(out / PSEUDO_FILE, pseudo_rows)
+            )
         else:
-            fine_tune(out, ft, raw)
+            session.fine_tune(out, ft, raw)
         model, _ = load_model(out)
         model.to(device)
         if adapt_data is not None:
             from .adapt_bn import save_adapted
 
-            record["finetuned"] = on_test(model)
+            record["finetuned"] = session.score(model)
             record["readaptation"] = _adapt(model, adapt_data, new_cfg.branches, device, log)
             save_adapted(model, out, record["readaptation"])
         ood_out, record["ood_calibration_out"] = _calibrate_ood(
             out, model, new_cfg, parts.parts["val"], ft, prepare_fn, device, batch_size, log
         )
-        record["after"] = on_test(model, ood_out)
+        record["after"] = session.score(model, ood_out)
         record["max_abs_weight_change"] = _weight_change(run, out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / FINETUNE_FILE, json.dumps(record, indent=1) + "\n")
     return record
 
 
-def _pseudo_pool(
-    train_samples: Sequence,
-    cells: int,
-    pseudo_cells: int,
-    rounds: int,
-    seed: int,
-    slides: str | Path | None,
-    out: Path,
-    log: Callable[[str], None],
-) -> tuple[list[str], list]:
-    """``(cell ids, samples)`` of the P cells to pseudo-label.
+@dataclass
+class Session:
+    """What the steps of one fine-tuning share: RUN's weights, RUN2's recipe, the test part.
 
-    From the train part: the next P cells after the K labelled ones in the seeded order
-    (their labels are not read for training). From ``slides``: P of its cells, seeded.
+    Attributes:
+        run: RUN (its ``last.pt`` is where every fine-tuning starts).
+        cfg: RUN2's :class:`~edge_iapp.train.run.RunConfig` (:func:`finetune_config`).
+        test: the new lab's test part (``PreparedImages``), the only images scored.
+        split: the split record saved with each fine-tuned run.
+        device, batch_size: where the model runs, images per forward pass in scoring.
+        console: rich console for the training progress.
     """
-    if pseudo_cells < 0:
-        raise FinetuneError(f"--pseudo-cells must be 0 or more, got {pseudo_cells}")
-    if rounds < 1:
-        raise FinetuneError(f"--pseudo-rounds must be 1 or more, got {rounds}")
-    if not pseudo_cells:
-        if slides is not None:
-            raise FinetuneError("--pseudo-slides needs --pseudo-cells P: how many of its cells")
-        return [], []
-    if cells < 1:
-        raise FinetuneError(
-            "--pseudo-cells needs --cells 1 or more: the pseudo-labels come from the model "
-            "fine-tuned on the labelled cells"
-        )
-    if slides is not None:
-        from .adapt_bn import slide_cells
 
-        try:
-            by_cell, notes = slide_cells(slides, out)
-        except (OSError, ValueError) as exc:
-            raise FinetuneError(f"--pseudo-slides {slides}: {exc}") from exc
-        for note in notes:
-            log(f"note: {note}")
-        if pseudo_cells > len(by_cell):
-            raise FinetuneError(
-                f"--pseudo-cells {pseudo_cells}: {slides} has {len(by_cell)} cell folder(s) "
-                "of crops (SLIDE/<cell>/<crop files>)"
-            )
-        ids = pick_ids(by_cell, pseudo_cells, seed)
-        return ids, [s for c in ids for s in by_cell[c]]
-    available = len({str(s.cell) for s in train_samples})
-    if cells + pseudo_cells > available:
-        raise FinetuneError(
-            f"--cells {cells} plus --pseudo-cells {pseudo_cells}: the split's train part has "
-            f"only {available} cell(s) in this folder"
+    run: Path
+    cfg: Any
+    test: Any
+    split: dict[str, Any]
+    device: str
+    batch_size: int
+    console: Any = None
+
+    def score(self, model, ood: dict[str, Any] | None = None) -> dict[str, Any]:
+        """:func:`score` of ``model`` on the test part (``ood``: add its review flags)."""
+        from .predict import predict
+
+        preds = predict(
+            model.to(self.device),
+            self.test,
+            self.cfg.branches,
+            device=self.device,
+            batch_size=self.batch_size,
         )
-    labelled = set(pick_ids((s.cell for s in train_samples), cells, seed))
-    both = pick_ids((s.cell for s in train_samples), cells + pseudo_cells, seed)
-    ids = [c for c in both if c not in labelled]
-    return ids, [s for s in train_samples if str(s.cell) in set(ids)]
+        return score(preds, self.cfg.fusion, ood)
+
+    def fine_tune(self, into: Path, images, raw=None) -> None:
+        """Train RUN's weights on ``images`` into the run folder ``into``.
+
+        ``raw``: their raw crops, to augment per batch with RUN's augmentations (None: none).
+        """
+        from .run import LAST_CHECKPOINT
+        from .trainer import train
+
+        train(
+            self.cfg,
+            images,
+            into,
+            None,
+            device=self.device,
+            init_from=self.run / LAST_CHECKPOINT,
+            split=self.split,
+            console=self.console,
+            train_raw=raw,
+        )
 
 
 def _training_images(samples: Sequence, cfg, augment: bool, prepare_fn, what: str):
@@ -477,68 +431,6 @@ def _training_images(samples: Sequence, cfg, augment: bool, prepare_fn, what: st
         raw = load_raw(samples)
         return prepare_raw(raw, cfg.preprocess), raw
     return prepare_fn(samples, cfg.preprocess, f"{what} cell(s)"), None
-
-
-def _label_pool(
-    model, pool, samples: Sequence, cfg, consistency: bool, device, batch_size, folder_labels=True
-):
-    """``(pseudo-labels of pool's images, the record of how they were made, its CSV)``.
-
-    ``folder_labels``: the pool's images carry real labels, to compare with (slides do not).
-    """
-    import csv
-    import io
-
-    from .data import cell_key
-    from .predict import predict
-    from .pseudo import pseudo_labels
-
-    if len(pool) == 0:
-        raise FinetuneError(f"none of the {len(samples)} pseudo-label images could be read")
-    cell_of = {str(s.path): cell_key(s) for s in samples}
-    preds = predict(model, pool, cfg.branches, device=device, batch_size=batch_size)
-    probs, _ = fused_scores(preds, preds.branches, cfg.fusion)
-    pseudo = pseudo_labels(probs, [cell_of.get(p) for p in pool.paths], consistency=consistency)
-    folder = pool.labels  # the folder's labels: compared below, never trained on
-    agreement = None
-    if folder_labels:
-        agreement = {
-            "plain": float((pseudo.plain == folder).mean()),
-            "used": float((pseudo.labels == folder).mean()),
-        }
-    table = io.StringIO()
-    rows = csv.writer(table, lineterminator="\n")
-    rows.writerow(["path", "cell", "pseudo_label", "plain_call", "confidence"])
-    for i, path in enumerate(pool.paths):
-        rows.writerow(
-            [
-                path,
-                cell_of.get(path) or "",
-                CLASS_NAMES[pseudo.labels[i]],
-                CLASS_NAMES[pseudo.plain[i]],
-                f"{pseudo.confidence[i]:.4f}",
-            ]
-        )
-    return (
-        pseudo.labels,
-        {
-            **pseudo.summary(),
-            "consistency": bool(consistency),
-            "agreement_with_folder_labels": agreement,
-        },
-        table.getvalue(),
-    )
-
-
-def _join(a, b):
-    """Two :class:`~edge_iapp.train.data.PreparedImages` (or two ``RawImages``) as one."""
-    import dataclasses
-
-    joined = {}
-    for f in dataclasses.fields(a):
-        x, y = getattr(a, f.name), getattr(b, f.name)
-        joined[f.name] = np.concatenate([x, y]) if isinstance(x, np.ndarray) else [*x, *y]
-    return type(a)(**joined)
 
 
 def _calibrate_ood(

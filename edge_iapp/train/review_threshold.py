@@ -1,0 +1,124 @@
+"""Place the review flag's confidence threshold on labelled images.
+
+The runtime sends a call to review when it is out of distribution (the OOD flag) or its
+fused confidence is below ``min_confidence`` = T (:mod:`edge_iapp.runtime.review`; branch
+disagreement and mask fall-backs flag too, but no threshold moves them). On labelled
+images, :func:`sweep` gives the share of errors and of correct calls flagged at a few
+values of T, and :func:`place` the smallest T that flags a target share of the errors, to
+be written into a bundle with ``edge-iapp export RUN --min-confidence T``.
+
+On the images T was placed on it meets the target by construction: place it on one part
+(``evaluate --subset val``) and check it on another (the test part, ``evaluate
+--min-confidence T``). Issue #7's target is 80% of the errors with at most 20% of the
+correct calls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+SWEEP_THRESHOLDS: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
+DEFAULT_TARGET = 0.8
+"""Share of the errors the placed threshold must flag (issue #7's target)."""
+STEP = 0.001
+"""T is rounded up to this step, so that it prints and reads back exactly."""
+
+
+def flagged_shares(flag: np.ndarray, correct: np.ndarray) -> dict[str, float | None]:
+    """Shares of the errors, of the correct calls and of all calls that ``flag`` marks.
+
+    Args:
+        flag: ``(N,)`` bool, the calls sent to review.
+        correct: ``(N,)`` bool, the calls that are right.
+
+    Returns:
+        ``{"errors_flagged", "correct_flagged", "all_flagged"}``; None where there is no
+        error, no correct call or no call.
+    """
+
+    def share(where: np.ndarray) -> float | None:
+        return float(flag[where].mean()) if where.any() else None
+
+    return {
+        "errors_flagged": share(~correct),
+        "correct_flagged": share(correct),
+        "all_flagged": float(flag.mean()) if flag.size else None,
+    }
+
+
+def _flags(confidence: np.ndarray, t: float, ood: np.ndarray | None) -> np.ndarray:
+    low = confidence < t
+    return low if ood is None else (low | ood)
+
+
+def sweep(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    ood: np.ndarray | None = None,
+    thresholds: tuple[float, ...] = SWEEP_THRESHOLDS,
+) -> list[dict[str, Any]]:
+    """What the review flag marks at each threshold T.
+
+    Args:
+        confidence: ``(N,)`` fused confidence of each call.
+        correct: ``(N,)`` bool.
+        ood: ``(N,)`` bool OOD flag, flagged at every T (None: the confidence rule alone).
+        thresholds: the values of T.
+
+    Returns:
+        One ``{"min_confidence": T, **flagged_shares}`` row per T.
+    """
+    return [
+        {"min_confidence": float(t), **flagged_shares(_flags(confidence, t, ood), correct)}
+        for t in thresholds
+    ]
+
+
+def place(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    target: float = DEFAULT_TARGET,
+    ood: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The smallest threshold T (a multiple of :data:`STEP`, at most 1) that flags ``target``.
+
+    Args:
+        confidence: ``(N,)`` fused confidence of each call.
+        correct: ``(N,)`` bool.
+        target: share of the errors to flag, in (0, 1].
+        ood: ``(N,)`` bool OOD flag (None: the confidence rule alone).
+
+    Returns:
+        ``{"target", "min_confidence", "reached", "note", **flagged_shares}`` at that T.
+        ``min_confidence`` is None when no T is needed (no error, or the OOD flag alone
+        reaches the target); ``reached`` is False when even T = 1 does not (errors at a
+        confidence of exactly 1).
+    """
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"the target share of errors must be in (0, 1], got {target}")
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    errors = ~correct
+    always = np.zeros_like(correct) if ood is None else np.asarray(ood, dtype=bool)
+    need = math.ceil(target * int(errors.sum()) - 1e-9)
+    already = int((always & errors).sum())
+    if need == 0 or already >= need:
+        t, note = None, "no errors here" if need == 0 else "the OOD flag alone reaches it"
+    else:
+        rest = np.sort(confidence[errors & ~always])
+        c = float(rest[need - already - 1])  # the confidence of the last error to catch
+        t = min(1.0, round((math.floor(c / STEP) + 1) * STEP, 6))
+        note = "" if c < t else "errors at a confidence of 1 cannot be flagged by T"
+    flag = always if t is None else _flags(confidence, t, always)
+    shares = flagged_shares(flag, correct)
+    reached = shares["errors_flagged"] is None or shares["errors_flagged"] >= target - 1e-12
+    return {
+        "target": float(target),
+        "min_confidence": t,
+        "reached": bool(reached),
+        "note": note,
+        **shares,
+    }
