@@ -161,6 +161,7 @@ def test_export_cli_writes_the_review_threshold(tmp_path_factory):
     assert not out.exists()
     result = CliRunner().invoke(app, [*args, "--min-confidence", "0.98"])
     assert result.exit_code == 0, result.output
+    assert "confidencebelow0.98(--min-confidence)" in "".join(result.output.split())
     review = load_bundle(out).review
     assert review["min_confidence"] == 0.98 and review["min_branch_agreement"] == 2
 

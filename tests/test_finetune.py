@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -421,13 +422,52 @@ def test_pseudo_slides_take_the_unlabelled_cells_from_slides(lab, tmp_path) -> N
     assert record["train_images"] == len(labelled) + pseudo["images"]
     assert {p: hashlib.sha256(p.read_bytes()).digest() for p in crops} == crops  # inputs kept
     assert "nolabelstocomparethemwith" in flat(result.output)
+    # slides holding val or test images (copied here; the labelled folder itself, below)
+    # are refused: training on them, even unlabelled, would inflate the scores
+    leaky = tmp_path / "leaky"
+    shutil.copytree(slides, leaky)
+    test_image = load_parts(data, split).parts["test"][0].path
+    cell = next(p for p in leaky.rglob("*.png")).parent
+    shutil.copy(test_image, cell / "copied.png")
     for flags, message in (
+        (["--pseudo-cells", "2", "--pseudo-slides", str(leaky)], "ofthesplit'svalortestpart"),
+        (["--pseudo-cells", "2", "--pseudo-slides", str(data)], "ofthesplit'svalortestpart"),
         (["--pseudo-cells", "4", "--pseudo-slides", str(slides)], "has3cellfolder(s)"),
         (["--pseudo-slides", str(slides)], "--pseudo-slidesneeds--pseudo-cellsP"),
         (["--pseudo-cells", "1", "--pseudo-slides", str(tmp_path / "none")], "--pseudo-slides"),
     ):
         result = _finetune(run, data, split, tmp_path / "run3", "--cells", "1", *flags)
         assert result.exit_code == 2 and message in flat(result.output), result.output
+
+
+def test_held_out_images_are_found_as_links_and_copies(tmp_path) -> None:
+    from edge_iapp.data.dataset import Sample
+    from edge_iapp.train.pseudo_rounds import held_out_images
+
+    a, b, c = (tmp_path / f"{n}.png" for n in "abc")
+    a.write_bytes(b"held-out image")
+    b.write_bytes(b"another image!")  # same size as a, other bytes
+    c.write_bytes(b"a third one")
+    (tmp_path / "link.png").symlink_to(a)
+    (tmp_path / "copy.png").write_bytes(a.read_bytes())
+    names = ("b.png", "c.png", "link.png", "copy.png")
+    pool = [Sample(tmp_path / n, 0, "1", "s", n) for n in names]
+    found = held_out_images(pool, [Sample(a, 0, "1", "s", "t")])
+    assert sorted(Path(p).name for p in found) == ["copy.png", "link.png"]
+    assert held_out_images(pool, []) == []
+
+
+def test_a_labelled_folder_is_not_taken_for_slides(tmp_path) -> None:
+    from edge_iapp.train.adapt_bn import slide_cells
+
+    for name in ("1", "2", "X"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "data" / name / f"{i}.png").write_bytes(b"x")
+    with pytest.raises(ValueError, match="looks like a labelled folder"):
+        slide_cells(tmp_path / "data", tmp_path / "out")
+    shutil.rmtree(tmp_path / "data" / "X")  # cells numbered 1, 2: a slide
+    assert sorted(slide_cells(tmp_path / "data", tmp_path / "out")[0]) == ["data/1", "data/2"]
 
 
 def test_pseudo_labels_ignore_the_folder_labels(lab) -> None:

@@ -326,15 +326,22 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
         t = str(placed["placed"]["min_confidence"])
         result = runner.invoke(
             app,
-            [*args[:-1], str(tmp_path / "eval_t"), "--min-confidence", t, "--device", "cpu"],
+            [*args[:-1], str(tmp_path / "eval_t"), "--min-confidence", t, "--review-target"]
+            + ["0.5", "--device", "cpu"],
         )
         assert result.exit_code == 0, result.output
         checked = json.loads((tmp_path / "eval_t" / "metrics.json").read_text())
         assert checked["ood"]["min_confidence"] == float(t)
+        row = [r for r in checked["review_threshold"]["sweep"] if r["min_confidence"] == float(t)]
+        met = "met" if row[0]["errors_flagged"] >= 0.5 else "notmet"
+        assert f"T={float(t):g}(--min-confidence)" in flat(result.output)
+        assert flat(result.output).endswith(f"target50%oftheerrors:{met}")
     else:  # no threshold needed: the record says why
         assert placed["placed"]["note"] and placed["placed"]["reached"]
     result = runner.invoke(app, [*args, "--min-confidence", "0"])
     assert result.exit_code == 2 and "(0,1]" in flat(result.output)
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "none"), *args[2:]])
+    assert result.exit_code == 2 and "doesnotexist" in flat(result.output)
     # an ood.json made for other weights is not applied silently
     other = dict(written, source={**written["source"], "checkpoint_sha256": "0" * 64})
     (copy / "ood.json").write_text(json.dumps(other))

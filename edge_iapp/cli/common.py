@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
+"""Messages are not wrapped at the console's width (80 columns when not a terminal), so a
+log file keeps one message per line and its paths whole; tables still fit the width."""
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -86,6 +86,8 @@ def export_command(
 
     if calib_method not in CALIBRATION_METHODS:
         fail(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}")
+    if not run.is_dir():
+        fail(f"{run} does not exist: expected a training run folder (edge-iapp train --out)")
     if not (run / "config.json").is_file():
         fail(f"{run} is not a training run (no config.json)")
     if min_confidence is not None and not 0.0 < min_confidence <= 1.0:
@@ -113,6 +115,9 @@ def export_command(
     except (ExportError, CalibrationError, QuantizationError, ValueError, OSError) as exc:
         fail(str(exc))
     _print_parity(bundle)
+    t = bundle.review["min_confidence"]
+    how = "--min-confidence" if min_confidence is not None else "the default"
+    console.print(f"review flag: calls with fused confidence below {t:g} ({how}) go to review")
     if engines:
         _build_engines(bundle, profile)
 

@@ -329,6 +329,8 @@ def evaluate_command(
     for name, value in (("--min-confidence", min_confidence), ("--review-target", review_target)):
         if value is not None and not 0.0 < value <= 1.0:
             fail(f"{name} must be in (0, 1], got {value}")
+    if not run.is_dir():
+        fail(f"{run} does not exist: expected a training run folder (edge-iapp train --out)")
     try:
         model, cfg = load_model(run, checkpoint)
         base_model, base_cfg = load_model(baseline) if baseline else (None, None)
@@ -400,17 +402,37 @@ def evaluate_command(
         )
     for name, row in record.get("ood", {}).get("by", {}).items():
         console.print(
-            f"  review by {name:<10}: errors flagged {_share(row['errors_flagged'])}, "
+            f"  review by {FLAG_NAMES[name]:<22}: errors flagged {_share(row['errors_flagged'])}, "
             f"correct calls flagged {_share(row['correct_flagged'])}"
         )
     for row in record["ablation"]:
         console.print(f"  {'+'.join(row['branches']):<20} {row['fusion']:<6} {row['accuracy']:.2%}")
-    _print_placed(record["review_threshold"]["placed"], run, subset)
+    _print_placed(record, run, subset, min_confidence)
 
 
-def _print_placed(placed: dict, run: Path, subset: str) -> None:
-    """Where the review threshold goes for the target, and how to use it."""
+FLAG_NAMES = {
+    "ood": "OOD",
+    "confidence": "confidence",
+    "either": "OOD or confidence",
+    "review": "all review reasons",
+}
+"""How ``evaluate`` prints the flags of :func:`~edge_iapp.train.evaluate.ood_review`."""
+
+
+def _print_placed(record: dict, run: Path, subset: str, checked: float | None) -> None:
+    """The threshold T checked (``--min-confidence``), or where T goes for the target."""
+    placed = record["review_threshold"]["placed"]
     target = f"{placed['target']:.0%} of the errors"
+    if checked is not None:
+        sweep = record["review_threshold"]["sweep"]
+        row = next(r for r in sweep if abs(r["min_confidence"] - checked) < 1e-9)
+        met = row["errors_flagged"] is None or row["errors_flagged"] >= placed["target"]
+        console.print(
+            f"review threshold T = {checked:g} (--min-confidence): flags "
+            f"{_share(row['errors_flagged'])} of the errors and {_share(row['correct_flagged'])} "
+            f"of the correct calls here; target {target}: {'met' if met else 'not met'}"
+        )
+        return
     t = placed["min_confidence"]
     if t is None:
         console.print(f"review threshold: none needed to flag {target} ({placed['note']})")

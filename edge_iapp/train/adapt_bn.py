@@ -191,6 +191,7 @@ def slide_cells(slides: str | Path, out: str | Path) -> tuple[dict[str, list], l
     Raises:
         NotADirectoryError, ValueError: from :func:`edge_iapp.scoring.layout.discover`.
     """
+    from ..classes import CLASS_NAMES
     from ..data.dataset import Sample
     from ..data.imread import IMAGE_SUFFIXES
     from ..scoring.layout import discover, visible_children
@@ -212,6 +213,13 @@ def slide_cells(slides: str | Path, out: str | Path) -> tuple[dict[str, list], l
                 )
                 continue
             cells[key] = [Sample(p, 0, "1", job.slide, job.cell) for p in files]
+        names = {job.cell for job in slide.cells}
+        if names and names <= set(CLASS_NAMES) and names & {"X", "Y"}:
+            raise ValueError(
+                f"{slide.source} looks like a labelled folder, not slides: its cell folders "
+                f"are class names ({', '.join(sorted(names))}); slides hold one folder per "
+                "cell (SLIDE/<cell>/<crops>)"
+            )
     return cells, notes
 
 

@@ -18,7 +18,13 @@ from ..fusion import fuse, softmax
 from ..ood import DEFINITIONS
 from . import metrics as M
 from .predict import Predictions
-from .review_threshold import DEFAULT_TARGET, flagged_shares, place, sweep
+from .review_threshold import (
+    DEFAULT_TARGET,
+    SWEEP_THRESHOLDS,
+    flagged_shares,
+    place,
+    sweep,
+)
 
 ABLATION_SUBSETS: tuple[tuple[str, ...], ...] = (
     ("global",),
@@ -208,6 +214,7 @@ def ood_review(
         "score": calibration.get("score", "energy"),
         "threshold": float(calibration["threshold"]),
         "quantile": calibration.get("quantile"),
+        "set_on": {k: (calibration.get("source") or {}).get(k) for k in ("part", "data", "images")},
         "branches": _ood_branches(preds, calibration),
         "min_confidence": float(min_confidence),
         "errors": int((~correct).sum()),
@@ -222,11 +229,15 @@ def review_threshold(
     probs: np.ndarray,
     calibration: dict[str, Any] | None,
     target: float = DEFAULT_TARGET,
+    checked: float | None = None,
 ) -> dict[str, Any]:
     """Where the review flag's confidence threshold goes on these images (:mod:`.review_threshold`).
 
     The rule is the one a threshold moves: OOD (when the run has a calibration) or fused
     confidence below T.
+
+    Args:
+        checked: a threshold being checked; added to the sweep, as is the placed one.
 
     Returns:
         ``{"rule", "sweep": [rows], "placed": {...}}``.
@@ -234,10 +245,12 @@ def review_threshold(
     is_out = None if calibration is None else ood_flag(preds, calibration)[1]
     confidence = probs.max(1)
     correct = probs.argmax(1) == preds.labels
+    placed = place(confidence, correct, target, is_out)
+    extra = {t for t in (placed["min_confidence"], checked) if t is not None}
     return {
         "rule": "confidence" if is_out is None else "ood or confidence",
-        "sweep": sweep(confidence, correct, is_out),
-        "placed": place(confidence, correct, target, is_out),
+        "sweep": sweep(confidence, correct, is_out, tuple(sorted({*SWEEP_THRESHOLDS, *extra}))),
+        "placed": placed,
     }
 
 
@@ -298,7 +311,9 @@ def evaluate_predictions(
     }
     if ood is not None:
         record["ood"] = ood_review(preds, probs, ood, min_confidence)
-    record["review_threshold"] = review_threshold(preds, probs, ood, review_target)
+    record["review_threshold"] = review_threshold(
+        preds, probs, ood, review_target, min_confidence
+    )
     if cells is not None and any(c is not None for c in cells):
         record["consistency"] = consistency_analysis(preds.labels, probs, cells)
     if baseline is not None:
@@ -439,8 +454,12 @@ def render_report(record: dict[str, Any], title: str) -> str:
 
 def render_ood(ood: dict[str, Any]) -> list[str]:
     """The report's OOD section: share of errors and of correct calls each flag sends to review."""
-    q = ood.get("quantile")
-    where = f" (the {100 * q:g}th percentile of the training lab's val images)" if q else ""
+    q, on = ood.get("quantile"), ood.get("set_on") or {}
+    # where the threshold was set: the training lab's val part, or a new lab's for a
+    # fine-tuned run, or an adapted run's own cells
+    images = " ".join(str(x) for x in (on.get("images"), on.get("part"), "images") if x)
+    of = f" of {on['data']}" if on.get("data") else ""
+    where = f" (the {100 * q:g}th percentile of {images}{of})" if q else ""
     mean = ood.get("score_mean")
     lines = [
         "",

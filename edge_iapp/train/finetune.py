@@ -230,7 +230,15 @@ def finetune(
         raise FinetuneError(f"no image of {data} belongs to the train or test part of {split}")
     chosen = pick_cells(train_samples, cells, seed)
     pseudo_ids, pseudo_samples = pseudo_pool(
-        train_samples, cells, pseudo_cells, pseudo_rounds, seed, pseudo_slides, out, log
+        train_samples,
+        cells,
+        pseudo_cells,
+        pseudo_rounds,
+        seed,
+        pseudo_slides,
+        out,
+        log,
+        held_out=[*parts.parts["val"], *test_samples],
     )
     adapt_chosen = set(pick_cells(train_samples, adapt_cells, seed, "--adapt-cells"))
     adapt_samples = [s for s in train_samples if str(s.cell) in adapt_chosen]

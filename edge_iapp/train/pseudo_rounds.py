@@ -122,11 +122,14 @@ def pseudo_pool(
     slides: str | Path | None,
     out: Path,
     log: Callable[[str], None],
+    held_out: Sequence = (),
 ) -> tuple[list[str], list]:
     """``(cell ids, samples)`` of the P cells to pseudo-label.
 
     From the train part: the next P cells after the K labelled ones in the seeded order
-    (their labels are not read for training). From ``slides``: P of its cells, seeded.
+    (their labels are not read for training). From ``slides``: P of its cells, seeded;
+    refused when ``slides`` holds any image of ``held_out`` (the split's val and test
+    parts: training on them, even unlabelled, would inflate the scores).
     """
     if pseudo_cells < 0:
         raise FinetuneError(f"--pseudo-cells must be 0 or more, got {pseudo_cells}")
@@ -155,6 +158,12 @@ def pseudo_pool(
                 f"--pseudo-cells {pseudo_cells}: {slides} has {len(by_cell)} cell folder(s) "
                 "of crops (SLIDE/<cell>/<crop files>)"
             )
+        shared = held_out_images([s for c in by_cell.values() for s in c], held_out)
+        if shared:
+            raise FinetuneError(
+                f"--pseudo-slides {slides} holds {len(shared)} image(s) of the split's val or "
+                f"test part (e.g. {shared[0]}): the scores would be inflated; keep them out"
+            )
         ids = pick_ids(by_cell, pseudo_cells, seed)
         return ids, [s for c in ids for s in by_cell[c]]
     available = len({str(s.cell) for s in train_samples})
@@ -167,6 +176,44 @@ def pseudo_pool(
     both = pick_ids((s.cell for s in train_samples), cells + pseudo_cells, seed)
     ids = [c for c in both if c not in labelled]
     return ids, [s for s in train_samples if str(s.cell) in set(ids)]
+
+
+def held_out_images(samples: Sequence, held_out: Sequence) -> list[str]:
+    """Paths of ``samples`` whose file is one of ``held_out``'s: the same file (links
+    included) or the same bytes (copies). Only files of a held-out file's size are hashed."""
+    import hashlib
+
+    def digest(path: Path) -> bytes | None:
+        try:
+            return hashlib.sha256(path.read_bytes()).digest()
+        except OSError:
+            return None  # unreadable: reported where it is read
+
+    def size(path: Path) -> int | None:
+        try:
+            return path.stat().st_size
+        except OSError:
+            return None
+
+    kept = [Path(s.path) for s in held_out]
+    same_file = {p.resolve() for p in kept}
+    by_size: dict[int | None, list[Path]] = {}
+    for p in kept:
+        by_size.setdefault(size(p), []).append(p)
+    by_size.pop(None, None)
+    digests: dict[int, set[bytes | None]] = {}  # per size, hashed when first needed
+    shared = []
+    for s in samples:
+        path = Path(s.path)
+        n = size(path)
+        if path.resolve() in same_file:
+            shared.append(str(path))
+        elif n in by_size:
+            if n not in digests:
+                digests[n] = {digest(p) for p in by_size[n]} - {None}
+            if digest(path) in digests[n]:
+                shared.append(str(path))
+    return shared
 
 
 def label_pool(
