@@ -322,22 +322,23 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
     placed = json.loads((tmp_path / "eval_val" / "metrics.json").read_text())["review_threshold"]
     assert placed["placed"]["target"] == 0.5
     if placed["placed"]["min_confidence"] is not None:
-        assert "--min-confidence" in flat(result.output)
-        t = str(placed["placed"]["min_confidence"])
-        result = runner.invoke(
-            app,
-            [*args[:-1], str(tmp_path / "eval_t"), "--min-confidence", t, "--review-target"]
-            + ["0.5", "--device", "cpu"],
-        )
-        assert result.exit_code == 0, result.output
-        checked = json.loads((tmp_path / "eval_t" / "metrics.json").read_text())
-        assert checked["ood"]["min_confidence"] == float(t)
-        row = [r for r in checked["review_threshold"]["sweep"] if r["min_confidence"] == float(t)]
-        met = "met" if row[0]["errors_flagged"] >= 0.5 else "notmet"
-        assert f"T={float(t):g}(--min-confidence)" in flat(result.output)
-        assert flat(result.output).endswith(f"target50%oftheerrors:{met}")
+        assert "edge-iappexport" in flat(result.output) and "--min-confidence" in result.output
     else:  # no threshold needed: the record says why
         assert placed["placed"]["note"] and placed["placed"]["reached"]
+    # the test part checks a T (the placed one, else the default)
+    t = str(placed["placed"]["min_confidence"] or 0.9)
+    result = runner.invoke(
+        app,
+        [*args[:-1], str(tmp_path / "eval_t"), "--min-confidence", t, "--review-target"]
+        + ["0.5", "--device", "cpu"],
+    )
+    assert result.exit_code == 0, result.output
+    checked = json.loads((tmp_path / "eval_t" / "metrics.json").read_text())
+    assert checked["ood"]["min_confidence"] == float(t)
+    row = [r for r in checked["review_threshold"]["sweep"] if r["min_confidence"] == float(t)]
+    met = "met" if row[0]["errors_flagged"] >= 0.5 else "notmet"
+    assert f"T={float(t):g}(--min-confidence)" in flat(result.output)
+    assert flat(result.output).endswith(f"target50%oftheerrors:{met}")
     result = runner.invoke(app, [*args, "--min-confidence", "0"])
     assert result.exit_code == 2 and "(0,1]" in flat(result.output)
     result = runner.invoke(app, ["evaluate", str(tmp_path / "none"), *args[2:]])

@@ -442,13 +442,13 @@ def _print_placed(record: dict, run: Path, subset: str, checked: float | None) -
         f"of the errors and {_share(placed['correct_flagged'])} of the correct calls here"
         + ("" if placed["reached"] else f" (not reached: {placed['note']})")
     )
-    if subset == "test":
+    if subset == "val":
+        console.print(f"  write it into a bundle: edge-iapp export {run} --min-confidence {t:g}")
+    else:  # test: meets the target by construction; train: the model learnt these cells
         console.print(
-            "  placed on the test part itself: place it on --subset val, check it here with "
+            f"  placed on the {subset} part: place it on --subset val, check it on test with "
             "--min-confidence T"
         )
-    else:
-        console.print(f"  write it into a bundle: edge-iapp export {run} --min-confidence {t:g}")
 
 
 def _share(x: float | None) -> str:

@@ -213,7 +213,9 @@ def slide_cells(slides: str | Path, out: str | Path) -> tuple[dict[str, list], l
                 )
                 continue
             cells[key] = [Sample(p, 0, "1", job.slide, job.cell) for p in files]
-        names = {job.cell for job in slide.cells}
+        # the dataset reader takes x and y in either case; 23/24 are left out, so that a
+        # slide of 23 or more numbered cells is not taken for a labelled folder
+        names = {job.cell.upper() if job.cell in ("x", "y") else job.cell for job in slide.cells}
         if names and names <= set(CLASS_NAMES) and names & {"X", "Y"}:
             raise ValueError(
                 f"{slide.source} looks like a labelled folder, not slides: its cell folders "

@@ -457,7 +457,9 @@ def render_ood(ood: dict[str, Any]) -> list[str]:
     q, on = ood.get("quantile"), ood.get("set_on") or {}
     # where the threshold was set: the training lab's val part, or a new lab's for a
     # fine-tuned run, or an adapted run's own cells
-    images = " ".join(str(x) for x in (on.get("images"), on.get("part"), "images") if x)
+    n, part = on.get("images"), on.get("part")
+    images = f"{n or 'the'} {part} images" if part == "val" else f"{n or 'the'} images"
+    images += f" ({part})" if part and part != "val" else ""
     of = f" of {on['data']}" if on.get("data") else ""
     where = f" (the {100 * q:g}th percentile of {images}{of})" if q else ""
     mean = ood.get("score_mean")

@@ -105,12 +105,18 @@ def place(
     always = np.zeros_like(correct) if ood is None else np.asarray(ood, dtype=bool)
     need = math.ceil(target * int(errors.sum()) - 1e-9)
     already = int((always & errors).sum())
+    # a NaN confidence is below no threshold: no T flags it
+    rest = np.sort(confidence[errors & ~always & ~np.isnan(confidence)])
     if need == 0 or already >= need:
         t, note = None, "no errors here" if need == 0 else "the OOD flag alone reaches it"
+    elif need - already > rest.size:
+        t, note = 1.0, "errors at a NaN confidence cannot be flagged by T"
     else:
-        rest = np.sort(confidence[errors & ~always])
         c = float(rest[need - already - 1])  # the confidence of the last error to catch
-        t = min(1.0, round((math.floor(c / STEP) + 1) * STEP, 6))
+        t = round((math.floor(c / STEP) + 1) * STEP, 6)
+        if t <= c:  # c a multiple of STEP that c / STEP rounded just below
+            t = round(t + STEP, 6)
+        t = min(1.0, t)
         note = "" if c < t else "errors at a confidence of 1 cannot be flagged by T"
     flag = always if t is None else _flags(confidence, t, always)
     shares = flagged_shares(flag, correct)
