@@ -81,21 +81,35 @@ def load_labelled(
     split: str | Path | None = None,
     subset: str = "test",
     limit: int | None = None,
+    log: Callable[[str], None] = print,
 ):
     """Decoded images and labels of a labelled folder (optionally one split part).
+
+    A split that names groups the folder lacks is accepted (the folder may hold only the
+    part benchmarked); ``log`` says so, and an empty part says why.
 
     Returns:
         ``(images: list[ChromosomeImage], labels (N,) int, skipped: list[str])``.
     """
     from .data import ImageReadError, apply_split, load_split, read_image, scan_folder
+    from .data.split import absent_groups
 
     scan = scan_folder(data)
     samples = scan.samples
     if split is not None:
-        parts = apply_split(samples, load_split(split), allow_missing=True)
+        record = load_split(split)
+        parts = apply_split(samples, record, allow_missing=True)
         if subset not in parts:
             raise ValueError(f"unknown split part {subset!r}; expected train, val or test")
         samples = parts[subset]
+        absent = absent_groups(record, subset, scan.samples)
+        if absent and not samples:
+            raise ValueError(
+                f"no image of {data} is in the {subset} part of {split}: {absent}; the split "
+                "was made for other data or another --group-pattern"
+            )
+        if absent:
+            log(f"note: {absent}; benchmarking the {len(samples)} images that are")
     samples = sorted(samples, key=lambda s: str(s.path))
     if limit and limit < len(samples):
         samples = stratified_subset(samples, limit)
@@ -138,7 +152,6 @@ def bench_one(
     if precision not in bundle.precisions:
         row.status = f"not in bundle (has {', '.join(bundle.precisions)})"
         return row
-    row.file_mb = bundle.file_bytes(precision) / 1e6
     rss0 = _rss_mb()
     try:
         clf = Classifier(bundle, backend=backend, precision=precision, batch_size=batch, **options)
@@ -148,6 +161,7 @@ def bench_one(
     except Exception as exc:  # noqa: BLE001 - a failing backend is a row, not a crash
         row.status = f"failed to load: {type(exc).__name__}: {str(exc)[:200]}"
         return row
+    row.file_mb = bundle.file_bytes(precision) / 1e6  # the graphs this row loaded
     try:
         info = clf.describe()
         row.device = str(info.get("device", ""))
@@ -222,10 +236,18 @@ def run_bench(
     The reference row runs first, also when ``backends`` x ``precisions`` leaves it out
     (drop and agreement are against it; its row is then marked ``"added": true``).
     """
-    from .export.bundle import load_bundle
+    from .backends import BackendUnavailable, backend_name
+    from .export.bundle import load_bundle, precision_name
 
+    try:  # a typo is an error, not an "unavailable" row
+        backends = [backend_name(b) for b in backends]
+        reference = (backend_name(reference[0]), reference[1])
+    except BackendUnavailable as exc:
+        raise ValueError(str(exc)) from None
+    precisions = [precision_name(p) for p in precisions]
+    reference = (reference[0], precision_name(reference[1]))
     bundle = load_bundle(bundle_path)
-    images, labels, skipped = load_labelled(data, split, subset, limit)
+    images, labels, skipped = load_labelled(data, split, subset, limit, log)
     if not images:
         raise ValueError(
             f"no readable labelled images in {data}" + (f" ({subset} part)" if split else "")

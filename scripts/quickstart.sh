@@ -17,5 +17,5 @@ edge-iapp bench demo/bundle --data demo/data --split demo/split.json \
   --backend onnxruntime,openvino --precision fp32,int8 --json demo/bench.json
 # 5. Score a slide of 4 new cells: calls, counts, karyotypes, karyograms, review flags.
 edge-iapp synth demo/slides --cells 4 --layout slide --seed 1
-edge-iapp score demo/slides --bundle demo/bundle --out demo/scores --precision int8
+edge-iapp score demo/slides --bundle demo/bundle --out demo/scores --backend openvino --precision int8
 echo "open demo/scores/index.html"

@@ -64,6 +64,7 @@ def test_bench_rows_and_outputs(setup, tmp_path):
     assert 0 < ref["preprocess_share"] < 1
     assert rows[("torch", "fp32")]["agreement"] == 1.0  # torch and ORT fp32 agree
     assert rows[("torch", "int8")]["status"].startswith("unavailable")
+    assert rows[("torch", "int8")]["file_mb"] is None  # nothing was loaded for that row
     assert rows[("onnxruntime", "int8")]["file_mb"] < ref["file_mb"]
     csv_lines = (tmp_path / "r.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("backend,precision,status")
@@ -139,3 +140,26 @@ def test_limit_is_stratified_over_classes():
     assert sorted(s.class_name for s in picked) == ["1"] * 3 + ["2"] * 3 + ["X"] * 3
     assert [s.path for s in picked] == sorted(s.path for s in picked)
     assert len(stratified_subset(samples, 2)) == 2
+
+
+def test_bench_names_and_split_groups_are_checked(setup, tmp_path):
+    # a typo is an error, not an "unavailable" row
+    result = _bench(setup, tmp_path, backends="onnxrt")
+    assert result.exit_code == 2 and "unknown backend 'onnxrt'" in " ".join(result.output.split())
+    result = _bench(setup, tmp_path, precisions="int9")
+    assert result.exit_code == 2 and "unknown precision 'int9'" in result.output
+    bundle, data, split = setup
+    record = json.loads(split.read_text())
+    # a split naming a group the folder lacks: said, and the rest is benchmarked
+    record["groups"]["test"].append("S9999")
+    more = tmp_path / "more.json"
+    more.write_text(json.dumps(record))
+    result = _bench((bundle, data, more), tmp_path, backends="onnxruntime", precisions="fp32")
+    assert result.exit_code == 0, result.output
+    assert "1 of the split's" in result.output and "(S9999)" in result.output
+    # a part none of whose groups is there: the error says why
+    record["groups"]["test"] = ["S9998", "S9999"]
+    more.write_text(json.dumps(record))
+    result = _bench((bundle, data, more), tmp_path, backends="onnxruntime", precisions="fp32")
+    flat = " ".join(result.output.split())
+    assert result.exit_code == 2 and "2 of the split's 2 test group(s)" in flat

@@ -179,8 +179,25 @@ def test_openvino_backend_runs_the_same_int8_file(bundle_dir, images):
     with Classifier(bundle_dir, backend="openvino", precision="int8", warmup=False) as clf:
         results = clf.predict(images[:4])
         info = clf.describe()
-    assert info["backend"] == "openvino" and "float32" in info["inference_precision"]
+    assert info["backend"] == "openvino" and info["inference_precision"] == "f32"
     assert all(r.backend == "openvino" and r.precision == "int8" for r in results)
+
+
+def test_openvino_fp16_says_it_computes_in_f32(bundle_dir, images):
+    pytest.importorskip("openvino")
+    from edge_iapp.backends.base import precision_label
+
+    with Classifier(bundle_dir, backend="openvino", precision="fp16", warmup=False) as clf:
+        info = clf.describe()
+    assert info["compute"] == "f32" and precision_label(info) == "fp16, computed in f32"
+    assert precision_label({"precision": "int8"}) == "int8"
+
+
+def test_precision_names_are_checked_and_normalised(bundle_dir, images):
+    with Classifier(bundle_dir, precision="INT8", warmup=False) as clf:
+        assert clf.precision == "int8"
+    with pytest.raises(BackendUnavailable, match="unknown precision 'int9'; choose from"):
+        Classifier(bundle_dir, precision="int9", warmup=False)
 
 
 def test_runtime_path_imports_no_torch(bundle_dir, images):

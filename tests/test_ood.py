@@ -335,10 +335,15 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
     assert result.exit_code == 0, result.output
     checked = json.loads((tmp_path / "eval_t" / "metrics.json").read_text())
     assert checked["ood"]["min_confidence"] == float(t)
-    row = [r for r in checked["review_threshold"]["sweep"] if r["min_confidence"] == float(t)]
-    met = "met" if row[0]["errors_flagged"] >= 0.5 else "notmet"
+    row = checked["review_threshold"]["checked"]
+    in_sweep = [r for r in checked["review_threshold"]["sweep"] if r["min_confidence"] == float(t)]
+    assert in_sweep == [{k: v for k, v in row.items() if k != "target_met"}]
+    assert row["target_met"] == (row["errors_flagged"] >= 0.5)
+    met = "met" if row["target_met"] else "notmet"
     assert f"T={float(t):g}(--min-confidence)" in flat(result.output)
     assert flat(result.output).endswith(f"target50%oftheerrors:{met}")
+    report = (tmp_path / "eval_t" / "report.md").read_text()
+    assert f"Checked (`--min-confidence {float(t):g}`)" in report and f"is{met}." in flat(report)
     result = runner.invoke(app, [*args, "--min-confidence", "0"])
     assert result.exit_code == 2 and "(0,1]" in flat(result.output)
     result = runner.invoke(app, ["evaluate", str(tmp_path / "none"), *args[2:]])

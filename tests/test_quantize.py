@@ -241,8 +241,20 @@ def test_selection_errors_are_clear():
         select_samples(_samples(classes=CLASS_NAMES[:-1]), 30)
     with pytest.raises(CalibrationError, match="smaller than"):
         select_samples(_samples(), 10)
-    with pytest.raises(CalibrationError, match="only"):
+    with pytest.raises(CalibrationError, match=r"has only 24: ask for 24 or fewer \(--calib-size"):
         select_samples(_samples(per_class=1), 30)
+
+
+def test_a_calibration_folder_outside_the_training_split_is_explained():
+    from types import SimpleNamespace
+
+    from edge_iapp.export.calibration import check_part_present
+
+    split = {"groups": {"train": ["a", "b"], "val": [], "test": ["c"]}}
+    samples = [SimpleNamespace(group="c")]
+    with pytest.raises(CalibrationError, match=r"2 of the split's 2 train group\(s\)"):
+        check_part_present({"train": []}, split, "train", samples, "DATA", "split.json")
+    check_part_present({"train": samples}, split, "train", samples, "DATA", "split.json")
 
 
 def test_manifest_lists_training_images_with_hashes(bundle, tmp_path):

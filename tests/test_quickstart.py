@@ -34,5 +34,5 @@ def test_quickstart_runs_offline_and_scores_a_slide(tmp_path: Path) -> None:
     for path in summaries:
         summary = json.loads(path.read_text())
         assert summary["count"] == 46
-        assert summary["precision"] == "int8" and summary["backend"] == "onnxruntime"
+        assert summary["precision"] == "int8" and summary["backend"] == "openvino"
     assert (demo / "scores" / "index.html").is_file()

@@ -350,6 +350,7 @@ def test_cli_build_with_rtx_and_doctor(typed_bundle, built):
     report = json.loads(res.output)
     assert report["tensorrt_rtx"]["ok"] and report["nvrtc"]["ok"]
     assert set(report) >= {"gpu", "tensorrt", "tensorrt_rtx", "nvrtc", "tensorrt backend"}
+    assert report["cuda-python"]["ok"]  # cuda-bindings comes with the tensorrt extra
 
 
 def test_backend_without_gpu_is_unavailable_not_a_crash(built):

@@ -26,6 +26,7 @@ __all__ = [
     "PipelineOutput",
     "available_backends",
     "backend_class",
+    "backend_name",
     "get_backend",
     "register_backend",
 ]
@@ -41,15 +42,25 @@ def available_backends() -> list[str]:
     return list(_REGISTRY)
 
 
+def backend_name(name: str) -> str:
+    """The registered name of a backend (aliases resolved), without importing it.
+
+    Raises:
+        BackendUnavailable: unknown name.
+    """
+    key = ALIASES.get(name, name)
+    if key not in _REGISTRY:
+        raise BackendUnavailable(f"unknown backend {name!r}; choose one of {', '.join(_REGISTRY)}")
+    return key
+
+
 def backend_class(name: str) -> type[Backend]:
     """Import and return the class of a backend.
 
     Raises:
         BackendUnavailable: unknown name, or its module cannot be imported.
     """
-    key = ALIASES.get(name, name)
-    if key not in _REGISTRY:
-        raise BackendUnavailable(f"unknown backend {name!r}; choose one of {', '.join(_REGISTRY)}")
+    key = backend_name(name)
     module_name, cls_name = _REGISTRY[key].split(":")
     try:
         module = importlib.import_module(module_name)

@@ -22,7 +22,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..export.bundle import BRANCHES, Bundle
+from ..export.bundle import BRANCHES, Bundle, precision_name
+
+
+def precision_label(info: dict[str, Any]) -> str:
+    """The precision a backend ran, as printed from its :meth:`Backend.describe`.
+
+    ``"fp16, computed in f32"`` where the backend's arithmetic differs from the graphs'
+    precision (``info["compute"]``: OpenVINO runs an fp16 bundle in f32 on a CPU).
+    """
+    precision = str(info.get("precision", ""))
+    return f"{precision}, computed in {info['compute']}" if info.get("compute") else precision
 
 
 class BackendUnavailable(RuntimeError):
@@ -127,6 +137,10 @@ class Backend(ABC):
     """True when :meth:`run_branch` may be called from several threads at once."""
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", **options: Any) -> None:
+        try:
+            precision = precision_name(precision)
+        except ValueError as exc:
+            raise BackendUnavailable(str(exc)) from None
         if precision not in bundle.precisions:
             raise BackendUnavailable(
                 f"the bundle has no {precision} graphs (it has {', '.join(bundle.precisions)})"

@@ -64,7 +64,12 @@ class OpenVINOBackend(Backend):
         info = {"backend": self.name, "precision": self.precision, "device": self.device}
         if self._compiled:
             c = self._compiled["global"]
-            info["inference_precision"] = str(c.get_property("INFERENCE_PRECISION_HINT"))
+            # f32 is asked for (a CPU with bf16 would otherwise compute in bf16 unasked),
+            # so an fp16 bundle runs its fp16 weights in f32 arithmetic: say so
+            hint = c.get_property("INFERENCE_PRECISION_HINT")
+            info["inference_precision"] = getattr(hint, "to_string", lambda: str(hint))()
+            if self.precision == "fp16" and info["inference_precision"] != "f16":
+                info["compute"] = info["inference_precision"]
             info["execution_devices"] = [str(d) for d in c.get_property("EXECUTION_DEVICES")]
             info["version"] = self._version
         return info

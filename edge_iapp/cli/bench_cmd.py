@@ -151,11 +151,13 @@ def _print(report: dict) -> None:
         "pre %",
     ):
         table.add_column(col)
+    from ..backends.base import precision_label
+
     for r in report["rows"]:
         ok = r["status"] == "ok"
         table.add_row(
             r["backend"],
-            r["precision"],
+            precision_label(r["info"]) if r.get("info") else r["precision"],
             r["status"].split(":")[0],
             _fmt(r["file_mb"], ".1f"),
             _fmt(r["accuracy"], ".4f"),

@@ -10,16 +10,17 @@ import typer
 
 from .common import console, fail
 
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 def _precisions(values: list[str] | None, default: str) -> list[str]:
+    from ..export.bundle import precision_name
+
     out: list[str] = []
     for v in values or [default]:
         for p in v.split(","):
-            p = p.strip().lower()
-            if p not in PRECISIONS:
-                fail(f"unknown precision {p!r}; choose from {', '.join(PRECISIONS)}")
+            try:
+                p = precision_name(p)
+            except ValueError as exc:
+                fail(str(exc))
             if p not in out:
                 out.append(p)
     return out
@@ -183,6 +184,7 @@ def doctor_report() -> dict[str, dict[str, Any]]:
             out[mod] = {"ok": True, "details": f"{t.label} ({typing})"}
         except TensorRTUnavailable as exc:
             out[mod] = {"ok": False, "details": str(exc)}
+    out["cuda-python"] = _cuda_python()
     try:
         major, minor = nvrtc_version()
         archs = ", ".join(f"sm_{a}" for a in supported_archs())
@@ -197,6 +199,22 @@ def doctor_report() -> dict[str, dict[str, Any]]:
         else "not usable here: needs a GPU, TensorRT and NVRTC; CPU: onnxruntime, openvino",
     }
     return out
+
+
+def _cuda_python() -> dict[str, Any]:
+    """Whether ``cuda.bindings`` (cuda-python) is installed; imported, not initialised."""
+    from importlib import import_module
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        import_module("cuda.bindings.runtime")
+    except ImportError as exc:
+        return {"ok": False, "details": f"{exc}; pip install 'edge-iapp[tensorrt]'"}
+    try:
+        found = f"cuda-bindings {version('cuda-bindings')}"
+    except PackageNotFoundError:
+        found = "cuda.bindings"
+    return {"ok": True, "details": f"{found} (the CUDA runtime and NVRTC from Python)"}
 
 
 def register(app: typer.Typer) -> None:

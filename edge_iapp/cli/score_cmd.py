@@ -68,6 +68,7 @@ def score(
 
     Resumable: finished cells (summary.json present) are skipped unless --force.
     """
+    from edge_iapp.backends.base import precision_label
     from edge_iapp.ioutil import sha256_file
     from edge_iapp.scoring.cell import CellOptions
     from edge_iapp.scoring.layout import discover
@@ -101,7 +102,8 @@ def score(
     }
     console.print(
         f"scoring {n_cells} cell(s) in {len(jobs)} slide(s) with "
-        f"[bold]{ran.get('backend', backend)} {ran.get('precision', precision)}[/] -> {out}"
+        f"[bold]{ran.get('backend', backend)} {precision_label({'precision': precision, **ran})}"
+        f"[/] -> {out}"
     )
     options = CellOptions(
         consistency=consistency, threshold=threshold, penalty=penalty, batch_size=batch_size

@@ -370,6 +370,7 @@ def evaluate_command(
         "canvas": cfg.preprocess.canvas,
         "device": dev,
         "unreadable_skipped": len(prepared.skipped),
+        "data_entries_skipped": len(parts.skipped),  # at the scan, before the split
     }
     if baseline:
         info["baseline"] = str(baseline)
@@ -423,14 +424,13 @@ def _print_placed(record: dict, run: Path, subset: str, checked: float | None) -
     """The threshold T checked (``--min-confidence``), or where T goes for the target."""
     placed = record["review_threshold"]["placed"]
     target = f"{placed['target']:.0%} of the errors"
-    if checked is not None:
-        sweep = record["review_threshold"]["sweep"]
-        row = next(r for r in sweep if abs(r["min_confidence"] - checked) < 1e-9)
-        met = row["errors_flagged"] is None or row["errors_flagged"] >= placed["target"]
+    row = record["review_threshold"]["checked"]
+    if checked is not None and row is not None:
         console.print(
             f"review threshold T = {checked:g} (--min-confidence): flags "
             f"{_share(row['errors_flagged'])} of the errors and {_share(row['correct_flagged'])} "
-            f"of the correct calls here; target {target}: {'met' if met else 'not met'}"
+            f"of the correct calls here; target {target}: "
+            + ("met" if row["target_met"] else "not met")
         )
         return
     t = placed["min_confidence"]

@@ -199,3 +199,19 @@ def apply_split(
             "it was made for other data or another --group-pattern"
         )
     return out
+
+
+def absent_groups(split: dict, part: str, samples: Sequence[Sample]) -> str | None:
+    """Which of the split's ``part`` groups no sample belongs to, said in a few words.
+
+    For the callers that accept such splits (``allow_missing``: a folder that holds only
+    part of the data): None when every group of ``part`` is present.
+    """
+    present = {s.group for s in samples}
+    absent = sorted(str(g) for g in split["groups"][part] if str(g) not in present)
+    if not absent:
+        return None
+    shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")
+    total = len(split["groups"][part])
+    return f"{len(absent)} of the split's {total} {part} group(s) are not in the folder ({shown})"
+

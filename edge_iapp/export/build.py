@@ -376,6 +376,7 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
         CalibrationError,
         branch_inputs,
         build_manifest,
+        check_part_present,
         read_manifest,
         select_samples,
         write_manifest,
@@ -396,7 +397,9 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
     scan = scan_folder(root)
     if not scan.samples:
         raise CalibrationError(f"no labelled images found under {root}")
-    parts = apply_split(scan.samples, load_split(split_path), allow_missing=True)
+    split = load_split(split_path)
+    parts = apply_split(scan.samples, split, allow_missing=True)
+    check_part_present(parts, split, "train", scan.samples, root, split_path)
     reuse = args["calib_manifest"] is not None and Path(args["calib_manifest"]).is_file()
     if reuse:
         log(f"reusing calibration manifest {args['calib_manifest']}")

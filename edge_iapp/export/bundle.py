@@ -38,6 +38,18 @@ class BundleError(RuntimeError):
     """The bundle is missing, incomplete, modified, or from an unknown format version."""
 
 
+def precision_name(precision: str) -> str:
+    """``precision`` as bundles spell it (``"INT8"`` -> ``"int8"``).
+
+    Raises:
+        ValueError: not one of :data:`PRECISIONS`.
+    """
+    name = str(precision).strip().lower()
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    return name
+
+
 def branch_file_name(branch: str, precision: str) -> str:
     return f"{branch}.{precision}.onnx"
 

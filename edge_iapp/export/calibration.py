@@ -99,7 +99,8 @@ def select_samples(
     total = sum(len(by_class[c]) for c in present)
     if total < size:
         raise CalibrationError(
-            f"asked for {size} calibration images but the training split has only {total}"
+            f"asked for {size} calibration images but the training split has only {total}: "
+            f"ask for {total} or fewer (--calib-size)"
         )
     quota = _quotas({c: len(by_class[c]) for c in present}, size, seed)
     chosen: list = []
@@ -245,9 +246,27 @@ def choose_from_folder(
     scan = scan_folder(root)
     if not scan.samples:
         raise CalibrationError(f"no labelled images found under {root}")
-    parts = apply_split(scan.samples, load_split(split_path), allow_missing=True)
+    split = load_split(split_path)
+    parts = apply_split(scan.samples, split, allow_missing=True)
+    check_part_present(parts, split, part, scan.samples, root, split_path)
     chosen = select_samples(parts[part], size, seed, require_all_classes=require_all_classes)
     return build_manifest(chosen, root, size, seed, split_path, part)
+
+
+def check_part_present(parts, split, part, samples, root, split_path) -> None:
+    """Refuse a calibration folder none of whose images is in the split's ``part``.
+
+    Raises:
+        CalibrationError: saying which groups are missing.
+    """
+    from ..data.split import absent_groups
+
+    if not parts[part]:
+        raise CalibrationError(
+            f"no image under {root} is in the {part} part of {split_path}: "
+            f"{absent_groups(split, part, samples)}; calibrate on the training lab's folder "
+            "with its training split"
+        )
 
 
 def branch_inputs(

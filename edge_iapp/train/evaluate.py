@@ -247,11 +247,17 @@ def review_threshold(
     correct = probs.argmax(1) == preds.labels
     placed = place(confidence, correct, target, is_out)
     extra = {t for t in (placed["min_confidence"], checked) if t is not None}
-    return {
+    record = {
         "rule": "confidence" if is_out is None else "ood or confidence",
         "sweep": sweep(confidence, correct, is_out, tuple(sorted({*SWEEP_THRESHOLDS, *extra}))),
         "placed": placed,
+        "checked": None,
     }
+    if checked is not None:
+        row = sweep(confidence, correct, is_out, (checked,))[0]
+        errors = row["errors_flagged"]
+        record["checked"] = {**row, "target_met": errors is None or errors >= target - 1e-12}
+    return record
 
 
 def evaluate_predictions(
@@ -354,6 +360,12 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.2f}"
 
 
+def _percent(x: float | None) -> str:
+    """``_pct`` with its sign: ``"12.50%"``, or ``"n/a"`` alone."""
+    text = _pct(x)
+    return text if text == "n/a" else f"{text}%"
+
+
 def render_report(record: dict[str, Any], title: str) -> str:
     """``report.md``: headline, Table 3 (per class), Table 4 (ablation), review flag."""
     main = record["main"]
@@ -426,9 +438,10 @@ def render_report(record: dict[str, Any], title: str) -> str:
         "## Review flag (fused confidence below a threshold)",
         "",
         f"- expected calibration error (15 bins): {rv['ece']:.4f}; AURC: {rv['aurc']:.4f}",
-        f"- branches agree on {_pct(rv['branches_agree_fraction'])}% of images; "
+        f"- branches agree on {_percent(rv['branches_agree_fraction'])} of images; "
         "error when they agree "
-        f"{_pct(rv['error_when_agree'])}%, when they disagree {_pct(rv['error_when_disagree'])}%",
+        f"{_percent(rv['error_when_agree'])}, when they disagree "
+        f"{_percent(rv['error_when_disagree'])}",
         f"- part mask fell back to the whole object image on {_pct(rv['part_fallback_fraction'])}%",
         "",
         "| target error among accepted | coverage % | review % | confidence threshold |",
@@ -502,8 +515,8 @@ def render_review_threshold(placement: dict[str, Any]) -> list[str]:
         where = f"no threshold needed ({placed['note']})"
     else:
         where = (
-            f"T = {t:g} flags {_pct(placed['errors_flagged'])}% of the errors and "
-            f"{_pct(placed['correct_flagged'])}% of the correct calls"
+            f"T = {t:g} flags {_percent(placed['errors_flagged'])} of the errors and "
+            f"{_percent(placed['correct_flagged'])} of the correct calls"
             + ("" if placed["reached"] else f" (target not reached: {placed['note']})")
         )
     lines = [
@@ -511,9 +524,22 @@ def render_review_threshold(placement: dict[str, Any]) -> list[str]:
         "## Review threshold",
         "",
         f"Rule: {RULES[placement['rule']]}. To flag {100 * placed['target']:g}% of the errors "
-        f"here: {where}. Placed on these images, it meets the target here by construction: "
-        "place it on the val part (`evaluate --subset val`), check it on test "
-        "(`evaluate --min-confidence T`), write it with `export RUN --min-confidence T`.",
+        f"here: {where}. On the images it was placed on, T flags that share of the errors "
+        "by construction (the share of correct calls is what it costs): place it on the val "
+        "part (`evaluate --subset val`), check it on test (`evaluate --min-confidence T`), "
+        "write it with `export RUN --min-confidence T`.",
+    ]
+    checked = placement.get("checked")
+    if checked:
+        lines += [
+            "",
+            f"Checked (`--min-confidence {checked['min_confidence']:g}`): flags "
+            f"{_percent(checked['errors_flagged'])} of the errors and "
+            f"{_percent(checked['correct_flagged'])} of the correct calls; the target of "
+            f"{100 * placed['target']:g}% of the errors is "
+            f"{'met' if checked['target_met'] else 'not met'}.",
+        ]
+    lines += [
         "",
         "| T | errors flagged % | correct calls flagged % | all flagged % |",
         "|---|---|---|---|",
