@@ -208,6 +208,15 @@ def test_output_inside_the_watched_folder_is_not_scanned(capture, classifier):
         assert w.run_once().classified == 0
 
 
+def test_the_banner_says_what_runs(capture, tmp_path, tiny_bundle):
+    pytest.importorskip("openvino")
+    res = _watch(capture, tmp_path / "out", tiny_bundle, "--backend", "ov", "--precision", "FP32")
+    assert res.exit_code == 0, res.output
+    assert f"-> {tmp_path / 'out'} (openvino, fp32)" in " ".join(res.output.split())
+    header = json.loads((tmp_path / "out" / "processed.jsonl").read_text().splitlines()[0])
+    assert header["model"]["backend"] == "openvino"  # the alias resolved
+
+
 def test_cli_errors_are_clear(tmp_path, tiny_bundle):
     res = CliRunner().invoke(app, ["watch", str(tmp_path / "nope"), "--bundle", str(tiny_bundle),
                                    "--out", str(tmp_path / "o"), "--once"])

@@ -52,12 +52,16 @@ def watch(
         classifier = Classifier(bundle, backend=backend, precision=precision)
     except Exception as exc:  # a missing or corrupted bundle, a backend that is absent
         fail(f"cannot load bundle {bundle} ({backend}, {precision}): {exc}")
-    ran_backend = getattr(classifier, "backend", backend)
-    ran_precision = getattr(classifier, "precision", precision)
-    ran_backend = ran_backend if isinstance(ran_backend, str) else backend
-    ran_precision = ran_precision if isinstance(ran_precision, str) else precision
+    from ..backends.base import precision_label
+
+    try:  # what runs, in the backend's own words (aliases resolved, compute precision)
+        ran = classifier.describe()
+    except Exception:  # noqa: BLE001 - the description is informative only
+        ran = {"backend": backend, "precision": precision}
+    ran_backend = str(ran.get("backend", backend))
+    ran_precision = str(ran.get("precision", precision))
     model = {"bundle": str(bundle.resolve()), "backend": ran_backend, "precision": ran_precision}
-    console.print(f"edge-iapp watch: {folder} -> {out} ({ran_backend}, {ran_precision})")
+    console.print(f"edge-iapp watch: {folder} -> {out} ({ran_backend}, {precision_label(ran)})")
 
     def show(report: PassReport) -> None:
         if report.classified or report.errors:
