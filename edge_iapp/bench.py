@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .export.bundle import PRECISIONS
+
 DEFAULT_BACKENDS = ("onnxruntime", "openvino", "torch")
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISIONS = PRECISIONS  # every precision a bundle can hold
 
 
 @dataclass

@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-PRECISIONS = ("fp32", "fp16", "int8")
+from ...export.bundle import PRECISIONS
+
 ENV = "EDGE_IAPP_PROFILES"
 
 
