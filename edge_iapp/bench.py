@@ -243,11 +243,10 @@ def run_bench(
 
     try:  # a typo is an error, not an "unavailable" row
         backends = [backend_name(b) for b in backends]
-        reference = (backend_name(reference[0]), reference[1])
+        reference = (backend_name(reference[0]), precision_name(reference[1]))
     except BackendUnavailable as exc:
         raise ValueError(str(exc)) from None
     precisions = [precision_name(p) for p in precisions]
-    reference = (reference[0], precision_name(reference[1]))
     bundle = load_bundle(bundle_path)
     images, labels, skipped = load_labelled(data, split, subset, limit, log)
     if not images:

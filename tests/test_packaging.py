@@ -53,3 +53,13 @@ def test_installed_profiles_are_found_without_a_checkout(tmp_path, monkeypatch) 
     assert profiles.profiles_dir() == installed
     assert profiles.list_profiles() == ["jetson-orin-nano"]
     assert profiles.load_profile("jetson-orin-nano").sm == 87
+
+
+def test_the_cli_starts_without_numpy_or_torch() -> None:
+    """``edge-iapp --help`` and every command's parsing import only the CLI modules."""
+    code = (
+        "import sys, edge_iapp.cli.main\n"
+        "print(sorted(m for m in ('numpy', 'torch', 'onnx', 'cv2') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

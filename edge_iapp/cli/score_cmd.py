@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ..scoring.consistency import PENALTY, THRESHOLD
+from ..scoring import PENALTY, THRESHOLD  # no NumPy at CLI start
 from .common import console, fail
 
 dataset_app = typer.Typer(help="Build labelled chromosome folders from other material.")

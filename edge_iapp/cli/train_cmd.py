@@ -408,7 +408,7 @@ def evaluate_command(
         )
     for row in record["ablation"]:
         console.print(f"  {'+'.join(row['branches']):<20} {row['fusion']:<6} {row['accuracy']:.2%}")
-    _print_placed(record, run, subset, min_confidence)
+    _print_placed(record, run, subset)
 
 
 FLAG_NAMES = {
@@ -420,14 +420,14 @@ FLAG_NAMES = {
 """How ``evaluate`` prints the flags of :func:`~edge_iapp.train.evaluate.ood_review`."""
 
 
-def _print_placed(record: dict, run: Path, subset: str, checked: float | None) -> None:
+def _print_placed(record: dict, run: Path, subset: str) -> None:
     """The threshold T checked (``--min-confidence``), or where T goes for the target."""
     placed = record["review_threshold"]["placed"]
     target = f"{placed['target']:.0%} of the errors"
     row = record["review_threshold"]["checked"]
-    if checked is not None and row is not None:
+    if row is not None:
         console.print(
-            f"review threshold T = {checked:g} (--min-confidence): flags "
+            f"review threshold T = {row['min_confidence']:g} (--min-confidence): flags "
             f"{_share(row['errors_flagged'])} of the errors and {_share(row['correct_flagged'])} "
             f"of the correct calls here; target {target}: "
             + ("met" if row["target_met"] else "not met")

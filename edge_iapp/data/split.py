@@ -214,4 +214,3 @@ def absent_groups(split: dict, part: str, samples: Sequence[Sample]) -> str | No
     shown = ", ".join(absent[:5]) + (" ..." if len(absent) > 5 else "")
     total = len(split["groups"][part])
     return f"{len(absent)} of the split's {total} {part} group(s) are not in the folder ({shown})"
-

@@ -23,14 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..classes import CLASS_NAMES, NUM_CLASSES
+from . import PENALTY, THRESHOLD
 
 _X = CLASS_NAMES.index("X")
 _Y = CLASS_NAMES.index("Y")
 _EPS = 1e-12
-THRESHOLD = 0.9
-"""Default: calls at least this confident are never changed (``score --threshold``)."""
-PENALTY = 2.0
-"""Default extra cost of a copy beyond the normal number (``score --penalty``)."""
 
 
 @dataclass

@@ -181,6 +181,7 @@ def ood_review(
     probs: np.ndarray,
     calibration: dict[str, Any],
     min_confidence: float | None = None,
+    scored: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """What the OOD flag and the other review flags send to review, among errors and correct calls.
 
@@ -190,6 +191,7 @@ def ood_review(
         calibration: a run's ``ood.json`` record (:func:`edge_iapp.ood.calibrate_ood`).
         min_confidence: the confidence flag's threshold; default the runtime's
             (:data:`~edge_iapp.export.bundle.DEFAULT_REVIEW`).
+        scored: :func:`ood_flag` of these predictions, when the caller has it already.
 
     Returns:
         ``{"score", "threshold", "quantile", "min_confidence", "errors", "correct", "score_mean",
@@ -203,7 +205,7 @@ def ood_review(
 
     if min_confidence is None:
         min_confidence = float(DEFAULT_REVIEW["min_confidence"])
-    scores, is_out = ood_flag(preds, calibration)
+    scores, is_out = scored if scored is not None else ood_flag(preds, calibration)
     correct = probs.argmax(1) == preds.labels
     flags = {"ood": is_out, "confidence": probs.max(1) < min_confidence}
     flags["either"] = flags["ood"] | flags["confidence"]
@@ -227,7 +229,7 @@ def ood_review(
 def review_threshold(
     preds: Predictions,
     probs: np.ndarray,
-    calibration: dict[str, Any] | None,
+    is_out: np.ndarray | None,
     target: float = DEFAULT_TARGET,
     checked: float | None = None,
 ) -> dict[str, Any]:
@@ -237,24 +239,25 @@ def review_threshold(
     confidence below T.
 
     Args:
+        is_out: ``(N,)`` the OOD flag (:func:`ood_flag`), None without a calibration.
         checked: a threshold being checked; added to the sweep, as is the placed one.
 
     Returns:
-        ``{"rule", "sweep": [rows], "placed": {...}}``.
+        ``{"rule", "sweep": [rows], "placed": {...}, "checked": row or None}``.
     """
-    is_out = None if calibration is None else ood_flag(preds, calibration)[1]
     confidence = probs.max(1)
     correct = probs.argmax(1) == preds.labels
     placed = place(confidence, correct, target, is_out)
     extra = {t for t in (placed["min_confidence"], checked) if t is not None}
+    rows = sweep(confidence, correct, is_out, tuple(sorted({*SWEEP_THRESHOLDS, *extra})))
     record = {
         "rule": "confidence" if is_out is None else "ood or confidence",
-        "sweep": sweep(confidence, correct, is_out, tuple(sorted({*SWEEP_THRESHOLDS, *extra}))),
+        "sweep": rows,
         "placed": placed,
         "checked": None,
     }
     if checked is not None:
-        row = sweep(confidence, correct, is_out, (checked,))[0]
+        row = next(r for r in rows if r["min_confidence"] == checked)
         errors = row["errors_flagged"]
         record["checked"] = {**row, "target_met": errors is None or errors >= target - 1e-12}
     return record
@@ -315,10 +318,11 @@ def evaluate_predictions(
         if preds.labels.size
         else {},
     }
+    scored = None if ood is None else ood_flag(preds, ood)  # once, for both records
     if ood is not None:
-        record["ood"] = ood_review(preds, probs, ood, min_confidence)
+        record["ood"] = ood_review(preds, probs, ood, min_confidence, scored)
     record["review_threshold"] = review_threshold(
-        preds, probs, ood, review_target, min_confidence
+        preds, probs, None if scored is None else scored[1], review_target, min_confidence
     )
     if cells is not None and any(c is not None for c in cells):
         record["consistency"] = consistency_analysis(preds.labels, probs, cells)

@@ -181,11 +181,11 @@ def pseudo_pool(
 def held_out_images(samples: Sequence, held_out: Sequence) -> list[str]:
     """Paths of ``samples`` whose file is one of ``held_out``'s: the same file (links
     included) or the same bytes (copies). Only files of a held-out file's size are hashed."""
-    import hashlib
+    from ..ioutil import sha256_file
 
-    def digest(path: Path) -> bytes | None:
+    def digest(path: Path) -> str | None:
         try:
-            return hashlib.sha256(path.read_bytes()).digest()
+            return sha256_file(path)
         except OSError:
             return None  # unreadable: reported where it is read
 
@@ -201,7 +201,7 @@ def held_out_images(samples: Sequence, held_out: Sequence) -> list[str]:
     for p in kept:
         by_size.setdefault(size(p), []).append(p)
     by_size.pop(None, None)
-    digests: dict[int, set[bytes | None]] = {}  # per size, hashed when first needed
+    digests: dict[int, set[str | None]] = {}  # per size, hashed when first needed
     shared = []
     for s in samples:
         path = Path(s.path)

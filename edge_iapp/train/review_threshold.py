@@ -16,9 +16,10 @@ correct calls.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # NumPy is imported where it runs: the CLI imports DEFAULT_TARGET
+    import numpy as np
 
 SWEEP_THRESHOLDS: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 DEFAULT_TARGET = 0.8
@@ -97,6 +98,8 @@ def place(
         reaches the target); ``reached`` is False when even T = 1 does not (errors at a
         confidence of exactly 1).
     """
+    import numpy as np
+
     if not 0.0 < target <= 1.0:
         raise ValueError(f"the target share of errors must be in (0, 1], got {target}")
     confidence = np.asarray(confidence, dtype=np.float64)
