@@ -323,6 +323,8 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
     assert placed["placed"]["target"] == 0.5
     if placed["placed"]["min_confidence"] is not None:
         assert "edge-iappexport" in flat(result.output) and "--min-confidence" in result.output
+        moved = placed["spread"]  # the val part's cells, resampled
+        assert moved is None or f"resamplesofthese{moved['cells']}cells" in flat(result.output)
     else:  # no threshold needed: the record says why
         assert placed["placed"]["note"] and placed["placed"]["reached"]
     # the test part checks a T (the placed one, else the default)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_iapp.train.review_threshold import STEP, place, sweep
+from edge_iapp.train.review_threshold import STEP, flagged_shares, place, spread, sweep
 
 # five errors and five correct calls, confidences chosen by hand
 CONF = np.array([0.3, 0.55, 0.72, 0.96, 0.99, 0.5, 0.8, 0.97, 0.99, 0.999])
@@ -92,3 +93,73 @@ def test_placed_threshold_is_the_smallest_that_reaches_the_target(calls, target)
     assert 0 < t <= 1 and abs(t / STEP - round(t / STEP)) < 1e-6  # a multiple of the step
     if t > STEP:  # one step lower no longer reaches it
         assert ((conf < t - STEP) | ood)[~correct].mean() < target - 1e-9
+
+
+def test_spread_by_hand() -> None:
+    # two cells; each resample is cell a twice, b twice, or both
+    confidence = np.array([0.5, 0.95, 0.7, 0.99])
+    correct = np.array([False, True, False, True])
+    moved = spread(confidence, correct, ["a", "a", "b", "b"], target=1.0, resamples=400)
+    # a alone needs T just above 0.5, b alone or both just above 0.7
+    assert (moved["low"], moved["median"], moved["upper"]) == (0.501, 0.701, 0.701)
+    assert moved["cells"] == 2 and moved["resamples"] == 400 and moved["level"] == 0.9
+    expected = flagged_shares(confidence < 0.701, correct)
+    assert moved["at_upper"] == expected
+    again = spread(confidence, correct, ["a", "a", "b", "b"], target=1.0, resamples=400)
+    assert again == moved  # seeded
+
+
+def test_spread_needs_two_cells_and_an_error() -> None:
+    confidence = np.array([0.5, 0.95, 0.7, 0.99])
+    correct = np.array([False, True, False, True])
+    assert spread(confidence, correct, ["a"] * 4) is None
+    assert spread(confidence, np.ones(4, bool), ["a", "a", "b", "b"]) is None
+    # images without a cell count one by one
+    assert spread(confidence, correct, [None] * 4, resamples=50)["cells"] == 4
+    with pytest.raises(ValueError, match="expected 4 cell ids"):
+        spread(confidence, correct, ["a"] * 3)
+    with pytest.raises(ValueError, match="level"):
+        spread(confidence, correct, ["a", "a", "b", "b"], level=1.0)
+
+
+def test_the_upper_bound_meets_the_target_on_new_cells_more_often_than_t_placed() -> None:
+    # scripts/review_spread_sim.py, small: a lab's val part of 12 cells, then 60 new cells
+    # of the same lab, 30 times over. T placed on the val cells misses the target on the
+    # new cells about half the time, the upper bound over resampled cells about a fifth of
+    # the time (more than the nominal tenth: a bootstrap of 12 cells is narrower than the
+    # truth)
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "review_spread_sim.py"
+    spec = importlib.util.spec_from_file_location("review_spread_sim", path)
+    sim = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sim)
+    got = sim.coverage(val_cells=12, new_cells=60, repeats=30, resamples=200, seed=7)
+    assert got["met_placed"] <= 0.7 and got["met_upper"] >= max(0.7, got["met_placed"] + 0.15)
+    assert got["correct_flagged_upper"] > got["correct_flagged_placed"]  # what it costs
+
+
+def test_evaluate_reports_the_spread_over_resampled_cells(tmp_path) -> None:
+    from edge_iapp.train.evaluate import evaluate_predictions
+    from edge_iapp.train.predict import Predictions
+
+    rng = np.random.default_rng(3)
+    n = 120
+    labels = rng.integers(0, 24, n)
+    logits = rng.normal(0.0, 1.0, (1, n, 24))
+    logits[0, np.arange(n), labels] += rng.uniform(0.0, 6.0, n)  # right, at varied confidence
+    preds = Predictions(("global",), logits, labels, np.zeros(n, bool))
+    cells = [f"cell{i // 40}" for i in range(n)]  # three cells
+    record = evaluate_predictions(preds, tmp_path / "a", "sum", "unit", cells=cells)
+    review = record["review_threshold"]
+    moved, t = review["spread"], review["placed"]["min_confidence"]
+    assert moved["cells"] == 3 and moved["low"] <= moved["median"] <= moved["upper"]
+    assert moved["low"] <= t <= moved["upper"]
+    row = next(r for r in review["sweep"] if r["min_confidence"] == moved["upper"])
+    assert {k: row[k] for k in moved["at_upper"]} == moved["at_upper"]
+    report = (tmp_path / "a" / "report.md").read_text()
+    assert f"T falls between {moved['low']:g} and {moved['upper']:g}" in report
+    assert (
+        evaluate_predictions(preds, tmp_path / "b", "sum", "unit")["review_threshold"]["spread"]
+        is None
+    )  # no cells: nothing to resample

@@ -23,6 +23,7 @@ from .review_threshold import (
     SWEEP_THRESHOLDS,
     flagged_shares,
     place,
+    spread,
     sweep,
 )
 
@@ -232,6 +233,7 @@ def review_threshold(
     is_out: np.ndarray | None,
     target: float = DEFAULT_TARGET,
     checked: float | None = None,
+    cells: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """Where the review flag's confidence threshold goes on these images (:mod:`.review_threshold`).
 
@@ -241,19 +243,27 @@ def review_threshold(
     Args:
         is_out: ``(N,)`` the OOD flag (:func:`ood_flag`), None without a calibration.
         checked: a threshold being checked; added to the sweep, as is the placed one.
+        cells: the cell of each image; adds how far T moves over resampled cells
+            (:func:`~edge_iapp.train.review_threshold.spread`), None where it cannot.
 
     Returns:
-        ``{"rule", "sweep": [rows], "placed": {...}, "checked": row or None}``.
+        ``{"rule", "sweep": [rows], "placed": {...}, "spread": {...} or None,
+        "checked": row or None}``.
     """
     confidence = probs.max(1)
     correct = probs.argmax(1) == preds.labels
     placed = place(confidence, correct, target, is_out)
-    extra = {t for t in (placed["min_confidence"], checked) if t is not None}
+    moved = None
+    if cells is not None and placed["min_confidence"] is not None:
+        moved = spread(confidence, correct, list(cells), target, is_out)
+    upper = moved["upper"] if moved and moved["upper"] > 0 else None
+    extra = {t for t in (placed["min_confidence"], checked, upper) if t is not None}
     rows = sweep(confidence, correct, is_out, tuple(sorted({*SWEEP_THRESHOLDS, *extra})))
     record = {
         "rule": "confidence" if is_out is None else "ood or confidence",
         "sweep": rows,
         "placed": placed,
+        "spread": moved,
         "checked": None,
     }
     if checked is not None:
@@ -322,7 +332,7 @@ def evaluate_predictions(
     if ood is not None:
         record["ood"] = ood_review(preds, probs, ood, min_confidence, scored)
     record["review_threshold"] = review_threshold(
-        preds, probs, None if scored is None else scored[1], review_target, min_confidence
+        preds, probs, None if scored is None else scored[1], review_target, min_confidence, cells
     )
     if cells is not None and any(c is not None for c in cells):
         record["consistency"] = consistency_analysis(preds.labels, probs, cells)
@@ -511,6 +521,20 @@ RULES = {
 }
 
 
+def render_spread(moved: dict[str, Any], target: float) -> str:
+    """One paragraph: how far T moves over resampled cells, and its upper bound."""
+    at = moved["at_upper"]
+    return (
+        f"Placed again on {moved['resamples']} resamples of these {moved['cells']} cells "
+        f"(drawn with replacement), T falls between {moved['low']:g} and {moved['upper']:g} "
+        f"on {100 * (2 * moved['level'] - 1):g}% of them (median {moved['median']:g}). "
+        f"T = {moved['upper']:g} flagged at least {100 * target:g}% of the errors on "
+        f"{100 * moved['level']:g}% of the resamples: for cells not seen here, it is the safer "
+        f"value; here it flags {_percent(at['errors_flagged'])} of the errors and "
+        f"{_percent(at['correct_flagged'])} of the correct calls."
+    )
+
+
 def render_review_threshold(placement: dict[str, Any]) -> list[str]:
     """The report's section on where the review flag's confidence threshold T could go."""
     placed = placement["placed"]
@@ -533,6 +557,9 @@ def render_review_threshold(placement: dict[str, Any]) -> list[str]:
         "part (`evaluate --subset val`), check it on test (`evaluate --min-confidence T`), "
         "write it with `export RUN --min-confidence T`.",
     ]
+    moved = placement.get("spread")
+    if moved:
+        lines += ["", render_spread(moved, placed["target"])]
     checked = placement.get("checked")
     if checked:
         lines += [
