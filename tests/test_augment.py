@@ -338,17 +338,3 @@ def test_tiny_training_run_with_all_augmentations(synth, tmp_path) -> None:
     assert bad.exit_code != 0
     assert "warp" in bad.output and "sharpness" in bad.output
     assert not (tmp_path / "run2" / "config.json").exists()
-
-
-def test_raw_images_take_equals_reading_those_samples(synth) -> None:
-    from edge_iapp.train.data import load_raw
-
-    data, split = synth
-    samples = _train_samples(data, split)
-    picked = [5, 0, 3]  # in this order, as finetune's pseudo-label filter picks
-    part, whole = load_raw([samples[i] for i in picked]), load_raw(samples).take(picked)
-    assert part.paths == whole.paths and part.cells == whole.cells and part.groups == whole.groups
-    assert np.array_equal(part.labels, whole.labels)
-    assert np.array_equal(part.backgrounds, whole.backgrounds)
-    assert all(np.array_equal(a, b) for a, b in zip(part.crops, whole.crops, strict=True))
-    assert len(load_raw(samples).take([])) == 0

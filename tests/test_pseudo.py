@@ -68,13 +68,3 @@ def test_bad_input_is_refused() -> None:
         pseudo_labels(p, ["c"] * 5)
     empty = pseudo_labels(np.zeros((0, len(CLASS_NAMES))), [])
     assert empty.labels.size == 0 and empty.summary()["mean_confidence"] is None
-
-
-def test_kept_marks_the_labels_at_or_above_the_minimum_confidence() -> None:
-    pseudo = pseudo_labels(_cell(), ["c"] * 5)  # confidences 0.95, 0.95, 0.4, 0.95, 0.95
-    assert pseudo.kept().all() and pseudo.kept(0.4).all()
-    assert pseudo.kept(0.41).tolist() == [True, True, False, True, True]
-    assert pseudo.summary(0.5)["trained_on"] == 4 and pseudo.summary()["trained_on"] == 5
-    for bad in (1.0, -0.01, float("nan")):
-        with pytest.raises(ValueError, match=r"\[0, 1\)"):
-            pseudo.kept(bad)

@@ -61,13 +61,6 @@ def finetune_command(
             "the next, fine-tuned afresh from RUN's weights."
         ),
     ] = 1,
-    pseudo_min_confidence: Annotated[
-        float,
-        Opt(
-            help="Train only on the pseudo-labels whose fused probability is at least this, "
-            "in [0, 1); the others are listed in pseudo_labels.csv but not trained on (0: all)."
-        ),
-    ] = 0.0,
     cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
 ) -> None:
     """Fine-tune RUN on K cells of a new lab; accuracy before and after on its test part."""
@@ -104,7 +97,6 @@ def finetune_command(
             pseudo_consistency=pseudo_consistency,
             pseudo_rounds=pseudo_rounds,
             pseudo_slides=pseudo_slides,
-            pseudo_min_confidence=pseudo_min_confidence,
             prepare_fn=lambda samples, pcfg, label: _prepare(samples, pcfg, label, cache),
             log=lambda msg: console.print(
                 msg.replace("warning:", "[yellow]warning:[/]", 1), highlight=False
@@ -172,14 +164,6 @@ def _print_table(record: dict) -> None:
             f" {pseudo['images']} images, {pseudo['changed_by_consistency']} calls "
             f"changed by consistency; {_agreement(agree)}"
         )
-        if pseudo.get("min_confidence"):
-            kept = pseudo["trained_on"]
-            right = (agree or {}).get("trained_on")
-            console.print(
-                f"   trained on the {kept} of {pseudo['images']} at confidence >= "
-                f"{pseudo['min_confidence']:g}"
-                + (f"; the folder's labels agree with {right:.1%} of them" if right else "")
-            )
         for r, info in enumerate(rounds if len(rounds) > 1 else [], start=1):
             console.print(
                 f"   round {r}: labelled by a model with {info['labeller_accuracy']:.1%} on the "

@@ -126,18 +126,6 @@ class RawImages:
     def __len__(self) -> int:
         return len(self.crops)
 
-    def take(self, index: Sequence[int] | np.ndarray) -> RawImages:
-        """The crops at ``index`` (in that order); ``skipped`` is not carried over."""
-        idx = np.asarray(index, dtype=np.int64)
-        return RawImages(
-            crops=[self.crops[i] for i in idx],
-            backgrounds=self.backgrounds[idx],
-            labels=self.labels[idx],
-            paths=[self.paths[i] for i in idx],
-            groups=[self.groups[i] for i in idx],
-            cells=[self.cells[i] for i in idx],
-        )
-
 
 def load_raw(samples: Sequence, progress: Callable[[int], None] | None = None) -> RawImages:
     """Read ``samples`` (``edge_iapp.data.dataset.Sample``); unreadable files are skipped.

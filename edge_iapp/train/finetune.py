@@ -170,7 +170,6 @@ def finetune(
     pseudo_consistency: bool = True,
     pseudo_rounds: int = 1,
     pseudo_slides: str | Path | None = None,
-    pseudo_min_confidence: float = 0.0,
     batch_size: int = 64,
     prepare_fn: Callable[[Sequence, Any, str], Any] | None = None,
     log: Callable[[str], None] = print,
@@ -196,8 +195,6 @@ def finetune(
             round r-1's model, and fine-tunes RUN's weights afresh on them (1: once).
         pseudo_slides: take the P cells from these slides (``SLIDE/<cell>/<crops>``, the
             layout ``score`` reads; no labels) instead of the rest of the train part.
-        pseudo_min_confidence: train only on the pseudo-labels whose fused probability is
-            at least this, in [0, 1) (0: all); the rest stay in ``pseudo_labels.csv``.
         batch_size: images per forward pass in evaluation.
         prepare_fn: ``(samples, PreprocessConfig, label) -> PreparedImages``; default
             :func:`~edge_iapp.train.data.prepare`.
@@ -232,12 +229,6 @@ def finetune(
     if not train_samples and not test_samples:
         raise FinetuneError(f"no image of {data} belongs to the train or test part of {split}")
     chosen = pick_cells(train_samples, cells, seed)
-    if not 0.0 <= pseudo_min_confidence < 1.0:
-        raise FinetuneError(
-            f"--pseudo-min-confidence must be in [0, 1), got {pseudo_min_confidence}"
-        )
-    if pseudo_min_confidence and not pseudo_cells:
-        raise FinetuneError("--pseudo-min-confidence needs --pseudo-cells P")
     pseudo_ids, pseudo_samples = pseudo_pool(
         train_samples,
         cells,
@@ -363,7 +354,6 @@ def finetune(
                     slides=pseudo_slides,
                     out=out,
                     log=log,
-                    min_confidence=pseudo_min_confidence,
                 )
             )
         else:

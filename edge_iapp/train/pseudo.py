@@ -36,18 +36,7 @@ class PseudoLabels:
     cells: int
     without_cell: int
 
-    def kept(self, min_confidence: float = 0.0) -> np.ndarray:
-        """``(N,)`` bool: the labels trained on, those of confidence ``>= min_confidence``.
-
-        A low fused probability marks the labels most likely wrong (round 9 of
-        docs/RESULTS.md: on bioimlab, 93% of the labels at or above 0.9 were right, 86% of
-        all); 0 keeps every label.
-        """
-        if not 0.0 <= min_confidence < 1.0:
-            raise ValueError(f"the minimum confidence must be in [0, 1), got {min_confidence}")
-        return self.confidence >= min_confidence
-
-    def summary(self, min_confidence: float = 0.0) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """Counts for ``finetune.json``."""
         return {
             "images": int(self.labels.size),
@@ -55,8 +44,6 @@ class PseudoLabels:
             "without_cell": self.without_cell,
             "changed_by_consistency": int((self.labels != self.plain).sum()),
             "mean_confidence": float(self.confidence.mean()) if self.labels.size else None,
-            "min_confidence": float(min_confidence),
-            "trained_on": int(self.kept(min_confidence).sum()),
         }
 
 

@@ -39,7 +39,6 @@ def fine_tune_on_pseudo_labels(
     slides: str | Path | None,
     out: Path,
     log: Callable[[str], None],
-    min_confidence: float = 0.0,
 ) -> tuple[dict[str, Any], dict[str, Any], int]:
     """Fine-tune RUN's weights on K labelled plus P pseudo-labelled cells, into ``out``.
 
@@ -57,8 +56,6 @@ def fine_tune_on_pseudo_labels(
         ids: the P cells' ids.
         rounds: R >= 1.
         consistency: make each cell's pseudo-labels consistent.
-        min_confidence: train only on the pseudo-labels whose fused probability is at
-            least this (0: all); every round labels the whole pool.
         slides: where the P cells came from (None: the train part, whose folder labels are
             compared with the pseudo-labels for the record).
         out: RUN2.
@@ -80,7 +77,7 @@ def fine_tune_on_pseudo_labels(
         labeller, _ = load_model(stage)
         scored = session.score(labeller)
         labelled_only = labelled_only or scored
-        pseudo, info, table = label_pool(
+        labels, info, table = label_pool(
             labeller.to(session.device),
             pool,
             samples,
@@ -89,30 +86,21 @@ def fine_tune_on_pseudo_labels(
             session.device,
             session.batch_size,
             folder_labels=slides is None,
-            min_confidence=min_confidence,
         )
         info["labeller_accuracy"] = scored["fused"]["accuracy"]
         history.append(info)
         for images in (pool, pool_raw):
             if images is not None:
-                images.labels = pseudo.labels.copy()
+                images.labels = labels.copy()
         log(
             f"round {r}/{rounds}: pseudo-labelled {len(pool)} images of {len(ids)} cell(s), "
             f"{info['changed_by_consistency']} call(s) changed by consistency"
-            + (
-                f"; {info['trained_on']} at confidence >= {min_confidence:g} trained on"
-                if min_confidence
-                else ""
-            )
         )
         del labeller
         shutil.rmtree(stage)
-        keep = np.flatnonzero(pseudo.kept(min_confidence))
-        both = join(labelled, pool.take(keep))
+        both = join(labelled, pool)
         session.fine_tune(
-            out if r == rounds else stage,
-            both,
-            join(labelled_raw, pool_raw.take(keep)) if augment else None,
+            out if r == rounds else stage, both, join(labelled_raw, pool_raw) if augment else None
         )
     atomic_write_text(out / PSEUDO_FILE, table)
     record = {
@@ -229,20 +217,11 @@ def held_out_images(samples: Sequence, held_out: Sequence) -> list[str]:
 
 
 def label_pool(
-    model,
-    pool,
-    samples: Sequence,
-    cfg,
-    consistency: bool,
-    device,
-    batch_size,
-    folder_labels: bool = True,
-    min_confidence: float = 0.0,
+    model, pool, samples: Sequence, cfg, consistency: bool, device, batch_size, folder_labels=True
 ):
-    """``(PseudoLabels of pool's images, the record of how they were made, its CSV)``.
+    """``(pseudo-labels of pool's images, the record of how they were made, its CSV)``.
 
     ``folder_labels``: the pool's images carry real labels, to compare with (slides do not).
-    ``min_confidence``: the labels below it are marked as not trained on (CSV ``trained``).
     """
     import csv
     import io
@@ -256,19 +235,16 @@ def label_pool(
     preds = predict(model, pool, cfg.branches, device=device, batch_size=batch_size)
     probs, _ = fused_scores(preds, preds.branches, cfg.fusion)
     pseudo = pseudo_labels(probs, [cell_of.get(p) for p in pool.paths], consistency=consistency)
-    kept = pseudo.kept(min_confidence)
     folder = pool.labels  # the folder's labels: compared below, never trained on
     agreement = None
     if folder_labels:
-        right = pseudo.labels == folder
         agreement = {
             "plain": float((pseudo.plain == folder).mean()),
-            "used": float(right.mean()),
-            "trained_on": float(right[kept].mean()) if kept.any() else None,
+            "used": float((pseudo.labels == folder).mean()),
         }
     table = io.StringIO()
     rows = csv.writer(table, lineterminator="\n")
-    rows.writerow(["path", "cell", "pseudo_label", "plain_call", "confidence", "trained"])
+    rows.writerow(["path", "cell", "pseudo_label", "plain_call", "confidence"])
     for i, path in enumerate(pool.paths):
         rows.writerow(
             [
@@ -277,13 +253,12 @@ def label_pool(
                 CLASS_NAMES[pseudo.labels[i]],
                 CLASS_NAMES[pseudo.plain[i]],
                 f"{pseudo.confidence[i]:.4f}",
-                int(kept[i]),
             ]
         )
     return (
-        pseudo,
+        pseudo.labels,
         {
-            **pseudo.summary(min_confidence),
+            **pseudo.summary(),
             "consistency": bool(consistency),
             "agreement_with_folder_labels": agreement,
         },
