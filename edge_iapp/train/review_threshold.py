@@ -186,11 +186,17 @@ def spread(
     names, index = np.unique(np.asarray(keys, dtype=object), return_inverse=True)
     if names.size < 2 or correct.all():
         return None
-    members = [np.flatnonzero(index == k) for k in range(names.size)]
+    # the images of cell k are order[start[k] : start[k] + size[k]]
+    order = np.argsort(index, kind="stable")
+    size = np.bincount(index)
+    start = np.cumsum(size) - size
     rng = np.random.default_rng(seed)
     placed = np.empty(resamples)
     for b in range(resamples):
-        rows = np.concatenate([members[k] for k in rng.integers(0, names.size, names.size)])
+        drawn = rng.integers(0, names.size, names.size)
+        lengths = size[drawn]
+        offset = np.repeat(start[drawn] - (np.cumsum(lengths) - lengths), lengths)
+        rows = order[offset + np.arange(lengths.sum())]
         got = place(confidence[rows], correct[rows], target, always[rows])
         t = got["min_confidence"]
         placed[b] = 1.0 if not got["reached"] else (0.0 if t is None else t)
