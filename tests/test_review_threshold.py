@@ -163,3 +163,18 @@ def test_evaluate_reports_the_spread_over_resampled_cells(tmp_path) -> None:
         evaluate_predictions(preds, tmp_path / "b", "sum", "unit")["review_threshold"]["spread"]
         is None
     )  # no cells: nothing to resample
+
+
+def test_spread_says_when_no_threshold_reaches_the_target() -> None:
+    from edge_iapp.train.evaluate import render_spread
+
+    # cell a's error is at a confidence of 1: no T <= 1 flags it
+    confidence = np.array([1.0, 0.95, 0.5, 0.99])
+    correct = np.array([False, True, False, True])
+    moved = spread(confidence, correct, ["a", "a", "b", "b"], target=1.0, resamples=400)
+    assert moved["unreached"] == pytest.approx(0.75, abs=0.06)  # unless b alone is drawn
+    assert moved["upper"] == 1.0
+    text = render_spread(moved, 1.0)
+    assert "no T flags 100% of the errors" in text and "safer value" not in text
+    fine = spread(np.array([0.5, 0.95, 0.7, 0.99]), correct, ["a", "a", "b", "b"], 1.0)
+    assert fine["unreached"] == 0.0 and "safer value" in render_spread(fine, 1.0)

@@ -444,16 +444,12 @@ def _print_placed(record: dict, run: Path, subset: str) -> None:
     )
     moved = record["review_threshold"].get("spread")
     if moved:
-        at = moved["at_upper"]
-        console.print(
-            f"  placed on {moved['resamples']} resamples of these {moved['cells']} cells: T "
-            f"{moved['low']:g}-{moved['upper']:g} ({2 * moved['level'] - 1:.0%} of them); "
-            f"T = {moved['upper']:g} reached the target on {moved['level']:.0%} of them and "
-            f"flags {_share(at['errors_flagged'])} of the errors and "
-            f"{_share(at['correct_flagged'])} of the correct calls here"
-        )
+        from ..train.evaluate import render_spread
+
+        console.print("  " + render_spread(moved, placed["target"]), highlight=False)
     if subset == "val":
-        safer = moved["upper"] if moved and moved["upper"] > t else None
+        bound = moved and moved["unreached"] <= 1.0 - moved["level"]
+        safer = moved["upper"] if bound and moved["upper"] > t else None
         console.print(
             f"  write it into a bundle: edge-iapp export {run} --min-confidence {t:g}"
             + (f" (or {safer:g}, safer for cells not seen here)" if safer else "")

@@ -522,12 +522,20 @@ RULES = {
 
 
 def render_spread(moved: dict[str, Any], target: float) -> str:
-    """One paragraph: how far T moves over resampled cells, and its upper bound."""
+    """One paragraph (report and CLI): how far T moves over resampled cells, its upper bound."""
     at = moved["at_upper"]
-    return (
+    text = (
         f"Placed again on {moved['resamples']} resamples of these {moved['cells']} cells "
         f"(drawn with replacement), T falls between {moved['low']:g} and {moved['upper']:g} "
         f"on {100 * (2 * moved['level'] - 1):g}% of them (median {moved['median']:g}). "
+    )
+    unreached = moved.get("unreached", 0.0)
+    if unreached > 1.0 - moved["level"]:  # the upper T is 1 and is not a bound
+        return text + (
+            f"On {100 * unreached:.1f}% of them no T flags {100 * target:g}% of the errors "
+            "(errors at a confidence of 1): no threshold is safer for cells not seen here."
+        )
+    return text + (
         f"T = {moved['upper']:g} flagged at least {100 * target:g}% of the errors on "
         f"{100 * moved['level']:g}% of the resamples: for cells not seen here, it is the safer "
         f"value; here it flags {_percent(at['errors_flagged'])} of the errors and "

@@ -168,10 +168,11 @@ def spread(
         seed: the resampling's seed.
 
     Returns:
-        ``{"cells", "resamples", "level", "low", "median", "upper", "at_upper"}``: the
-        ``1 - level`` quantile, median and ``level`` quantile of the placed T (multiples
-        of :data:`STEP`), and :func:`flagged_shares` at ``upper`` on these images. None
-        with fewer than 2 cells or no error (nothing to resample).
+        ``{"cells", "resamples", "level", "low", "median", "upper", "unreached",
+        "at_upper"}``: the ``1 - level`` quantile, median and ``level`` quantile of the
+        placed T (multiples of :data:`STEP`), the share of resamples on which no T reaches
+        the target (errors at a confidence of 1), and :func:`flagged_shares` at ``upper``
+        on these images. None with fewer than 2 cells or no error (nothing to resample).
     """
     import numpy as np
 
@@ -192,6 +193,7 @@ def spread(
     start = np.cumsum(size) - size
     rng = np.random.default_rng(seed)
     placed = np.empty(resamples)
+    unreached = 0
     for b in range(resamples):
         drawn = rng.integers(0, names.size, names.size)
         lengths = size[drawn]
@@ -199,6 +201,7 @@ def spread(
         rows = order[offset + np.arange(lengths.sum())]
         got = place(confidence[rows], correct[rows], target, always[rows])
         t = got["min_confidence"]
+        unreached += not got["reached"]
         placed[b] = 1.0 if not got["reached"] else (0.0 if t is None else t)
     low, median, upper = (
         float(np.quantile(placed, q, method=m))
@@ -211,5 +214,6 @@ def spread(
         "low": low,
         "median": median,
         "upper": upper,
+        "unreached": unreached / resamples,
         "at_upper": flagged_shares(_flags(confidence, upper, always), correct),
     }
