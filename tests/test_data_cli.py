@@ -1,4 +1,4 @@
-"""``edge-iapp data summary``, ``data split`` and ``preview`` through the typer app."""
+"""``edge-iapp data summary``, ``data split``, ``data copies`` and ``preview`` (typer app)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,35 @@ def test_split_command(folder, tmp_path):
     bad = runner.invoke(app, [*args[:4], str(tmp_path / "x.json"), "--test", "0.9"])
     assert bad.exit_code == 2 and "test + val < 1" in text(bad)
     assert not (tmp_path / "x.json").exists()
+
+
+def test_copies_across_parts_are_reported(tmp_path):
+    from edge_iapp.data.synth import synth_cell
+
+    folder = tmp_path / "data"  # 4 cases of synthetic chromosomes 1, 2 and X, all distinct
+    for case in range(4):
+        for name, image in synth_cell(np.random.default_rng(case), classes=["1", "2", "X"]):
+            path = folder / name / f"clase{23 if name == 'X' else name}_0_C{case:03d}.1.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), image)
+    out = tmp_path / "split.json"
+    args = ["data", "split", str(folder), "--out", str(out), "--test", "0.25", "--val", "0.25"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0 and "no val/test image is also in train" in text(result)
+    copies = ["data", "copies", str(folder), "--split", str(out)]
+    assert runner.invoke(app, copies).exit_code == 0
+    # a test image saved again as JPEG under a train case's name (capture software
+    # exporting one cell twice): the split is by case, the copy crosses it
+    groups = json.loads(out.read_text())["groups"]
+    test_image = folder / "1" / f"clase1_0_{groups['test'][0]}.1.png"
+    copy = folder / "1" / f"clase1_1_{groups['train'][0]}.1.jpg"
+    cv2.imwrite(str(copy), cv2.imread(str(test_image)), [cv2.IMWRITE_JPEG_QUALITY, 70])
+    result = runner.invoke(app, copies)
+    assert result.exit_code == 1, result.output
+    assert "1 val/test image(s)" in text(result)
+    assert f"{test_image} (same pixels as {copy})" in text(result)
+    missing = runner.invoke(app, ["data", "copies", str(folder), "--split", str(tmp_path / "n")])
+    assert missing.exit_code == 2 and "split" in text(missing)
 
 
 def test_preview_one_image(folder, tmp_path):

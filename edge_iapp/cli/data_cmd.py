@@ -1,4 +1,4 @@
-"""CLI: ``edge-iapp data summary``, ``edge-iapp data split`` and ``edge-iapp preview``."""
+"""CLI: ``edge-iapp data summary``, ``data split``, ``data copies`` and ``edge-iapp preview``."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ _PATTERN_HELP = (
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``data`` (summary, split) and ``preview`` to ``app``."""
+    """Add ``data`` (summary, split, copies) and ``preview`` to ``app``."""
     app.add_typer(data_app, name="data")
     app.command("preview")(preview)
 
@@ -95,9 +95,16 @@ def split(
     group_pattern: Annotated[
         str | None, typer.Option("--group-pattern", help=_PATTERN_HELP)
     ] = None,
+    check_copies: Annotated[
+        bool,
+        typer.Option(
+            "--check-copies/--no-check-copies",
+            help="look for val/test images that train also holds (as `data copies` does)",
+        ),
+    ] = True,
 ) -> None:
     """Write a group-aware train/val/test split: every group goes to one part only."""
-    from edge_iapp.data.split import SplitError, make_split, write_split
+    from edge_iapp.data.split import SplitError, apply_split, make_split, write_split
 
     scan = _scan(folder, group_pattern, verify=False)
     if scan.skipped:
@@ -117,6 +124,45 @@ def split(
         f"{p} {c['samples']} images / {c['groups']} groups" for p, c in result["counts"].items()
     )
     console.print(f"wrote {escape(str(out))}: {parts}")
+    if check_copies:
+        _report_copies(apply_split(scan.samples, result), out)
+
+
+@data_app.command("copies")
+def copies(
+    folder: Annotated[Path, typer.Argument(help="folder with one sub-folder per class")],
+    split_file: Annotated[Path, typer.Option("--split", help="its split file (JSON)")],
+) -> None:
+    """Find val/test images that the train part also holds: a link, a copy, or the same
+    pixels in another encoding. Exit code 1 when there are any."""
+    from edge_iapp.train.loading import DataProblem, load_parts
+
+    try:
+        parts = load_parts(folder, split_file).parts
+    except DataProblem as exc:
+        fail(str(exc))
+    if _report_copies(parts, split_file):
+        raise typer.Exit(1)
+
+
+def _report_copies(parts: dict, split_file: Path) -> int:
+    """Print the val/test images that ``parts["train"]`` also holds; return how many."""
+    from edge_iapp.data.held_out import held_out_images
+
+    held_out = [*parts["val"], *parts["test"]]
+    console.print(f"checking {len(held_out)} val/test images for copies in train ...")
+    found = held_out_images(held_out, parts["train"])
+    if not found:
+        console.print("no val/test image is also in train (files, copies, re-encodings)")
+        return 0
+    console.print(
+        f"[yellow]{len(found)} val/test image(s) of {escape(str(split_file))} are also in "
+        "train[/] (their scores would be inflated):"
+    )
+    for match in found[:10]:
+        console.print(f"  {escape(str(match))}")
+    console.print("put each copy's groups in one part (--group-pattern), or remove the copies")
+    return len(found)
 
 
 def preview(
@@ -145,8 +191,10 @@ def preview(
         fail(str(exc))
     if source.is_dir():
         paths = sorted(
-            p for p in source.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            p
+            for p in source.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in IMAGE_SUFFIXES
             and not any(part.startswith(".") for part in p.relative_to(source).parts)
         )
         if not paths:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..classes import CLASS_NAMES
+from ..data.held_out import held_out_images
 from .evaluate import fused_scores
 from .finetune import FinetuneError, pick_ids
 from .pseudo import pseudo_labels
@@ -129,7 +130,8 @@ def pseudo_pool(
     From the train part: the next P cells after the K labelled ones in the seeded order
     (their labels are not read for training). From ``slides``: P of its cells, seeded;
     refused when ``slides`` holds any image of ``held_out`` (the split's val and test
-    parts: training on them, even unlabelled, would inflate the scores).
+    parts: training on them, even unlabelled, would inflate the scores), as a file, a link,
+    a copy or the same pixels in another encoding (:mod:`edge_iapp.data.held_out`).
     """
     if pseudo_cells < 0:
         raise FinetuneError(f"--pseudo-cells must be 0 or more, got {pseudo_cells}")
@@ -176,44 +178,6 @@ def pseudo_pool(
     both = pick_ids((s.cell for s in train_samples), cells + pseudo_cells, seed)
     ids = [c for c in both if c not in labelled]
     return ids, [s for s in train_samples if str(s.cell) in set(ids)]
-
-
-def held_out_images(samples: Sequence, held_out: Sequence) -> list[str]:
-    """Paths of ``samples`` whose file is one of ``held_out``'s: the same file (links
-    included) or the same bytes (copies). Only files of a held-out file's size are hashed."""
-    from ..ioutil import sha256_file
-
-    def digest(path: Path) -> str | None:
-        try:
-            return sha256_file(path)
-        except OSError:
-            return None  # unreadable: reported where it is read
-
-    def size(path: Path) -> int | None:
-        try:
-            return path.stat().st_size
-        except OSError:
-            return None
-
-    kept = [Path(s.path) for s in held_out]
-    same_file = {p.resolve() for p in kept}
-    by_size: dict[int | None, list[Path]] = {}
-    for p in kept:
-        by_size.setdefault(size(p), []).append(p)
-    by_size.pop(None, None)
-    digests: dict[int, set[str | None]] = {}  # per size, hashed when first needed
-    shared = []
-    for s in samples:
-        path = Path(s.path)
-        n = size(path)
-        if path.resolve() in same_file:
-            shared.append(str(path))
-        elif n in by_size:
-            if n not in digests:
-                digests[n] = {digest(p) for p in by_size[n]} - {None}
-            if digest(path) in digests[n]:
-                shared.append(str(path))
-    return shared
 
 
 def label_pool(
