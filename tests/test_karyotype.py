@@ -200,3 +200,14 @@ def test_reassign_cells_repairs_each_cell_on_its_own():
     assert np.array_equal(loose, both.argmax(1))
     with pytest.raises(ValueError, match="probabilities for 3 cell ids"):
         reassign_cells(both, ["a"] * 3)
+
+
+def test_cell_tally_lists_larger_groups_first_and_normal_last():
+    from edge_iapp.scoring.karyotype import cell_tally
+
+    cells = ["46,XX"] * 17 + ["47,XX,+21"] * 2 + ["45,XX,-7"] * 2 + ["46,XX"] + [""]
+    assert cell_tally(cells) == "45,XX,-7[2]/47,XX,+21[2]/46,XX[18]"
+    assert cell_tally(reversed(cells)) == cell_tally(cells)
+    assert cell_tally(["46,XY", "45,X", "46,XY"]) == "45,X[1]/46,XY[2]"
+    assert cell_tally(["46,XY"] * 3 + ["46,XX"] * 4) == "46,XX[4]/46,XY[3]"  # chimera: both
+    assert cell_tally(["44,?"]) == "44,?[1]" and cell_tally([]) == ""

@@ -121,7 +121,12 @@ def test_fifty_cells_every_output_written(scored, synth_slides):
 
 
 def test_slide_tables_reports_and_index_link_everything(scored):
-    out, _ = scored
+    from html import escape
+
+    from edge_iapp.scoring.karyotype import cell_tally
+
+    out, output = scored
+    tallies = {}
     slides = sorted(p for p in out.iterdir() if p.is_dir())
     assert len(slides) == N_CELLS // 5
     for slide in slides:
@@ -136,9 +141,18 @@ def test_slide_tables_reports_and_index_link_everything(scored):
                 assert f"{r['cell']}/{name}" in links
         for link in links:
             assert (slide / link).is_file(), link
+        # the slide's karyotypes by cell count, as the rows give them (html-escaped)
+        tally = cell_tally(r["karyotype"] for r in rows)
+        consistent = cell_tally(r["karyotype_consistent"] for r in rows)
+        assert sum(int(n) for n in re.findall(r"\[(\d+)\]", tally)) == len(rows)
+        assert f"before review: {escape(tally)}; after the consistency step: " in html
+        assert escape(consistent) in html
+        tallies[slide.name] = escape(tally)
+        assert f"{slide.name}: {tally}" in output  # score prints up to 10 slides' tallies
     index = (out / "index.html").read_text()
     for slide in slides:
         assert f'href="{slide.name}/report.html"' in index
+        assert f"<td>{tallies[slide.name]}</td></tr>" in index
     info = json.loads((out / "run_info.json").read_text())
     assert info["ran"]["backend"] == "onnxruntime" and info["ran"]["precision"] == "fp32"
     assert info["stats"]["scored"] == N_CELLS and info["stats"]["stages"]["branches"] > 0

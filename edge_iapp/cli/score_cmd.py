@@ -6,9 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ..scoring import PENALTY, THRESHOLD  # no NumPy at CLI start
 from .common import console, fail
+
+SHOWN_SLIDES = 10
+"""Slides whose karyotypes by cell ``score`` prints at the end (the rest: index.html)."""
 
 dataset_app = typer.Typer(help="Build labelled chromosome folders from other material.")
 
@@ -130,6 +134,11 @@ def score(
         f"done: {stats.scored} scored, {stats.skipped} already finished, {stats.failed} not "
         f"scored, {stats.errors} error row(s); reports: {Path(out) / 'index.html'}"
     )
+    for slide in stats.slides[:SHOWN_SLIDES]:
+        if slide.get("karyotypes"):
+            console.print(f"  {escape(slide['slide'])}: {escape(slide['karyotypes'])}")
+    if len(stats.slides) > SHOWN_SLIDES:
+        console.print(f"  ... {len(stats.slides) - SHOWN_SLIDES} more slide(s) in index.html")
     if stats.failed or stats.errors:
         console.print("[yellow]see errors.csv in each slide folder[/]")
     unlike = sum(int(s.get("unlike_training_lab") or 0) for s in stats.slides)

@@ -145,3 +145,25 @@ def karyotype(
         unclassified=unclassified,
         flags=flags,
     )
+
+
+def cell_tally(karyotypes: Iterable[str]) -> str:
+    """The karyotypes of a slide's cells with how many cells gave each, in ISCN's clone
+    notation: ``"47,XX,+21[3]/46,XX[17]"``.
+
+    Larger groups first and a normal karyotype (46,XX or 46,XY) last, as ISCN lists clones;
+    ties in name order, so the string does not depend on the cells' order. It counts
+    automatic calls before review: a tally to guide the review (which cells to check, is
+    there a second line?), not a reported karyotype. ``""`` when there is no cell.
+
+    Args:
+        karyotypes: one numeric ISCN string per scored cell (``Karyotype.iscn``); empty
+            strings are left out.
+    """
+    counts = Counter(k for k in karyotypes if k)
+    order = sorted(counts, key=lambda k: (_is_normal(k), -counts[k], k))
+    return "/".join(f"{k}[{counts[k]}]" for k in order)
+
+
+def _is_normal(iscn: str) -> bool:
+    return iscn in {f"46,{sex}" for sex in NORMAL_SEX}

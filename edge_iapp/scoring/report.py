@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..ioutil import atomic_write_text
+from .karyotype import cell_tally
 from .layout import (
     ERRORS,
     INDEX,
@@ -116,6 +117,8 @@ def write_slide_reports(slide: SlideJob, problems: dict[str, str]) -> dict[str, 
         "doubtful": sum(int(r.get("doubtful") or 0) for r in rows),
         "errors": len(errors),
         "unlike_training_lab": sum("unlike_training_lab" in str(r.get("flags")) for r in rows),
+        "karyotypes": cell_tally(r.get("karyotype", "") for r in rows),
+        "karyotypes_consistent": cell_tally(r.get("karyotype_consistent", "") for r in rows),
     }
     atomic_write_text(slide.out / SLIDE_REPORT, slide_html(slide.name, rows, errors, totals))
     return totals
@@ -145,6 +148,7 @@ def slide_html(
         f"{totals['aneuploid']} aneuploid; {totals['doubtful']} doubtful calls to review; "
         f"{totals['errors']} error rows (<a href='{ERRORS}'>{ERRORS}</a>, "
         f"<a href='{SLIDE_TABLE}'>{SLIDE_TABLE}</a>).</p>",
+        _tally_html(totals),
         "<p>Karyotypes are numeric only (counts per class); every call should be checked by a "
         "person, starting with the doubtful ones (red frames on the karyograms).</p>",
         "<table><tr><th>cell</th><th>karyogram</th><th>count</th><th>karyotype</th>"
@@ -177,6 +181,17 @@ def slide_html(
     return "\n".join(out)
 
 
+def _tally_html(totals: dict[str, Any]) -> str:
+    """The slide's karyotypes by cell count, plain and after the consistency step."""
+    if not totals["karyotypes"]:
+        return ""
+    e = html.escape
+    text = f"<p>Karyotypes by cell, automatic calls before review: {e(totals['karyotypes'])}"
+    if totals["karyotypes_consistent"]:
+        text += f"; after the consistency step: {e(totals['karyotypes_consistent'])}"
+    return text + ".</p>"
+
+
 def write_index(out: Path, totals: list[dict[str, Any]]) -> None:
     """``OUT/index.html`` linking every slide report."""
     e = html.escape
@@ -184,13 +199,14 @@ def write_index(out: Path, totals: list[dict[str, Any]]) -> None:
         "<!doctype html><html><head><meta charset='utf-8'><title>edge-iapp scoring</title>",
         f"<style>{_STYLE}</style></head><body><h1>Slides</h1>",
         "<table><tr><th>slide</th><th>cells</th><th>scored</th><th>not 46</th>"
-        "<th>aneuploid</th><th>doubtful calls</th><th>errors</th></tr>",
+        "<th>aneuploid</th><th>doubtful calls</th><th>errors</th>"
+        "<th>karyotypes by cell (before review)</th></tr>",
     ]
     for t in totals:
         link = f'<a href="{quote(t["slide"])}/{SLIDE_REPORT}">{e(t["slide"])}</a>'
         lines.append(f"<tr><td>{link}</td><td>{t['cells']}</td><td>{t['scored']}</td>"
                      f"<td>{t['not_46']}</td><td>{t['aneuploid']}</td><td>{t['doubtful']}</td>"
-                     f"<td>{t['errors']}</td></tr>")
+                     f"<td>{t['errors']}</td><td>{e(t['karyotypes'])}</td></tr>")
     lines.append("</table><p>Run details (backend, precision, bundle, times): "
                  "<a href='run_info.json'>run_info.json</a>.</p></body></html>\n")
     atomic_write_text(out / INDEX, "\n".join(lines))
