@@ -166,6 +166,42 @@ def test_export_cli_writes_the_review_threshold(tmp_path_factory):
     assert review["min_confidence"] == 0.98 and review["min_branch_agreement"] == 2
 
 
+def test_export_writes_the_threshold_finetune_placed(tmp_path_factory):
+    """RUN/review.json (finetune's) sets the bundle's T; --min-confidence overrides it; a
+    file placed for other weights is ignored, with a note."""
+    from typer.testing import CliRunner
+
+    from edge_iapp.cli.main import app
+    from edge_iapp.train.review_run import write_run_review
+
+    run = tmp_path_factory.mktemp("placed") / "run"
+    shutil.copytree(shared(tmp_path_factory, "run", lambda d: make_run(d / "run")), run)
+    placed = {"target": 0.8, "min_confidence": 0.95, "reached": True, "note": ""}
+    spread = {"upper": 0.987, "unreached": 0.0, "level": 0.9}
+    placement = {"rule": "ood or confidence", "placed": placed, "spread": spread}
+    write_run_review(run, placement, {"part": "val", "images": 552, "cells": 12})
+
+    def export(name: str, *extra: str):
+        out = run.parent / name
+        args = ["export", str(run), "--out", str(out), "-p", "fp32", "--no-engines", *extra]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return load_bundle(out).review, "".join(result.output.split())
+
+    review, output = export("b1")
+    assert review["min_confidence"] == 0.987  # the upper bound, not the placed 0.95
+    assert review["min_confidence_source"]["chosen"] == "upper"
+    assert review["min_confidence_source"]["images"] == 552
+    assert "confidencebelow0.987(placedontherun'svalpart" in output
+    review, output = export("b2", "--min-confidence", "0.9")
+    assert review["min_confidence"] == 0.9 and "min_confidence_source" not in review
+    assert "confidencebelow0.9(--min-confidence)" in output
+    (run / "last.pt").write_bytes((run / "last.pt").read_bytes() + b"\0")  # other weights
+    review, output = export("b3")
+    assert review["min_confidence"] == 0.9 and "min_confidence_source" not in review
+    assert "wasplacedforotherweights" in output and "(thedefault)" in output
+
+
 def test_baseline_run_is_refused(tmp_path):
     """A run that trained only the global branch must not become a three-branch bundle."""
     import json

@@ -113,6 +113,15 @@ def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
     assert "ood.json" in record["ood_calibration_out"]
     assert record["after"]["ood"]["errors"] + record["after"]["ood"]["correct"] == 24
     assert "reviewflagsafterfine-tuning" in flat(result.output)
+    # RUN2's review threshold, placed on the labelled val cell for export (one cell: no
+    # spread, so the placed T itself)
+    review = json.loads((out / "review.json").read_text())
+    assert review["source"]["part"] == "val" and review["source"]["images"] == 8
+    assert review["source"]["cells"] == 1 and review["spread"] is None
+    assert review["min_confidence"] == review["placed"]["min_confidence"] or (
+        review["min_confidence"] is None and not review["chosen"].startswith(("upper", "placed"))
+    )
+    assert record["review_threshold_out"] in " ".join(result.output.split())
     assert "OODcalibrationofthefine-tunedrun" in flat(result.output)
     before, after = (f"{100 * record[k]['fused']['accuracy']:.1f}" for k in ("before", "after"))
     assert f"before│base│0│{before}" in flat(result.output)

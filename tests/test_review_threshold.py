@@ -178,3 +178,20 @@ def test_spread_says_when_no_threshold_reaches_the_target() -> None:
     assert "no T flags 100% of the errors" in text and "safer value" not in text
     fine = spread(np.array([0.5, 0.95, 0.7, 0.99]), correct, ["a", "a", "b", "b"], 1.0)
     assert fine["unreached"] == 0.0 and "safer value" in render_spread(fine, 1.0)
+
+
+def test_suggest_takes_the_upper_bound_only_where_it_is_one() -> None:
+    from edge_iapp.train.review_threshold import suggest
+
+    def placement(t, reached=True, upper=None, unreached=0.0):
+        placed = {"min_confidence": t, "reached": reached, "note": "why"}
+        moved = None if upper is None else {"upper": upper, "unreached": unreached, "level": 0.9}
+        return {"placed": placed, "spread": moved}
+
+    assert suggest(placement(0.95, upper=0.99)) == (0.99, "upper")
+    assert suggest(placement(0.95)) == (0.95, "placed")  # one cell: no spread
+    assert suggest(placement(0.95, upper=0.93)) == (0.95, "placed")  # never below placed
+    assert suggest(placement(0.95, upper=1.0, unreached=0.2)) == (0.95, "placed")  # no bound
+    assert suggest(placement(None))[0] is None
+    t, why = suggest(placement(1.0, reached=False, upper=1.0))
+    assert t is None and "no threshold reaches" in why

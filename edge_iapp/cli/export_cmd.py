@@ -73,7 +73,8 @@ def export_command(
         float | None,
         typer.Option(
             "--min-confidence",
-            help="review flag: calls less confident than this go to review (default 0.9; "
+            help="review flag: calls less confident than this go to review (default: the T "
+            "that finetune placed on the new lab's val part, RUN/review.json, else 0.9; "
             "higher catches more errors and flags more correct calls, docs/RESULTS.md)",
         ),
     ] = None,
@@ -116,7 +117,14 @@ def export_command(
         fail(str(exc))
     _print_parity(bundle)
     t = bundle.review["min_confidence"]
-    how = "--min-confidence" if min_confidence is not None else "the default"
+    placed = bundle.review.get("min_confidence_source")
+    how = (
+        "--min-confidence"
+        if min_confidence is not None
+        else f"placed on the run's {placed.get('part', 'val')} part: {run / 'review.json'}"
+        if placed
+        else "the default"
+    )
     console.print(f"review flag: calls with fused confidence below {t:g} ({how}) go to review")
     if engines:
         _build_engines(bundle, profile)

@@ -448,11 +448,12 @@ def _print_placed(record: dict, run: Path, subset: str) -> None:
 
         console.print("  " + render_spread(moved, placed["target"]), highlight=False)
     if subset == "val":
-        bound = moved and moved["unreached"] <= 1.0 - moved["level"]
-        safer = moved["upper"] if bound and moved["upper"] > t else None
+        from ..train.review_threshold import suggest
+
+        safer, which = suggest(record["review_threshold"])
         console.print(
             f"  write it into a bundle: edge-iapp export {run} --min-confidence {t:g}"
-            + (f" (or {safer:g}, safer for cells not seen here)" if safer else "")
+            + (f" (or {safer:g}, safer for cells not seen here)" if which == "upper" else "")
         )
     else:  # test: meets the target by construction; train: the model learnt these cells
         console.print(

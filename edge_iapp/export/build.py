@@ -324,6 +324,7 @@ def _build(
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     from ..classes import CLASS_NAMES
 
+    asked = args.get("review") or {}
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -340,7 +341,9 @@ def _build(
         "review": {
             **DEFAULT_REVIEW,
             **_ood_review(run_dir, ckpt, log),
-            **(args.get("review") or {}),
+            # --min-confidence over the T that finetune placed, over the default
+            **({} if "min_confidence" in asked else _placed(run_dir, ckpt, log)),
+            **asked,
         },
         "source": {
             "run": str(run_dir.resolve()),
@@ -367,6 +370,24 @@ def _ood_review(run_dir: Path, ckpt: Path, log) -> dict:
     record, note = load_run_ood(run_dir, ckpt)
     log(f"review: {note}" if record else f"review: no OOD flag in this bundle ({note})")
     return {"ood": record} if record else {}
+
+
+def _placed(run_dir: Path, ckpt: Path, log) -> dict:
+    """``min_confidence`` (and where it came from) when ``RUN/review.json`` placed one for
+    ``ckpt`` (``finetune`` writes it); else ``{}``, the default T (said)."""
+    from ..train.review_run import REVIEW_FILE, load_run_review
+
+    record, note = load_run_review(run_dir, ckpt)
+    if record is None:
+        if (run_dir / REVIEW_FILE).exists():
+            log(f"review: the default confidence threshold ({note})")
+        return {}
+    log(f"review: confidence threshold {note}")
+    source = {k: record[k] for k in ("chosen", "target", "rule")}
+    return {
+        "min_confidence": float(record["min_confidence"]),
+        "min_confidence_source": {**source, "file": REVIEW_FILE, **record["source"]},
+    }
 
 
 def _calibration(args: dict, cfg, run_object, tmp: Path, log):

@@ -79,3 +79,27 @@ def read_metrics(run_dir: str | Path) -> dict[str, Any]:
 def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     """Write ``RUN/metrics.json`` atomically."""
     atomic_write_text(Path(run_dir) / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
+
+
+def weights_source(run_dir: str | Path) -> dict[str, Any]:
+    """``{"checkpoint", "checkpoint_sha256"}`` of ``RUN/last.pt``, for a record derived from
+    those weights (``ood.json``, ``review.json``) so that a reader can tell they changed."""
+    from ..ioutil import sha256_file
+
+    ckpt = Path(run_dir) / LAST_CHECKPOINT
+    return {
+        "checkpoint": LAST_CHECKPOINT,
+        "checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else None,
+    }
+
+
+def weights_changed(
+    record: dict[str, Any], run_dir: str | Path, checkpoint: str | Path | None = None
+) -> bool:
+    """Whether ``checkpoint`` (default ``RUN/last.pt``) is not the weights ``record`` was
+    derived from (its ``source.checkpoint_sha256``; a record without one never differs)."""
+    from ..ioutil import sha256_file
+
+    ckpt = Path(checkpoint) if checkpoint else Path(run_dir) / LAST_CHECKPOINT
+    want = (record.get("source") or {}).get("checkpoint_sha256")
+    return bool(want) and ckpt.is_file() and sha256_file(ckpt) != want

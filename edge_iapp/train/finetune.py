@@ -366,9 +366,13 @@ def finetune(
             record["finetuned"] = session.score(model)
             record["readaptation"] = _adapt(model, adapt_data, new_cfg.branches, device, log)
             save_adapted(model, out, record["readaptation"])
-        ood_out, record["ood_calibration_out"] = _calibrate_ood(
+        ood_out, record["ood_calibration_out"], val = _calibrate_ood(
             out, model, new_cfg, parts.parts["val"], ft, prepare_fn, device, batch_size, log
         )
+        if val is not None:
+            record["review_threshold_out"] = _place_review(
+                out, *val, ood_out, parts.parts["val"], new_cfg, log
+            )
         record["after"] = session.score(model, ood_out)
         record["max_abs_weight_change"] = _weight_change(run, out)
     out.mkdir(parents=True, exist_ok=True)
@@ -443,14 +447,17 @@ def _training_images(samples: Sequence, cfg, augment: bool, prepare_fn, what: st
 
 def _calibrate_ood(
     out: Path, model, cfg, val_samples: Sequence, ft, prepare_fn, device, batch_size, log
-) -> tuple[dict[str, Any] | None, str]:
-    """Write RUN2's ``ood.json`` for the fine-tuned weights: ``(the record or None, a note)``.
+) -> tuple[dict[str, Any] | None, str, tuple[Any, Predictions] | None]:
+    """Write RUN2's ``ood.json`` for the fine-tuned weights.
 
     The threshold comes from the new lab's val part (neither fine-tuned nor scored on; its
     labels are not read), the class Gaussians from the fine-tuning images, the only
     labelled images of the new lab the run has seen. Classes missing from them are not
     modelled, so their calls look unfamiliar and go to review. Without readable val
     images RUN2 gets no ``ood.json`` (the note says so), as before.
+
+    Returns:
+        ``(the record or None, a note, (the val images, their predictions) or None)``.
     """
     from .ood_run import write_run_ood
     from .predict import predict
@@ -458,24 +465,65 @@ def _calibrate_ood(
     if not val_samples:
         note = "no ood.json: the split's val part is empty (run `edge-iapp ood-calibrate`)"
         log(f"warning: {note}")
-        return None, note
+        return None, note, None
     val = prepare_fn(val_samples, cfg.preprocess, "val (OOD threshold)")
     if len(val) == 0:
         note = f"no ood.json: none of the {len(val_samples)} val images could be read"
         log(f"warning: {note}")
-        return None, note
+        return None, note, None
+    val_preds = predict(model.to(device), val, cfg.branches, device=device, batch_size=batch_size)
     record = write_run_ood(
         out,
-        predict(model.to(device), val, cfg.branches, device=device, batch_size=batch_size),
+        val_preds,
         source={"part": "val", "data": cfg.extra.get("data"), "images": len(val)},
         fit=predict(model, ft, cfg.branches, device=device, batch_size=batch_size),
     )
     if record.get("fit_error"):
         log(f"warning: OOD score: {record['fit_error']}")
-    return record, (
+    note = (
         f"{record['score']} threshold {record['threshold']:.4f} from {len(val)} val images of "
         f"the new lab, Gaussians from the {len(ft)} fine-tuning images: {out / 'ood.json'}"
     )
+    return record, note, (val, val_preds)
+
+
+def _place_review(
+    out: Path, val, val_preds: Predictions, ood: dict[str, Any] | None, val_samples, cfg, log
+) -> str:
+    """Write RUN2's ``review.json``: T placed on the new lab's labelled val part (with its
+    spread over resampled cells) for ``export`` to write into the bundle; return a note."""
+    from .data import cell_key
+    from .evaluate import ood_flag, review_threshold
+    from .review_run import write_run_review
+
+    probs, _ = fused_scores(val_preds, val_preds.branches, cfg.fusion)
+    is_out = None if ood is None else ood_flag(val_preds, ood)[1]
+    cell_of = {str(s.path): cell_key(s) for s in val_samples}
+    cells = [cell_of.get(p) for p in val.paths]
+    placement = review_threshold(val_preds, probs, is_out, cells=cells)
+    record = write_run_review(
+        out,
+        placement,
+        source={
+            "part": "val",
+            "data": cfg.extra.get("data"),
+            "images": len(cells),
+            "cells": len({c for c in cells if c is not None}),
+        },
+    )
+    t, target = record["min_confidence"], f"{100 * record['target']:g}% of the errors"
+    if t is None:
+        note = f"review threshold for {target} on the val part: none ({record['chosen']})"
+    else:
+        placed = record["placed"]["min_confidence"]
+        which = f"upper bound over resampled val cells; placed T {placed:g}"
+        note = (
+            f"review threshold for {target} on the new lab's val part: T = {t:g} "
+            f"({which if record['chosen'] == 'upper' else 'placed'}); `export` writes it into "
+            f"the bundle: {out / 'review.json'}"
+        )
+    log(note)
+    return note
 
 
 def _adapt(model, data, branches, device: str, log) -> dict[str, Any]:

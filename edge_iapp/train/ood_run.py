@@ -69,16 +69,15 @@ def write_run_ood(
     Returns:
         The record written.
     """
-    from ..ioutil import atomic_write_text, sha256_file
+    from ..ioutil import atomic_write_text
+    from .checkpoint import weights_source
 
     run_dir = Path(run_dir)
     record = calibration_from_predictions(preds, quantile, fit)
-    ckpt = run_dir / LAST_CHECKPOINT
     record["source"] = {
         **(source or {}),
         "fit_images": None if fit is None else int(fit.labels.shape[0]),
-        "checkpoint": LAST_CHECKPOINT,
-        "checkpoint_sha256": sha256_file(ckpt) if ckpt.is_file() else None,
+        **weights_source(run_dir),
     }
     atomic_write_text(run_dir / OOD_FILE, json.dumps(record, indent=1) + "\n")
     return record
@@ -93,7 +92,7 @@ def load_run_ood(
         run_dir: the run folder.
         checkpoint: the checkpoint in use (default ``RUN/last.pt``).
     """
-    from ..ioutil import sha256_file
+    from .checkpoint import weights_changed
 
     path = Path(run_dir) / OOD_FILE
     if not path.is_file():
@@ -102,9 +101,8 @@ def load_run_ood(
         record = check_calibration(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         return None, f"{path} is unusable: {exc}"
-    ckpt = Path(checkpoint) if checkpoint else Path(run_dir) / LAST_CHECKPOINT
-    want = (record.get("source") or {}).get("checkpoint_sha256")
-    if want and ckpt.is_file() and sha256_file(ckpt) != want:
+    if weights_changed(record, run_dir, checkpoint):
+        ckpt = Path(checkpoint) if checkpoint else Path(run_dir) / LAST_CHECKPOINT
         return None, (
             f"{path} was calibrated for other weights than {ckpt}; "
             f"run `edge-iapp ood-calibrate {run_dir}` again"

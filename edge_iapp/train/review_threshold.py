@@ -217,3 +217,28 @@ def spread(
         "unreached": unreached / resamples,
         "at_upper": flagged_shares(_flags(confidence, upper, always), correct),
     }
+
+
+def suggest(placement: dict[str, Any]) -> tuple[float | None, str]:
+    """The T to write into a bundle from a placement on a val part, and which one it is.
+
+    Args:
+        placement: ``evaluate.review_threshold``'s record (``"placed"``, ``"spread"``).
+
+    Returns:
+        ``(T, "upper")``: :func:`spread`'s upper bound, when it is a bound (no more than
+        ``1 - level`` of the resamples left the target unreached) and above the placed T,
+        the safer value for cells the val part does not hold (docs/RESULTS.md, round 9);
+        ``(T, "placed")``: the placed T; ``(None, why)``: no T needed, or none reaches the
+        target (errors at a confidence of 1).
+    """
+    placed = placement["placed"]
+    t = placed["min_confidence"]
+    if t is None:
+        return None, f"no threshold needed ({placed['note']})"
+    if not placed["reached"]:
+        return None, f"no threshold reaches the target ({placed['note']})"
+    moved = placement.get("spread")
+    if moved and moved["unreached"] <= 1.0 - moved["level"] and moved["upper"] > t:
+        return float(moved["upper"]), "upper"
+    return float(t), "placed"
