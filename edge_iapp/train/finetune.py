@@ -30,6 +30,11 @@ error learnt in one round is not carried over as weights). The folder's labels o
 cells are compared with the pseudo-labels for the record only. With ``pseudo_slides``
 the P cells come from unlabelled slides (the layout ``score`` reads) instead, and there is
 nothing to compare with.
+
+RUN2 gets its own review flag from the new lab's val part: ``ood.json`` (the OOD
+threshold, labels unread) and ``review.json`` (the confidence threshold T placed on the
+val part's labels, :mod:`edge_iapp.train.review_run`), which ``export`` writes into the
+bundle.
 """
 
 from __future__ import annotations
