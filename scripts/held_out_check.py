@@ -49,22 +49,20 @@ def false_alarms(train: list, held_out: list) -> None:
 
 
 def margin(images: list, pairs: int) -> None:
-    by_shape: dict[tuple[int, ...], list] = defaultdict(list)
+    by_shape: dict[tuple[int, ...], list] = defaultdict(list)  # (path, pixels), read once
     for s in images:
-        by_shape[read_image(s.path).pixels.shape].append(s)
+        pixels = read_image(s.path).pixels
+        by_shape[pixels.shape].append((s.path, pixels))
+    same_shape = (pair for group in by_shape.values() for pair in itertools.combinations(group, 2))
     differences, same = [], []
-    for samples in by_shape.values():
-        decoded = [read_image(s.path).pixels for s in samples]
-        for (i, a), (j, b) in itertools.combinations(enumerate(decoded), 2):
-            difference = pixel_difference(a, b)
-            if difference is None:
-                continue
-            if difference <= SAME_PIXELS_LEVELS:
-                same.append((difference, samples[i].path, samples[j].path))
-            else:
-                differences.append(difference)
-            if len(differences) + len(same) >= pairs:
-                break
+    for (path_a, a), (path_b, b) in itertools.islice(same_shape, pairs):
+        difference = pixel_difference(a, b)
+        if difference is None:
+            continue
+        if difference <= SAME_PIXELS_LEVELS:
+            same.append((difference, path_a, path_b))
+        else:
+            differences.append(difference)
     differences.sort()
     print(
         f"pairs of images of one size: {len(differences) + len(same)}; at or under the "

@@ -200,6 +200,11 @@ def test_export_writes_the_threshold_finetune_placed(tmp_path_factory):
     review, output = export("b3")
     assert review["min_confidence"] == 0.9 and "min_confidence_source" not in review
     assert "wasplacedforotherweights" in output and "(thedefault)" in output
+    record = json.loads((run / "review.json").read_text())
+    del record["source"]  # a hand-edited file: a note and the default, no traceback
+    (run / "review.json").write_text(json.dumps(record))
+    review, output = export("b4")
+    assert review["min_confidence"] == 0.9 and "isunusable:missingormalformedsource" in output
 
 
 def test_baseline_run_is_refused(tmp_path):

@@ -121,7 +121,7 @@ def export_command(
     how = (
         "--min-confidence"
         if min_confidence is not None
-        else f"placed on the run's {placed.get('part', 'val')} part: {run / 'review.json'}"
+        else f"placed on the run's {placed.get('part', 'val')} part: {run / placed['file']}"
         if placed
         else "the default"
     )

@@ -15,9 +15,9 @@ Step 3 compares the images after a 5 x 5 Gaussian blur, over the pixels darker t
 :data:`FOREGROUND_BELOW` in either image: the blur removes most of a lossy re-encoding's
 noise and the mask keeps the white background from diluting the difference. Measured on
 the two real sets (``scripts/held_out_check.py``, docs/RESULTS.md round 10), a JPEG
-re-encoding differs by at most 2.1 levels at quality 30 (1.3 at 50); two different
+re-encoding differs by at most 2.0 levels at quality 30 (1.3 at 50); two different
 crops of one size by at least 3.7 (two pale chromosome 19s on bioimlab's 200 x 100
-canvases; 17.9 on gband612). Resized, rotated or re-cropped copies are not found.
+canvases; 15.3 on gband612). Resized, rotated or re-cropped copies are not found.
 """
 
 from __future__ import annotations

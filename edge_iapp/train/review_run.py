@@ -70,13 +70,16 @@ def load_run_review(
         t = record["min_confidence"]
         if record.get("format") != FORMAT or not (t is None or 0.0 < float(t) <= 1.0):
             raise ValueError(f"not a {FORMAT} record with min_confidence in (0, 1]")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        missing = [k for k in ("chosen", "target", "rule", "source") if k not in record]
+        if missing or not isinstance(record["source"], dict):
+            raise ValueError(f"missing or malformed {', '.join(missing) or 'source'}")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         return None, f"{path} is unusable: {exc}"
     if weights_changed(record, run_dir, checkpoint):
         ckpt = Path(checkpoint) if checkpoint else Path(run_dir) / LAST_CHECKPOINT
         return None, f"{path} was placed for other weights than {ckpt}"
     if t is None:
         return None, f"{path} holds no threshold: {record.get('chosen')}"
-    source = record.get("source") or {}
+    source = record["source"]
     where = f"{source.get('images', '?')} {source.get('part', '?')} images"
     return record, f"T = {float(t):g} ({record['chosen']}, placed on {where}: {path})"
