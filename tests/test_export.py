@@ -179,7 +179,7 @@ def test_export_writes_the_threshold_finetune_placed(tmp_path_factory):
     placed = {"target": 0.8, "min_confidence": 0.95, "reached": True, "note": ""}
     spread = {"upper": 0.987, "unreached": 0.0, "level": 0.9}
     placement = {"rule": "ood or confidence", "placed": placed, "spread": spread}
-    write_run_review(run, placement, {"part": "val", "images": 552, "cells": 12})
+    write_run_review(run, placement, {"part": "val", "images": 552, "cells": 12}, with_ood=False)
 
     def export(name: str, *extra: str):
         out = run.parent / name

@@ -104,6 +104,7 @@ def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
     assert (out / "last.pt").is_file() and (out / "split.json").is_file()
     # RUN2's own OOD calibration: threshold on the new lab's val cell, Gaussians on the
     # fine-tuning images, for RUN2's final weights; the after score reviews with it
+    from edge_iapp.ioutil import sha256_file
     from edge_iapp.train.ood_run import load_run_ood
 
     ood, note = load_run_ood(out)
@@ -118,6 +119,8 @@ def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
     review = json.loads((out / "review.json").read_text())
     assert review["source"]["part"] == "val" and review["source"]["images"] == 8
     assert review["source"]["cells"] == 1 and review["spread"] is None
+    assert review["rule"] == "ood or confidence"  # placed with RUN2's own ood.json
+    assert review["ood_sha256"] == sha256_file(out / "ood.json")
     assert review["min_confidence"] == review["placed"]["min_confidence"] or (
         review["min_confidence"] is None and not review["chosen"].startswith(("upper", "placed"))
     )

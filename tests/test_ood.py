@@ -297,6 +297,25 @@ def test_training_writes_ood_json_and_the_cli_recomputes_it(trained, tmp_path) -
     )
     assert result.exit_code == 0, result.output
     assert json.loads((copy / "ood.json").read_text())["score"] == "energy"  # the first version
+    # a T placed with this OOD calibration (finetune's review.json) is placed again when
+    # ood-calibrate rewrites ood.json, and a hand-changed ood.json makes export ignore it
+    from edge_iapp.train.review_run import load_run_review, write_run_review
+
+    placed = {"target": 0.8, "min_confidence": 0.95, "reached": True, "note": ""}
+    placement = {"rule": "ood or confidence", "placed": placed, "spread": None}
+    write_run_review(copy, placement, {"part": "val"}, with_ood=True)
+    assert load_run_review(copy)[0] is not None
+    result = runner.invoke(app, ["ood-calibrate", str(copy), "--device", "cpu", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "reviewthresholdfor80%oftheerrorsonthe16valimages" in flat(result.output)
+    review = json.loads((copy / "review.json").read_text())
+    assert review["ood_sha256"] == sha256_file(copy / "ood.json")
+    assert review["rule"] == "ood or confidence" and review["source"]["cells"] == 2
+    assert "another OOD calibration" not in load_run_review(copy)[1]
+    ood = json.loads((copy / "ood.json").read_text())
+    (copy / "ood.json").write_text(json.dumps({**ood, "threshold": ood["threshold"] + 1.0}))
+    record, note = load_run_review(copy)
+    assert record is None and "another OOD calibration" in note
     result = runner.invoke(app, ["ood-calibrate", str(copy), "--quantile", "1.5"])
     assert result.exit_code == 2 and "between0and1" in flat(result.output)
     # evaluate reports what each flag sends to review

@@ -112,6 +112,22 @@ def ood_calibrate_command(
         f"threshold {record['threshold']:.4f} = the {quantile:g} quantile of {record['n']} val "
         f"images (mean {record['mean']:.4f}, std {record['std']:.4f}); written: {run / 'ood.json'}"
     )
+    _replace_review(run, preds, prepared.paths, samples, record, cfg, data)
+
+
+def _replace_review(run: Path, preds, paths, samples, ood, cfg, data: Path) -> None:
+    """Place RUN's review threshold again with the new ``ood.json``, where it has one.
+
+    ``review.json``'s T (``finetune`` places it) only catches what the OOD flag misses, so
+    it belongs to one OOD calibration: left as it was, ``export`` would not use it.
+    """
+    from ..train.review_run import REVIEW_FILE, place_run_review, review_note
+
+    if not (run / REVIEW_FILE).is_file():
+        return
+    source = {"part": "val", "data": str(data)}
+    record = place_run_review(run, preds, paths, samples, ood, cfg.fusion, source)
+    console.print(review_note(record, run / REVIEW_FILE, f"the {len(paths)} val images"))
 
 
 def register(app: typer.Typer) -> None:

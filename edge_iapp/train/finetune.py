@@ -497,36 +497,11 @@ def _place_review(
 ) -> str:
     """Write RUN2's ``review.json``: T placed on the new lab's labelled val part (with its
     spread over resampled cells) for ``export`` to write into the bundle; return a note."""
-    from .data import cell_key
-    from .evaluate import ood_flag, review_threshold
-    from .review_run import write_run_review
+    from .review_run import REVIEW_FILE, place_run_review, review_note
 
-    probs, _ = fused_scores(val_preds, val_preds.branches, cfg.fusion)
-    is_out = None if ood is None else ood_flag(val_preds, ood)[1]
-    cell_of = {str(s.path): cell_key(s) for s in val_samples}
-    cells = [cell_of.get(p) for p in val.paths]
-    placement = review_threshold(val_preds, probs, is_out, cells=cells)
-    record = write_run_review(
-        out,
-        placement,
-        source={
-            "part": "val",
-            "data": cfg.extra.get("data"),
-            "images": len(cells),
-            "cells": len({c for c in cells if c is not None}),
-        },
-    )
-    t, target = record["min_confidence"], f"{100 * record['target']:g}% of the errors"
-    if t is None:
-        note = f"review threshold for {target} on the val part: none ({record['chosen']})"
-    else:
-        placed = record["placed"]["min_confidence"]
-        which = f"upper bound over resampled val cells; placed T {placed:g}"
-        note = (
-            f"review threshold for {target} on the new lab's val part: T = {t:g} "
-            f"({which if record['chosen'] == 'upper' else 'placed'}); `export` writes it into "
-            f"the bundle: {out / 'review.json'}"
-        )
+    source = {"part": "val", "data": cfg.extra.get("data")}
+    record = place_run_review(out, val_preds, val.paths, val_samples, ood, cfg.fusion, source)
+    note = review_note(record, out / REVIEW_FILE, "the new lab's val part")
     log(note)
     return note
 
