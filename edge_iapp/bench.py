@@ -3,8 +3,14 @@
 Per row: status, graph size, top-1 and macro-F1, top-1 drop and prediction agreement
 against the reference row (default onnxruntime fp32), throughput, latency per batch
 (a 46-chromosome cell by default) and per single chromosome, the split of time
-between preprocessing, branches and fusion, and the resident memory the backend
-added. Images are decoded once before timing; preprocessing is inside the timing.
+between preprocessing, branches and fusion, the review flag (share of all calls, of
+the wrong calls and of the right calls it sends to review, with the bundle's rule), and
+the resident memory the backend added. Images are decoded once before timing;
+preprocessing is inside the timing.
+
+Images carry their cell (``group/cell`` of the folder's file names) and are ordered by
+it; a cell-relative bundle gets whole cells per call, as ``score`` and ``evaluate`` give
+them, so its accuracy here is the one they measure.
 
 No torch unless the torch backend is benchmarked.
 """
@@ -53,6 +59,8 @@ class BenchRow:
     fusion_ms_per_img: float | None = None
     preprocess_share: float | None = None
     review_rate: float | None = None
+    review_errors: float | None = None
+    review_correct: float | None = None
     rss_added_mb: float | None = None
     info: dict = field(default_factory=dict)
     predictions: list[int] | None = field(default=None, repr=False)
@@ -68,6 +76,14 @@ def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
         denom = 2 * tp + fp + fn
         scores.append(2 * tp / denom if denom else 0.0)
     return float(np.mean(scores)) if scores else 0.0
+
+
+def review_shares(correct: np.ndarray, review: np.ndarray) -> tuple[float | None, float | None]:
+    """Share of the wrong calls and of the right calls that ``review`` flags (None: none)."""
+    wrong = ~correct
+    errors = float(review[wrong].mean()) if wrong.any() else None
+    right = float(review[correct].mean()) if correct.any() else None
+    return errors, right
 
 
 def _rss_mb() -> float:
@@ -91,9 +107,10 @@ def load_labelled(
     part benchmarked); ``log`` says so, and an empty part says why.
 
     Returns:
-        ``(images: list[ChromosomeImage], labels (N,) int, skipped: list[str])``.
+        ``(images: list[ChromosomeImage], labels (N,) int, skipped: list[str])``; images
+        in cell order, each with its ``cell``.
     """
-    from .data import ImageReadError, apply_split, load_split, read_image, scan_folder
+    from .data import ImageReadError, apply_split, cell_key, load_split, read_image, scan_folder
     from .data.split import absent_groups
 
     scan = scan_folder(data)
@@ -112,13 +129,14 @@ def load_labelled(
             )
         if absent:
             log(f"note: {absent}; benchmarking the {len(samples)} images that are")
-    samples = sorted(samples, key=lambda s: str(s.path))
     if limit and limit < len(samples):
         samples = stratified_subset(samples, limit)
+    # a cell's images next to each other, so that batches can keep cells whole
+    samples = sorted(samples, key=lambda s: (str(cell_key(s)), str(s.path)))
     images, labels, skipped = [], [], [f"{p}: {why}" for p, why in scan.skipped]
     for s in samples:
         try:
-            images.append(read_image(s.path))
+            images.append(read_image(s.path, cell=cell_key(s)))
             labels.append(s.label)
         except ImageReadError as exc:
             skipped.append(str(exc))
@@ -148,7 +166,7 @@ def bench_one(
 ) -> BenchRow:
     """Benchmark one backend x precision; an unavailable combination is a status, not an error."""
     from .backends import BackendUnavailable
-    from .runtime.classifier import Classifier
+    from .runtime.classifier import Classifier, cell_batches
 
     row = BenchRow(backend=backend, precision=precision)
     if precision not in bundle.precisions:
@@ -173,10 +191,12 @@ def bench_one(
         }
         preds, reviews, batch_ms = [], [], []
         split = {"preprocess": 0.0, "branches": 0.0, "fusion": 0.0}
+        # whole cells per call for a cell-relative bundle (images come in cell order)
+        chunks = cell_batches(list(enumerate(images)), batch, bundle.preprocess.size_mode == "cell")
         t_all = time.perf_counter()
-        for i in range(0, len(images), batch):
+        for chunk in chunks:
             t = time.perf_counter()
-            results, timings = clf.predict_with_timings(list(images[i : i + batch]))
+            results, timings = clf.predict_with_timings([im for _, im in chunk])
             batch_ms.append((time.perf_counter() - t) * 1000.0)
             for k in split:
                 split[k] += timings[k]
@@ -216,6 +236,7 @@ def bench_one(
         total = sum(split.values())
         row.preprocess_share = split["preprocess"] / total if total else None
         row.review_rate = float(np.mean(reviews))
+        row.review_errors, row.review_correct = review_shares(p == labels[:n], np.array(reviews))
     return row
 
 
@@ -353,6 +374,8 @@ CSV_COLUMNS = (
     "fusion_ms_per_img",
     "preprocess_share",
     "review_rate",
+    "review_errors",
+    "review_correct",
     "rss_added_mb",
 )
 

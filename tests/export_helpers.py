@@ -49,7 +49,7 @@ def make_dataset(root: Path, groups: int = 5, per_group: int = 1) -> tuple[Path,
     return root, split_path
 
 
-def make_run(run_dir: Path, input_size: int = INPUT_SIZE) -> Path:
+def make_run(run_dir: Path, input_size: int = INPUT_SIZE, size_mode: str = "absolute") -> Path:
     """A run folder with config.json and last.pt of an untrained resnet18 IAPP-CNN."""
     import torch
 
@@ -58,9 +58,10 @@ def make_run(run_dir: Path, input_size: int = INPUT_SIZE) -> Path:
     from edge_iapp.train.run import RunConfig
 
     torch.manual_seed(0)
-    cfg = RunConfig(
-        backbone="resnet18", preprocess=PreprocessConfig(canvas=96, input_size=input_size)
+    preprocess = PreprocessConfig(
+        canvas=96, input_size=input_size, size_mode=size_mode, cell_length=48
     )
+    cfg = RunConfig(backbone="resnet18", preprocess=preprocess)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(run_dir)
     model = create_model("resnet18")

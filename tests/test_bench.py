@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
-from edge_iapp.bench import check_floor, macro_f1  # noqa: E402
+from edge_iapp.bench import check_floor, macro_f1, review_shares  # noqa: E402
 from edge_iapp.cli.main import app  # noqa: E402
 
 
@@ -66,6 +66,13 @@ def test_bench_rows_and_outputs(setup, tmp_path):
     assert rows[("torch", "int8")]["status"].startswith("unavailable")
     assert rows[("torch", "int8")]["file_mb"] is None  # nothing was loaded for that row
     assert rows[("onnxruntime", "int8")]["file_mb"] < ref["file_mb"]
+    # the review flag's shares of the wrong and the right calls make up its overall rate
+    wrong = round((1 - ref["accuracy"]) * ref["images"])
+    flagged = [ref["review_errors"] or 0.0, ref["review_correct"] or 0.0]
+    assert ref["review_rate"] * ref["images"] == pytest.approx(
+        flagged[0] * wrong + flagged[1] * (ref["images"] - wrong)
+    )
+    assert "review%all/wrong/right" in "".join(result.output.split())
     csv_lines = (tmp_path / "r.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 1 + len(rows) and csv_lines[0].startswith("backend,precision,status")
 
@@ -79,6 +86,40 @@ def test_bench_floor_fails_the_run(setup, tmp_path):
 def test_bench_bad_bundle_is_a_clean_error(tmp_path):
     result = CliRunner().invoke(app, ["bench", str(tmp_path / "nope"), "--data", str(tmp_path)])
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
+
+
+def test_review_shares():
+    correct = np.array([True, True, True, False, False])
+    review = np.array([False, True, False, True, False])
+    assert review_shares(correct, review) == (0.5, pytest.approx(1 / 3))
+    assert review_shares(np.ones(3, bool), np.zeros(3, bool)) == (None, 0.0)
+
+
+def test_a_cell_relative_bundle_is_benched_on_whole_cells(setup, tmp_path_factory):
+    """Each image carries its cell and a cell never spans two calls, even with a batch
+    smaller than a cell: the calls are those a whole-cell Classifier makes (score's)."""
+    from export_helpers import make_run, shared
+
+    from edge_iapp.bench import bench_one, load_labelled
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.export.bundle import load_bundle
+    from edge_iapp.runtime.classifier import Classifier
+
+    _, data, split = setup
+    run = shared(tmp_path_factory, "cellrun", lambda d: make_run(d / "run", size_mode="cell"))
+    folder = tmp_path_factory.mktemp("cellbundle")
+    export_bundle(run, folder / "b", ("fp32",), parity_size=8, log=lambda _m: None)
+    bundle = load_bundle(folder / "b")
+    assert bundle.preprocess.size_mode == "cell"
+    images, labels, _ = load_labelled(data)  # 5 cells
+    cells = [im.cell for im in images]
+    assert None not in cells and len(set(cells)) > 1
+    assert cells == sorted(cells)  # a cell's images next to each other
+    row = bench_one(bundle, "onnxruntime", "fp32", images, labels, batch=5, single=0, threads=1)
+    assert row.status == "ok", row.status
+    with Classifier(bundle, backend="onnxruntime", precision="fp32", threads=1) as clf:
+        whole = [clf.predict([im for im in images if im.cell == c]) for c in dict.fromkeys(cells)]
+    assert row.predictions == [r.class_index for results in whole for r in results]
 
 
 def test_macro_f1_and_floor_rules():

@@ -127,6 +127,10 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}"
+
+
 def _print(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -149,6 +153,7 @@ def _print(report: dict) -> None:
         "single p50 ms",
         "pre/br/fus ms/img",
         "pre %",
+        "review % all/wrong/right",
     ):
         table.add_column(col)
     from ..backends.base import precision_label
@@ -176,8 +181,11 @@ def _print(report: dict) -> None:
             if ok
             else "",
             _fmt(100 * r["preprocess_share"] if r["preprocess_share"] is not None else None, ".0f"),
+            "/".join(_percent(r.get(k)) for k in ("review_rate", "review_errors", "review_correct"))
+            if ok
+            else "",
         )
-    out = Console(width=max(160, Console().width))
+    out = Console(width=max(200, Console().width))
     out.print(table)
     for r in report["rows"]:
         if r["status"] != "ok":

@@ -3,7 +3,7 @@
 No torch here: the runtime reads images through :mod:`edge_iapp.data.imread`.
 """
 
-from .dataset import FolderScan, GroupRule, Sample, scan_folder, summarize
+from .dataset import FolderScan, GroupRule, Sample, cell_key, scan_folder, summarize
 from .imread import ChromosomeImage, ImageReadError, from_array, read_header, read_image
 from .split import SplitError, apply_split, load_split, make_split, write_split
 
@@ -15,6 +15,7 @@ __all__ = [
     "Sample",
     "SplitError",
     "apply_split",
+    "cell_key",
     "from_array",
     "load_split",
     "make_split",

@@ -53,6 +53,15 @@ class Sample:
     cell: str
 
 
+def cell_key(sample) -> str | None:
+    """The cell of a sample as one string (``group/cell``), None when it has none.
+
+    Cell names repeat across cases (``1``, ``2``, ...), so the group is part of the key.
+    """
+    cell = getattr(sample, "cell", None)
+    return None if cell is None else f"{getattr(sample, 'group', '')}/{cell}"
+
+
 @dataclass
 class FolderScan:
     """The result of :func:`scan_folder`.

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import CLASS_NAMES
+from ..data.dataset import cell_key
 from ..preprocess import PreprocessConfig, global_canvas, object_zoom, rescale_to_reference
 
 CHUNK = 256
@@ -92,12 +93,6 @@ def _cache_key(samples: Sequence, cfg: PreprocessConfig) -> str:
     for s in samples:
         h.update(f"{s.path}\t{s.label}\t{s.group}\n".encode())
     return h.hexdigest()[:24]
-
-
-def cell_key(sample) -> str | None:
-    """The cell of a sample as one string (``group/cell``), None when it has none."""
-    cell = getattr(sample, "cell", None)
-    return None if cell is None else f"{getattr(sample, 'group', '')}/{cell}"
 
 
 @dataclass
