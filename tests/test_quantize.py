@@ -176,10 +176,43 @@ def test_percentile_clips_ranges_below_max(bundle, tmp_path):
 
 @pytest.mark.slow
 def test_entropy_method_is_not_max(bundle, tmp_path):
-    from edge_iapp.export.quantize import quantize_int8
+    from edge_iapp.export.quantize import _has_calibration_cache, quantize_int8
+
+    if not _has_calibration_cache():
+        pytest.skip("this onnxruntime has no calibration_cache_path: entropy is refused there")
 
     quantize_int8(bundle.file("global", "fp32"), tmp_path / "e.onnx", _calib(4), method="entropy")
     assert check_qdq_rules(tmp_path / "e.onnx") == []
+
+
+def _scales(path) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    return {t.name: numpy_helper.to_array(t) for t in m.graph.initializer if "scale" in t.name}
+
+
+@pytest.mark.parametrize("method", ["max", "percentile"])
+def test_an_onnxruntime_without_calibration_cache_gives_the_same_graph(
+    bundle, tmp_path, monkeypatch, method
+):
+    """onnxruntime 1.23 (the last for Python 3.10, JetPack 6) has no calibration_cache_path:
+    quantize_static's own calibrator, set up alike, must give the same scales. The older
+    release cannot be installed beside this one, so its absence is simulated."""
+    from edge_iapp.export import quantize
+    from edge_iapp.export.quantize import QuantizationError, quantize_int8
+
+    src = bundle.file("part", "fp32")
+    quantize_int8(src, tmp_path / "cache.onnx", _calib(20), method=method, percentile=99.0)
+    monkeypatch.setattr(quantize, "_has_calibration_cache", lambda: False)
+    quantize_int8(src, tmp_path / "own.onnx", _calib(20), method=method, percentile=99.0)
+    cached, own = _scales(tmp_path / "cache.onnx"), _scales(tmp_path / "own.onnx")
+    assert len(cached) > 10 and cached.keys() == own.keys()
+    for name, value in cached.items():
+        np.testing.assert_allclose(own[name], value, rtol=1e-6, err_msg=name)
+    if method == "max":  # entropy cannot be set up alike there: refused, not downgraded
+        with pytest.raises(QuantizationError, match="entropy needs an onnxruntime"):
+            quantize_int8(src, tmp_path / "e.onnx", _calib(4), method="entropy")
 
 
 def test_unknown_method_and_empty_calibration_are_errors(bundle, tmp_path):

@@ -131,7 +131,8 @@ def test_roofline_counts_multiply_adds_and_its_int8_conv_is_a_quantized_conv(tmp
         inits,
     )
     path = tmp_path / "t.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, path)
     assert roofline.branch_macs(path) == 4 * 4 * 4 * 3 * 9 + 4 * 4 * 4 * 2 + 64 * 10
 
     x = rng.random((2, 16, 6, 6), dtype=np.float32)

@@ -51,6 +51,41 @@ def _ort_method(method: str):
     return table[method]
 
 
+def _has_calibration_cache() -> bool:
+    """Whether this onnxruntime's ``quantize_static`` takes ranges computed elsewhere.
+
+    ``calibration_cache_path`` came in 2026 (onnxruntime pull request #28221). Older
+    releases, among them 1.23, the last with wheels for Python 3.10 (JetPack 6), run
+    the calibration themselves with their own histogram sizes.
+    """
+    import inspect
+
+    from onnxruntime.quantization import quantize_static
+
+    return "calibration_cache_path" in inspect.signature(quantize_static).parameters
+
+
+def _builtin_calibration(method: str, percentile: float) -> dict:
+    """``quantize_static``'s own calibration options that give :func:`_calibrate`'s ranges.
+
+    MinMax and percentile take the same settings there (symmetric; 2048 bins, the
+    percentile); entropy cannot: its bins stay at 128, which makes it equal to max.
+    """
+    import onnxruntime
+
+    if method == "entropy":
+        raise QuantizationError(
+            f"--calib-method entropy needs an onnxruntime whose quantize_static accepts "
+            f"calibration_cache_path (2026 releases; this one is {onnxruntime.__version__}, "
+            "which would silently calibrate with 128 bins, as max does): use max or "
+            "percentile, or export with a newer onnxruntime (Python 3.11 or later)"
+        )
+    options = {"CalibTensorRangeSymmetric": True}
+    if method == "percentile":
+        options["CalibPercentile"] = float(percentile)
+    return options
+
+
 def _calibrate(model: Path, tmp: Path, reader, method: str, percentile: float, cache: Path) -> None:
     """Activation ranges with our own calibrator settings, saved where quantize_static reads them.
 
@@ -154,12 +189,17 @@ def quantize_int8(
         with tempfile.TemporaryDirectory(prefix="edge-iapp-quant-") as tmp:
             named_src = Path(tmp) / "named.onnx"
             onnx.save(model_proto, str(named_src))
-            cache = Path(tmp) / "ranges.json"
-            _calibrate(named_src, Path(tmp), _Reader(), method, percentile, cache)
+            if _has_calibration_cache():
+                cache = Path(tmp) / "ranges.json"
+                _calibrate(named_src, Path(tmp), _Reader(), method, percentile, cache)
+                reader, ranges = None, {"calibration_cache_path": cache}
+            else:  # the same ranges from quantize_static's own calibrator (entropy: refused)
+                reader, ranges = _Reader(), {}
+                extra.update(_builtin_calibration(method, percentile))
             quantize_static(
                 str(named_src),
                 str(dst),
-                None,
+                reader,
                 quant_format=QuantFormat.QDQ,
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
@@ -168,7 +208,7 @@ def quantize_int8(
                 nodes_to_exclude=excluded,
                 calibrate_method=_ort_method(method),
                 extra_options=extra,
-                calibration_cache_path=cache,
+                **ranges,
             )
     except QuantizationError:
         raise
