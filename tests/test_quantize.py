@@ -194,7 +194,7 @@ def _scales(path) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("method", ["max", "percentile"])
 def test_an_onnxruntime_without_calibration_cache_gives_the_same_graph(
-    bundle, tmp_path, monkeypatch, method
+    bundle, tmp_path, tmp_path_factory, monkeypatch, method
 ):
     """onnxruntime 1.23 (the last for Python 3.10, JetPack 6) has no calibration_cache_path:
     quantize_static's own calibrator, set up alike, must give the same scales. The older
@@ -213,6 +213,17 @@ def test_an_onnxruntime_without_calibration_cache_gives_the_same_graph(
     if method == "max":  # entropy cannot be set up alike there: refused, not downgraded
         with pytest.raises(QuantizationError, match="entropy needs an onnxruntime"):
             quantize_int8(src, tmp_path / "e.onnx", _calib(4), method="entropy")
+        # and export refuses it before any work
+        from export_helpers import make_run, shared
+
+        from edge_iapp.export.build import export_bundle
+
+        run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+        with pytest.raises(QuantizationError, match="entropy needs an onnxruntime"):
+            export_bundle(
+                run, tmp_path / "b", ("int8",), calib_data=tmp_path, calib_method="entropy"
+            )
+        assert not (tmp_path / "b").exists()
 
 
 def test_unknown_method_and_empty_calibration_are_errors(bundle, tmp_path):

@@ -103,6 +103,10 @@ def export_bundle(
         raise CalibrationError(
             "INT8 needs calibration images: pass --calib-data (and --calib-split)"
         )
+    if "int8" in precisions:
+        from .quantize import check_method_available
+
+        check_method_available(calib_method)
     simplifier = resolve_simplifier(simplifier)
     if simplifier != "onnxsim":
         log(f"simplifying with {simplifier} (onnxsim is not installed or not chosen)")

@@ -65,21 +65,29 @@ def _has_calibration_cache() -> bool:
     return "calibration_cache_path" in inspect.signature(quantize_static).parameters
 
 
+def check_method_available(method: str) -> None:
+    """Raise :class:`QuantizationError` when this onnxruntime cannot calibrate ``method``
+    as specified: entropy needs :func:`_has_calibration_cache` (see
+    :func:`_builtin_calibration`). Called before an export starts its work."""
+    if method != "entropy" or _has_calibration_cache():
+        return
+    import onnxruntime
+
+    raise QuantizationError(
+        f"--calib-method entropy needs an onnxruntime whose quantize_static accepts "
+        f"calibration_cache_path (2026 releases; this one is {onnxruntime.__version__}, "
+        "which would silently calibrate with 128 bins, as max does): use max or "
+        "percentile, or export with a newer onnxruntime (Python 3.11 or later)"
+    )
+
+
 def _builtin_calibration(method: str, percentile: float) -> dict:
     """``quantize_static``'s own calibration options that give :func:`_calibrate`'s ranges.
 
     MinMax and percentile take the same settings there (symmetric; 2048 bins, the
     percentile); entropy cannot: its bins stay at 128, which makes it equal to max.
     """
-    import onnxruntime
-
-    if method == "entropy":
-        raise QuantizationError(
-            f"--calib-method entropy needs an onnxruntime whose quantize_static accepts "
-            f"calibration_cache_path (2026 releases; this one is {onnxruntime.__version__}, "
-            "which would silently calibrate with 128 bins, as max does): use max or "
-            "percentile, or export with a newer onnxruntime (Python 3.11 or later)"
-        )
+    check_method_available(method)
     options = {"CalibTensorRangeSymmetric": True}
     if method == "percentile":
         options["CalibPercentile"] = float(percentile)
