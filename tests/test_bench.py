@@ -108,9 +108,22 @@ def test_a_cell_relative_bundle_is_benched_on_whole_cells(setup, tmp_path_factor
     _, data, split = setup
     run = shared(tmp_path_factory, "cellrun", lambda d: make_run(d / "run", size_mode="cell"))
     folder = tmp_path_factory.mktemp("cellbundle")
-    export_bundle(run, folder / "b", ("fp32",), parity_size=8, log=lambda _m: None)
+    # INT8 calibration and parity images are sized by their whole cells (the rest of each
+    # cell is read for the size only)
+    export_bundle(
+        run,
+        folder / "b",
+        ("fp32", "int8"),
+        calib_data=data,
+        calib_split=split,
+        calib_size=24,
+        parity_size=8,
+        log=lambda _m: None,
+    )
     bundle = load_bundle(folder / "b")
     assert bundle.preprocess.size_mode == "cell"
+    assert bundle.calibration["per_branch"]["global"]["images"] == 24
+    assert bundle.parity["inputs"].startswith("8 held-out images")
     images, labels, _ = load_labelled(data)  # 5 cells
     cells = [im.cell for im in images]
     assert None not in cells and len(set(cells)) > 1

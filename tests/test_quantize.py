@@ -323,3 +323,66 @@ def test_manifest_lists_training_images_with_hashes(bundle, tmp_path):
     victim.write_bytes(victim.read_bytes() + b"\0")
     with pytest.raises(CalibrationError, match="sha256"):
         read_manifest(bundle.path / "calibration.json", copy)
+
+
+# -- calibration and parity images in the cell-relative size mode ----------------------------
+
+
+def _cells_of_crops(n_cells=2, per_cell=12):
+    """ChromosomeImages of ``n_cells`` cells; each cell holds every length class once-ish."""
+    from export_helpers import crop
+
+    from edge_iapp.data import from_array
+
+    return [
+        from_array(crop(k * 2 % 24, 100 * c + k), source=f"c{c}_{k}", cell=f"G/{c}")
+        for c in range(n_cells)
+        for k in range(per_cell)
+    ]
+
+
+def test_whole_cell_front_sizes_kept_images_by_their_whole_cell():
+    from edge_iapp.backends.base import reference_front, whole_cell_front
+    from edge_iapp.preprocess import PreprocessConfig
+
+    cfg = PreprocessConfig(canvas=96, input_size=48, size_mode="cell", cell_length=40)
+    images = _cells_of_crops()
+    keep = [k in (0, 1, 13) for k in range(len(images))]  # the two longest of cell 0, one of 1
+    front = whole_cell_front(images, keep, cfg, chunk=12)  # one cell per call
+    whole = reference_front(images, cfg)
+    rows = [k for k, kept in enumerate(keep) if kept]
+    np.testing.assert_array_equal(front.global_images, whole.global_images[rows])
+    np.testing.assert_array_equal(front.object_images, whole.object_images[rows])
+    assert not front.size_fallback.any()
+    # measured on the kept images alone, the two long ones of cell 0 would be their own
+    # median: the picture the runtime never makes
+    alone = reference_front([images[k] for k in rows], cfg)
+    assert not np.array_equal(alone.global_images[:2], front.global_images[:2])
+    # absolute mode: the images themselves, cell-mates or not
+    absolute = PreprocessConfig(canvas=96, input_size=48)
+    np.testing.assert_array_equal(
+        whole_cell_front(images, keep, absolute).global_images,
+        reference_front([images[k] for k in rows], absolute).global_images,
+    )
+
+
+def test_with_cells_adds_the_rest_of_each_cell_in_cell_mode_only(tmp_path):
+    from export_helpers import make_dataset
+
+    from edge_iapp.data import cell_key, scan_folder
+    from edge_iapp.export.calibration import with_cells
+    from edge_iapp.preprocess import PreprocessConfig
+
+    data, _ = make_dataset(tmp_path / "set", groups=3)
+    part = scan_folder(data).samples
+    chosen = [Path(part[0].path), Path(part[30].path)]
+    cfg = PreprocessConfig(size_mode="cell")
+    files, cells, keep = with_cells(chosen, part, cfg)
+    assert files[:2] == chosen and keep == [True, True] + [False] * (len(files) - 2)
+    by_path = {Path(s.path): s for s in part}
+    wanted = {cell_key(by_path[p]) for p in chosen}
+    assert set(cells) == wanted
+    assert all(cell_key(by_path[f]) == c for f, c in zip(files, cells, strict=True))
+    assert len(files) == sum(cell_key(s) in wanted for s in part)  # whole cells, no repeat
+    files, cells, keep = with_cells(chosen, part, PreprocessConfig())
+    assert files == chosen and keep == [True, True]

@@ -118,6 +118,41 @@ def reference_front(images: Sequence, cfg) -> FrontBatch:
     )
 
 
+def whole_cell_front(images: Sequence, keep: Sequence[bool], cfg, chunk: int = 512) -> FrontBatch:
+    """:func:`reference_front` of the images where ``keep`` is True, each with its whole cell.
+
+    A calibration or parity set picks a few images per cell; in ``size_mode="cell"`` their
+    size comes from their cell's median length, so the other images of each cell come
+    along (``keep`` False) and are measured but not returned. Cells are never split over
+    the calls of at most about ``chunk`` images.
+
+    Returns:
+        The kept images' :class:`FrontBatch`, in their input order.
+    """
+    units: dict[Any, list[int]] = {}
+    for i, image in enumerate(images):
+        cell = getattr(image, "cell", None)
+        units.setdefault(("cell", cell) if cell is not None else ("image", i), []).append(i)
+    calls: list[list[int]] = []
+    for unit in units.values():
+        if not any(keep[i] for i in unit):
+            continue
+        if calls and len(calls[-1]) + len(unit) <= chunk:
+            calls[-1].extend(unit)
+        else:
+            calls.append(list(unit))
+    order, fronts = [], []
+    for idx in calls:
+        front = reference_front([images[i] for i in idx], cfg)
+        rows = [j for j, i in enumerate(idx) if keep[i]]
+        order.extend(idx[j] for j in rows)
+        fronts.append({k: v[rows] for k, v in vars(front).items() if v is not None})
+    if not fronts:
+        raise ValueError("whole_cell_front: no image is kept")
+    back = np.argsort(order, kind="stable")
+    return FrontBatch(**{k: np.concatenate([f[k] for f in fronts])[back] for k in fronts[0]})
+
+
 class Backend(ABC):
     """Runs the branch graphs of one bundle at one precision.
 

@@ -220,7 +220,7 @@ def _build(
     def run_object(x):
         return tuple(_run(fp32["object"], x))
 
-    calibration, calib_inputs, parity_images = _calibration(args, cfg, run_object, tmp, log)
+    calibration, calib_inputs, parity_front = _calibration(args, cfg, run_object, tmp, log)
 
     if "fp16" in precisions:
         from .fp16 import convert_fp16
@@ -254,19 +254,14 @@ def _build(
 
     # Parity: PyTorch vs every graph, on held-out images (or random inputs without data).
     log("measuring parity against PyTorch")
-    if parity_images is not None:
-        from ..backends.base import reference_front
-
-        front = reference_front(parity_images, cfg.preprocess)
+    front = parity_front
+    if front is not None:
         gx, ox = network_input(front.global_images), network_input(front.object_images)
-        parity_source = (
-            f"{len(parity_images)} held-out images ({args.get('_parity_part', 'val')} part)"
-        )
+        parity_source = f"{len(gx)} held-out images ({args.get('_parity_part', 'val')} part)"
     else:
         rng = np.random.default_rng(0)
         gx = rng.random((16, 1, s, s), dtype=np.float32)
         ox = rng.random((16, 1, s, s), dtype=np.float32)
-        front = None
         parity_source = "16 random inputs (no --calib-data given)"
     with torch.inference_mode():
         ref_g = model.global_branch(torch.from_numpy(gx)).numpy()
@@ -395,7 +390,9 @@ def _placed(run_dir: Path, ckpt: Path, log) -> dict:
 
 
 def _calibration(args: dict, cfg, run_object, tmp: Path, log):
-    """Choose/reuse the calibration set; return (record, per-branch inputs, parity images)."""
+    """Choose/reuse the calibration set; return (record, per-branch inputs, the parity
+    images' front or None). In cell size mode each image is sized by its whole cell."""
+    from ..backends.base import whole_cell_front
     from ..data import ImageReadError, apply_split, load_split, read_image, scan_folder
     from .calibration import (
         CalibrationError,
@@ -404,6 +401,7 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
         check_part_present,
         read_manifest,
         select_samples,
+        with_cells,
         write_manifest,
     )
 
@@ -448,27 +446,33 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
             log(f"calibration manifest written to {args['calib_manifest']}")
     write_manifest(manifest, tmp / CALIBRATION_FILE)
 
-    def read_all(paths):
-        out = []
-        for p in paths:
+    def read_all(paths, part):
+        """``(images, keep)`` of ``paths``, with the rest of their cells in cell mode."""
+        files, cells, keep = with_cells(paths, part, cfg.preprocess)
+        images, kept = [], []
+        for p, cell, chosen in zip(files, cells, keep, strict=True):
             try:
-                out.append(read_image(p))
+                images.append(read_image(p, cell=cell))
+                kept.append(chosen)
             except ImageReadError as exc:
-                raise CalibrationError(f"calibration image unreadable: {exc}") from None
-        return out
+                if chosen:
+                    raise CalibrationError(f"calibration image unreadable: {exc}") from None
+                # an unreadable cell-mate only leaves the cell's median to the others
+        return images, kept
 
     log(
         f"calibration: {len(chosen_paths)} training images, {manifest['classes']} classes, "
         f"{manifest['groups']} groups"
     )
-    inputs = branch_inputs(read_all(chosen_paths), cfg.preprocess, run_object)
+    images, keep = read_all(chosen_paths, parts["train"])
+    inputs = branch_inputs(images, cfg.preprocess, run_object, keep=keep)
     held_out = parts["val"]
     args["_parity_part"] = "val"
     if not held_out:
         taken = {p.resolve() for p in chosen_paths}
         held_out = [s for s in parts["train"] if Path(s.path).resolve() not in taken]
         args["_parity_part"] = "train, not in the calibration set"
-    parity_images = None
+    parity_front = None
     if held_out:
         size = min(int(args["parity_size"]), len(held_out))
         picked = (
@@ -476,7 +480,8 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
             if size >= len({s.class_name for s in held_out})
             else list(held_out)[:size]
         )
-        parity_images = read_all([s.path for s in picked])
+        images, keep = read_all([Path(s.path) for s in picked], held_out)
+        parity_front = whole_cell_front(images, keep, cfg.preprocess)
     record = {
         "manifest": CALIBRATION_FILE,
         "sha256": sha256_file(tmp / CALIBRATION_FILE),
@@ -485,7 +490,7 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
         "seed": manifest["seed"],
         "data_root": manifest["data_root"],
     }
-    return record, inputs, parity_images
+    return record, inputs, parity_front
 
 
 def _versions() -> dict:

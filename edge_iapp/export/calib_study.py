@@ -71,10 +71,10 @@ def study(
     """Run the study; returns ``{"fp32_accuracy", "images", "rows": [...]}``."""
     import torch
 
-    from ..backends.base import reference_front
+    from ..backends.base import whole_cell_front
     from ..data import apply_split, load_split, read_image, scan_folder
     from ..train.run import load_model
-    from .calibration import branch_inputs, select_samples
+    from .calibration import branch_inputs, select_samples, with_cells
     from .onnx_export import export_branch
     from .quantize import quantize_int8
 
@@ -88,14 +88,17 @@ def study(
             select_samples(evals, limit, 0, require_all_classes=False), key=lambda s: str(s.path)
         )
     labels = np.array([s.label for s in evals])
-    front = reference_front([read_image(s.path) for s in evals], pcfg)
     cache: dict[str, object] = {}
 
-    def image(path):
-        key = str(path)
-        if key not in cache:
-            cache[key] = read_image(path)
-        return cache[key]
+    def read(samples, part):
+        """Images of ``samples`` and which to keep: in cell mode their cells come along."""
+        files, cells, keep = with_cells([Path(s.path) for s in samples], part, pcfg)
+        for f, cell in zip(files, cells, strict=True):
+            if str(f) not in cache:
+                cache[str(f)] = read_image(f, cell=cell)
+        return [cache[str(f)] for f in files], keep
+
+    front = whole_cell_front(*read(evals, parts[subset]), pcfg)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="calib-study-") as tmp:
@@ -115,7 +118,8 @@ def study(
                 for seed in seeds:
                     t = time.perf_counter()
                     chosen = select_samples(parts["train"], int(size), int(seed))
-                    inputs = branch_inputs([image(s.path) for s in chosen], pcfg, run_object)
+                    images, keep = read(chosen, parts["train"])
+                    inputs = branch_inputs(images, pcfg, run_object, keep=keep)
                     for b in BRANCHES:
                         quantize_int8(
                             tmp / f"{b}.fp32.onnx", tmp / f"{b}.int8.onnx", inputs[b], method=method

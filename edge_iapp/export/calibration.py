@@ -274,27 +274,57 @@ def branch_inputs(
     cfg,
     run_object: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     batch_size: int = 32,
+    keep: Sequence[bool] | None = None,
 ) -> dict[str, np.ndarray]:
     """Each branch's inputs for a list of images, as the runtime makes them.
 
     Args:
-        images: ``ChromosomeImage`` objects.
+        images: ``ChromosomeImage`` objects (with their ``cell`` in cell size mode).
         cfg: :class:`~edge_iapp.preprocess.PreprocessConfig`.
         run_object: the FP32 object branch, ``(N, 1, S, S) -> (logits, part_maps)``.
         batch_size: images per object-branch call.
+        keep: which images to return (default all); the others are the rest of their
+            cells, read for the cell-relative size only
+            (:func:`~edge_iapp.backends.base.whole_cell_front`).
 
     Returns:
-        ``{"global", "object", "part"}`` -> ``(M, 1, S, S)`` float32 in [0, 1].
+        ``{"global", "object", "part"}`` -> ``(M, 1, S, S)`` float32 in [0, 1], M kept images.
     """
-    from ..backends.base import reference_front
+    from ..backends.base import whole_cell_front
     from ..preprocess import network_input, part_zoom
 
+    front = whole_cell_front(images, [True] * len(images) if keep is None else keep, cfg)
     out: dict[str, list[np.ndarray]] = {"global": [], "object": [], "part": []}
-    for i in range(0, len(images), batch_size):
-        front = reference_front(images[i : i + batch_size], cfg)
-        obj_x = network_input(front.object_images)
+    for i in range(0, len(front.object_images), batch_size):
+        objects = front.object_images[i : i + batch_size]
+        obj_x = network_input(objects)
         _, maps = run_object(obj_x)
-        out["global"].append(network_input(front.global_images))
+        out["global"].append(network_input(front.global_images[i : i + batch_size]))
         out["object"].append(obj_x)
-        out["part"].append(network_input(part_zoom(front.object_images, maps, cfg).images))
+        out["part"].append(network_input(part_zoom(objects, maps, cfg).images))
     return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def with_cells(
+    paths: Sequence[Path], part: Sequence, cfg
+) -> tuple[list[Path], list[str | None], list[bool]]:
+    """The files to read for ``paths`` (images of the split part ``part``), with cells.
+
+    In cell size mode each image's size comes from its whole cell, so the other images
+    of its cell in ``part`` are added (``keep`` False); in absolute mode only ``paths``.
+
+    Returns:
+        ``(files, cells, keep)``: ``paths`` first, in order, then the rest of their cells.
+    """
+    from ..data import cell_key
+
+    by_path = {Path(s.path).resolve(): s for s in part}
+    cells = [cell_key(by_path[p.resolve()]) if p.resolve() in by_path else None for p in paths]
+    files, keep = list(paths), [True] * len(paths)
+    if cfg.size_mode == "cell":
+        wanted, taken = set(cells) - {None}, {p.resolve() for p in paths}
+        rest = [s for s in part if cell_key(s) in wanted and Path(s.path).resolve() not in taken]
+        files += [Path(s.path) for s in rest]
+        cells += [cell_key(s) for s in rest]
+        keep += [False] * len(rest)
+    return files, cells, keep
