@@ -217,6 +217,27 @@ def test_the_banner_says_what_runs(capture, tmp_path, tiny_bundle):
     assert header["model"]["backend"] == "openvino"  # the alias resolved
 
 
+def test_a_cell_relative_bundle_is_said_to_flag_every_watched_image(capture, tmp_path,
+                                                                     tiny_bundle):
+    """The watcher never has a whole cell: with a cell-relative bundle it says so at start,
+    and every image is flagged with the reason."""
+    import shutil
+
+    bundle = tmp_path / "cell_bundle"  # the same graphs; only the host preprocessing differs
+    shutil.copytree(tiny_bundle, bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["preprocess"].update(size_mode="cell", cell_length=48)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    res = _watch(capture, tmp_path / "out", bundle)
+    assert res.exit_code == 0, res.output
+    assert "sizedbythetrainingset'smedianandflaggedforreview" in "".join(res.output.split())
+    rows = _rows(tmp_path / "out" / "results.csv")
+    assert {r["file"] for r in rows} == GOOD
+    assert all("size_fallback" in r["review_reasons"] for r in rows)
+    plain = _watch(capture, tmp_path / "out_plain", tiny_bundle)
+    assert "size_fallback" not in plain.output and "sizedbythetraining" not in plain.output
+
+
 def test_cli_errors_are_clear(tmp_path, tiny_bundle):
     res = CliRunner().invoke(app, ["watch", str(tmp_path / "nope"), "--bundle", str(tiny_bundle),
                                    "--out", str(tmp_path / "o"), "--once"])

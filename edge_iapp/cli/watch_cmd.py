@@ -62,6 +62,14 @@ def watch(
     ran_precision = str(ran.get("precision", precision))
     model = {"bundle": str(bundle.resolve()), "backend": ran_backend, "precision": ran_precision}
     console.print(f"edge-iapp watch: {folder} -> {out} ({ran_backend}, {precision_label(ran)})")
+    if classifier.backend.cfg.size_mode == "cell":
+        # the watcher sees files one by one, never a whole cell: say so once, up front
+        console.print(
+            "[yellow]note:[/] this bundle sizes each crop by its cell's median chromosome "
+            "length; watched images come one by one, without their cell, so each is sized "
+            "by the training set's median and flagged for review (size_fallback). Score "
+            "whole cells with `edge-iapp score SLIDES --bundle ...`."
+        )
 
     def show(report: PassReport) -> None:
         if report.classified or report.errors:
