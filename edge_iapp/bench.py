@@ -100,8 +100,13 @@ def load_labelled(
     subset: str = "test",
     limit: int | None = None,
     log: Callable[[str], None] = print,
+    whole_cells: bool = False,
 ):
     """Decoded images and labels of a labelled folder (optionally one split part).
+
+    ``limit`` keeps that many images, stratified by class and group; with ``whole_cells``
+    (a cell-relative bundle) whole cells instead, in seeded order until ``limit`` images,
+    since an image's size comes from the rest of its cell.
 
     A split that names groups the folder lacks is accepted (the folder may hold only the
     part benchmarked); ``log`` says so, and an empty part says why.
@@ -130,7 +135,11 @@ def load_labelled(
         if absent:
             log(f"note: {absent}; benchmarking the {len(samples)} images that are")
     if limit and limit < len(samples):
-        samples = stratified_subset(samples, limit)
+        if whole_cells:
+            samples = whole_cell_subset(samples, limit)
+            log(f"--limit {limit}: {len(samples)} images in whole cells (cell-relative size)")
+        else:
+            samples = stratified_subset(samples, limit)
     # a cell's images next to each other, so that batches can keep cells whole
     samples = sorted(samples, key=lambda s: (str(cell_key(s)), str(s.path)))
     images, labels, skipped = [], [], [f"{p}: {why}" for p, why in scan.skipped]
@@ -141,6 +150,24 @@ def load_labelled(
         except ImageReadError as exc:
             skipped.append(str(exc))
     return images, np.array(labels, dtype=np.int64), skipped
+
+
+def whole_cell_subset(samples: Sequence, limit: int, seed: int = 0) -> list:
+    """Whole cells in seeded order until at least ``limit`` samples (images without a
+    cell count one each)."""
+    from .data import cell_key
+
+    cells: dict[object, list] = {}
+    for k, s in enumerate(samples):
+        key = cell_key(s)
+        cells.setdefault(key if key is not None else ("image", k), []).append(s)
+    order = np.random.default_rng(seed).permutation(len(cells))
+    units, chosen = list(cells.values()), []
+    for i in order:
+        if len(chosen) >= limit:
+            break
+        chosen.extend(units[i])
+    return chosen
 
 
 def stratified_subset(samples: Sequence, limit: int, seed: int = 0) -> list:
@@ -269,7 +296,8 @@ def run_bench(
         raise ValueError(str(exc)) from None
     precisions = [precision_name(p) for p in precisions]
     bundle = load_bundle(bundle_path)
-    images, labels, skipped = load_labelled(data, split, subset, limit, log)
+    whole_cells = bundle.preprocess.size_mode == "cell"
+    images, labels, skipped = load_labelled(data, split, subset, limit, log, whole_cells)
     if not images:
         raise ValueError(
             f"no readable labelled images in {data}" + (f" ({subset} part)" if split else "")

@@ -124,6 +124,10 @@ def test_a_cell_relative_bundle_is_benched_on_whole_cells(setup, tmp_path_factor
     assert bundle.preprocess.size_mode == "cell"
     assert bundle.calibration["per_branch"]["global"]["images"] == 24
     assert bundle.parity["inputs"].startswith("8 held-out images")
+    # --limit keeps whole cells for such a bundle (an image's size needs its cell)
+    few, _, _ = load_labelled(data, limit=30, log=lambda _m: None, whole_cells=True)
+    counts = {c: sum(im.cell == c for im in few) for c in {im.cell for im in few}}
+    assert sum(counts.values()) >= 30 and set(counts.values()) == {24}  # 24 classes a cell
     images, labels, _ = load_labelled(data)  # 5 cells
     cells = [im.cell for im in images]
     assert None not in cells and len(set(cells)) > 1

@@ -47,7 +47,12 @@ def bench_command(
         str, typer.Option("--reference", help="backend:precision for drop/agreement")
     ] = "onnxruntime:fp32",
     limit: Annotated[
-        int | None, typer.Option("--limit", help="use N images, stratified by class and group")
+        int | None,
+        typer.Option(
+            "--limit",
+            help="use N images, stratified by class and group (whole cells for a "
+            "cell-relative bundle)",
+        ),
     ] = None,
     single: Annotated[
         int, typer.Option("--single", help="images timed one at a time (latency)")
