@@ -135,5 +135,6 @@ wait "${pids[@]}"
 stamp "few-shot done"
 (cd "$OUT" && tar czf results.tar.gz --exclude='*.pt' --exclude='*.npz' logs evals \
   runs/*/config.json runs/*/metrics.json runs/*/ood.json fewshot/*/finetune.json \
-  fewshot/*/pseudo_labels.csv fewshot/*/config.json fewshot/*/metrics.json 2>/dev/null)
+  fewshot/*/pseudo_labels.csv fewshot/*/config.json fewshot/*/metrics.json \
+  fewshot/*/review.json 2>/dev/null)
 stamp "packed"
