@@ -125,6 +125,15 @@ def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
         review["min_confidence"] is None and not review["chosen"].startswith(("upper", "placed"))
     )
     assert record["review_threshold_out"] in " ".join(result.output.split())
+    # ood-calibrate on RUN2 fits the Gaussians as finetune did (its fine-tuning cells only,
+    # not the new lab's other train cells): the same record again
+    before = json.loads((out / "ood.json").read_text())
+    again = CliRunner().invoke(app, ["ood-calibrate", str(out), "--device", "cpu"])
+    assert again.exit_code == 0, again.output
+    assert "fromthe3fine-tuningcell(s)" in flat(again.output)
+    after = json.loads((out / "ood.json").read_text())
+    assert after["source"]["fit_images"] == before["source"]["fit_images"]
+    assert after["threshold"] == pytest.approx(before["threshold"], abs=1e-4)
     assert "OODcalibrationofthefine-tunedrun" in flat(result.output)
     before, after = (f"{100 * record[k]['fused']['accuracy']:.1f}" for k in ("before", "after"))
     assert f"before│base│0│{before}" in flat(result.output)

@@ -28,7 +28,8 @@ def ood_calibrate_command(
         int,
         Opt(
             help="Train images per class to fit the logit Gaussians on "
-            "(0: the energy score alone, as before)."
+            "(0: the energy score alone, as before; a fine-tuned run: its fine-tuning "
+            "cells' images, as finetune fits them)."
         ),
     ] = 50,
     batch_size: Annotated[int, Opt(help="Images per forward pass.")] = 64,
@@ -81,10 +82,25 @@ def ood_calibrate_command(
         fail(f"none of the {len(samples)} val images could be read")
     preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
     fit = None
-    if fit_per_class > 0:
+    tuned = set((cfg.extra.get("finetune") or {}).get("cells") or [])
+    if fit_per_class > 0 and tuned:
+        # a fine-tuned run: the labelled cells it was fine-tuned on, as finetune fits them
+        # (the new lab's other train cells count as unlabelled)
+        fit_samples = [s for s in parts.parts["train"] if str(s.cell) in tuned]
+        if not fit_samples:
+            fail(
+                f"none of this fine-tuned run's {len(tuned)} fine-tuning cell(s) is in the train "
+                f"part of {data}: pass the new lab's --data, or --fit-per-class 0"
+            )
+        console.print(
+            f"class Gaussians from the {len(tuned)} fine-tuning cell(s) of this run, as "
+            "finetune fitted them"
+        )
+    elif fit_per_class > 0:
         # in the cell size mode whole cells (each crop scaled as in training), then at
         # most N per class
         fit_samples = balanced_subset(parts.parts["train"], fit_per_class, 0, cfg.preprocess)
+    if fit_per_class > 0:
         fit_data = (
             _prepare(fit_samples, cfg.preprocess, "train (fit)", cache) if fit_samples else None
         )
@@ -93,7 +109,8 @@ def ood_calibrate_command(
                 f"the split's train part has no readable images in {data}: the class Gaussians "
                 "are fitted on it (or pass --fit-per-class 0 for the energy score alone)"
             )
-        fit_data = fit_data.balanced(fit_per_class)
+        if not tuned:
+            fit_data = fit_data.balanced(fit_per_class)
         fit = predict(model, fit_data, cfg.branches, device=dev, batch_size=batch_size)
     try:
         record = write_run_ood(
