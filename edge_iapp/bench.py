@@ -193,7 +193,8 @@ def bench_one(
 ) -> BenchRow:
     """Benchmark one backend x precision; an unavailable combination is a status, not an error."""
     from .backends import BackendUnavailable
-    from .runtime.classifier import Classifier, cell_batches
+    from .backends.base import cell_batches
+    from .runtime.classifier import Classifier
 
     row = BenchRow(backend=backend, precision=precision)
     if precision not in bundle.precisions:

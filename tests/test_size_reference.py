@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from export_helpers import crop
 
-from edge_iapp.backends.base import reference_front
+from edge_iapp.backends.base import cell_batches, reference_front
 from edge_iapp.data.imread import from_array
 from edge_iapp.preprocess import (
     PreprocessConfig,
@@ -17,7 +17,6 @@ from edge_iapp.preprocess import (
     global_canvas,
     rescale_to_reference,
 )
-from edge_iapp.runtime.classifier import cell_batches
 
 ABS = PreprocessConfig(canvas=96, input_size=64)
 CELL = dataclasses.replace(ABS, size_mode="cell", cell_length=32)

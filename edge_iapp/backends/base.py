@@ -118,34 +118,56 @@ def reference_front(images: Sequence, cfg) -> FrontBatch:
     )
 
 
+def cell_batches(
+    decoded: list[tuple[int, Any]], batch_size: int, group: bool = True
+) -> list[list[tuple[int, Any]]]:
+    """Batches of about ``batch_size`` ``(index, image)`` pairs that never split a cell.
+
+    The cell-relative size needs every image of a cell in one backend call: images
+    with the same ``cell`` go to one batch (which may then exceed ``batch_size``);
+    images without a cell fill batches in input order. Cells keep their first
+    position's order. ``group=False`` (absolute size): plain ``batch_size`` slices.
+    """
+    if not group:
+        return [decoded[i : i + batch_size] for i in range(0, len(decoded), batch_size)]
+    units: list[list[tuple[int, Any]]] = []
+    by_cell: dict[str, list[tuple[int, Any]]] = {}
+    for pair in decoded:
+        cell = getattr(pair[1], "cell", None)
+        if cell is None:
+            units.append([pair])
+        elif cell in by_cell:
+            by_cell[cell].append(pair)
+        else:
+            by_cell[cell] = [pair]
+            units.append(by_cell[cell])
+    batches: list[list[tuple[int, Any]]] = []
+    for unit in units:
+        if batches and len(batches[-1]) + len(unit) <= batch_size:
+            batches[-1].extend(unit)
+        else:
+            batches.append(list(unit))
+    return batches
+
+
 def whole_cell_front(images: Sequence, keep: Sequence[bool], cfg, chunk: int = 512) -> FrontBatch:
     """:func:`reference_front` of the images where ``keep`` is True, each with its whole cell.
 
     A calibration or parity set picks a few images per cell; in ``size_mode="cell"`` their
     size comes from their cell's median length, so the other images of each cell come
-    along (``keep`` False) and are measured but not returned. Cells are never split over
-    the calls of at most about ``chunk`` images.
+    along (``keep`` False) and are measured but not returned. Calls of about ``chunk``
+    images never split a cell (:func:`cell_batches`).
 
     Returns:
         The kept images' :class:`FrontBatch`, in their input order.
     """
-    units: dict[Any, list[int]] = {}
-    for i, image in enumerate(images):
-        cell = getattr(image, "cell", None)
-        units.setdefault(("cell", cell) if cell is not None else ("image", i), []).append(i)
-    calls: list[list[int]] = []
-    for unit in units.values():
-        if not any(keep[i] for i in unit):
-            continue
-        if calls and len(calls[-1]) + len(unit) <= chunk:
-            calls[-1].extend(unit)
-        else:
-            calls.append(list(unit))
     order, fronts = [], []
-    for idx in calls:
-        front = reference_front([images[i] for i in idx], cfg)
-        rows = [j for j, i in enumerate(idx) if keep[i]]
-        order.extend(idx[j] for j in rows)
+    for batch in cell_batches(list(enumerate(images)), chunk):
+        rows = [j for j, (i, _) in enumerate(batch) if keep[i]]
+        if not rows:
+            continue
+        front = reference_front([image for _, image in batch], cfg)
+        order.extend(batch[j][0] for j in rows)
         fronts.append({k: v[rows] for k, v in vars(front).items() if v is not None})
     if not fronts:
         raise ValueError("whole_cell_front: no image is kept")

@@ -318,13 +318,15 @@ def with_cells(
     """
     from ..data import cell_key
 
-    by_path = {Path(s.path).resolve(): s for s in part}
-    cells = [cell_key(by_path[p.resolve()]) if p.resolve() in by_path else None for p in paths]
+    by_path = {Path(s.path).resolve(): s for s in part}  # resolved once: parts are large
+    chosen = [p.resolve() for p in paths]
+    cells = [cell_key(by_path[p]) if p in by_path else None for p in chosen]
     files, keep = list(paths), [True] * len(paths)
     if cfg.size_mode == "cell":
-        wanted, taken = set(cells) - {None}, {p.resolve() for p in paths}
-        rest = [s for s in part if cell_key(s) in wanted and Path(s.path).resolve() not in taken]
-        files += [Path(s.path) for s in rest]
-        cells += [cell_key(s) for s in rest]
+        wanted, taken = set(cells) - {None}, set(chosen)
+        rest = [(p, cell_key(s)) for p, s in by_path.items() if p not in taken]
+        rest = [(p, c) for p, c in rest if c in wanted]
+        files += [p for p, _ in rest]
+        cells += [c for _, c in rest]
         keep += [False] * len(rest)
     return files, cells, keep

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends.base import cell_batches
 from ..classes import CLASS_NAMES
 from ..export.bundle import BRANCHES, Bundle, load_bundle
 from ..fusion import fuse, softmax
@@ -286,38 +287,6 @@ class Classifier:
             precision=self.precision,
             error=error,
         )
-
-
-def cell_batches(
-    decoded: list[tuple[int, Any]], batch_size: int, group: bool = True
-) -> list[list[tuple[int, Any]]]:
-    """Batches of about ``batch_size`` ``(index, image)`` pairs that never split a cell.
-
-    The cell-relative size needs every image of a cell in one backend call: images
-    with the same ``cell`` go to one batch (which may then exceed ``batch_size``);
-    images without a cell fill batches in input order. Cells keep their first
-    position's order. ``group=False`` (absolute size): plain ``batch_size`` slices.
-    """
-    if not group:
-        return [decoded[i : i + batch_size] for i in range(0, len(decoded), batch_size)]
-    units: list[list[tuple[int, Any]]] = []
-    by_cell: dict[str, list[tuple[int, Any]]] = {}
-    for pair in decoded:
-        cell = getattr(pair[1], "cell", None)
-        if cell is None:
-            units.append([pair])
-        elif cell in by_cell:
-            by_cell[cell].append(pair)
-        else:
-            by_cell[cell] = [pair]
-            units.append(by_cell[cell])
-    batches: list[list[tuple[int, Any]]] = []
-    for unit in units:
-        if batches and len(batches[-1]) + len(unit) <= batch_size:
-            batches[-1].extend(unit)
-        else:
-            batches.append(list(unit))
-    return batches
 
 
 def _coerce(item: Any, k: int) -> tuple[Any, str | None]:

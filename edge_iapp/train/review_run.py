@@ -48,7 +48,7 @@ def place_run_review(
     Returns:
         The record written (:func:`write_run_review`).
     """
-    from .data import cell_key
+    from ..data import cell_key
     from .evaluate import fused_scores, ood_flag, review_threshold
 
     probs, _ = fused_scores(preds, preds.branches, fusion)
