@@ -118,10 +118,10 @@ def load_labelled(
     from .data import ImageReadError, apply_split, cell_key, load_split, read_image, scan_folder
     from .data.split import absent_groups
 
-    scan = scan_folder(data)
+    record = load_split(split) if split is not None else None
+    scan = scan_folder(data, record.get("pattern") if record else None)
     samples = scan.samples
-    if split is not None:
-        record = load_split(split)
+    if record is not None:
         parts = apply_split(samples, record, allow_missing=True)
         if subset not in parts:
             raise ValueError(f"unknown split part {subset!r}; expected train, val or test")

@@ -63,6 +63,43 @@ def test_summary_errors_without_traceback(tmp_path):
     assert result.exit_code == 2 and "not a valid regex" in text(result)
 
 
+def test_a_split_made_with_a_group_pattern_is_read_with_it(tmp_path, make_crop):
+    """A lab's own file names: ``<case>_<cell>_<n>.png``, cell names repeating per case.
+
+    The split records the pattern; training, fine-tuning, calibration and bench read the
+    folder with it (the default rules would give every file its own group).
+    """
+    from edge_iapp.bench import load_labelled
+    from edge_iapp.export.calibration import choose_from_folder
+    from edge_iapp.train.finetune import of_cells, pick_cells
+    from edge_iapp.train.loading import load_parts
+
+    root = tmp_path / "lab"
+    for case in range(4):
+        for cell in (1, 2):
+            for cls in ("1", "2", "X"):
+                path = root / cls / f"case{case}_c{cell}_{cls}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), make_crop(40 + 5 * case, 16, seed=case * 10 + cell))
+    out = tmp_path / "split.json"
+    pattern = r"^(?P<group>case\d+)_(?P<cell>c\d+)_"
+    args = ["data", "split", str(root), "--out", str(out), "--test", "0.25", "--val", "0.25"]
+    result = runner.invoke(app, [*args, "--group-pattern", pattern])
+    assert result.exit_code == 0, result.output
+    parts = load_parts(root, out).parts
+    assert sorted({s.group for p in parts.values() for s in p}) == [f"case{i}" for i in range(4)]
+    assert len(parts["train"]) == 12 and len(parts["val"]) == len(parts["test"]) == 6
+    # cells are case/cell: the two train cases' "c1" are two cells
+    cells = pick_cells(parts["train"], 4)
+    assert len(cells) == 4 and all("/" in c for c in cells)
+    assert len(of_cells(parts["train"], cells[:1])) == 3
+    manifest = choose_from_folder(root, out, 6, require_all_classes=False)
+    assert len(manifest["images"]) == 6
+    images, labels, skipped = load_labelled(root, out, "test")
+    assert len(images) == len(labels) == 6 and not skipped
+    assert len({im.cell for im in images}) == 2
+
+
 def test_split_command(folder, tmp_path):
     out = tmp_path / "split.json"
     args = ["data", "split", str(folder), "--out", str(out), "--test", "0.25", "--val", "0.25"]

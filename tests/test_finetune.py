@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from test_train import CLASSES, flat, write_split, write_synthetic  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from edge_iapp.cli.main import app  # noqa: E402
-from edge_iapp.train.finetune import pick_cells  # noqa: E402
+from edge_iapp.train.finetune import FinetuneError, of_cells, pick_cells  # noqa: E402
 
 BASE_SEED = 123
 """The base run's weights come from another seed than the fine-tuning run's (0), so a
@@ -64,17 +65,32 @@ def _finetune(run, data, split, out, *extra: str):
     return CliRunner().invoke(app, [*args, *extra, "--device", "cpu", "--threads", "1"])
 
 
-def test_pick_cells_is_seeded_and_nested() -> None:
-    class S:
-        def __init__(self, cell):
-            self.cell = cell
+def _cells(names) -> list[SimpleNamespace]:
+    """One stand-in sample per synthetic cell name ``S<case>.<cell>`` (group: the case)."""
+    return [SimpleNamespace(group=c.split(".")[0], cell=c) for c in names]
 
-    samples = [S(f"c{i}") for i in range(20) for _ in range(3)]
+
+TRAIN_CELLS = _cells(f"S{i:04d}.1" for i in range(6))
+"""The ``lab`` fixture's train part, one stand-in per cell."""
+
+
+def test_pick_cells_is_seeded_and_nested() -> None:
+    samples = [SimpleNamespace(group=f"g{i % 4}", cell=f"c{i}") for i in range(20)] * 3
     five = pick_cells(samples, 5, seed=0)
     assert five == pick_cells(samples, 5, seed=0) and len(set(five)) == 5
     assert set(pick_cells(samples, 1, seed=0)) <= set(five) <= set(pick_cells(samples, 20, 0))
     assert pick_cells(samples, 5, seed=1) != five
     assert pick_cells(samples, 0) == []
+
+
+def test_cells_are_keyed_by_group() -> None:
+    """Two cases' cell "1" are two cells; a bare name (older runs' records) matches both."""
+    samples = [SimpleNamespace(group=g, cell="1", path=f"{g}/{i}") for g in "ab" for i in range(2)]
+    assert pick_cells(samples, 2) == ["a/1", "b/1"]
+    with pytest.raises(FinetuneError, match="only 2 cell"):
+        pick_cells(samples, 3)
+    assert [s.path for s in of_cells(samples, ["b/1"])] == ["b/0", "b/1"]
+    assert len(of_cells(samples, ["1"])) == 4
 
 
 def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
@@ -84,9 +100,8 @@ def test_finetune_trains_and_reports_before_and_after(lab, tmp_path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads((out / "finetune.json").read_text())
     assert len(record["cells"]) == 3 and record["cells_requested"] == 3
-    train_cells = {f"S{i:04d}.1" for i in range(6)}
-    assert set(record["cells"]) <= train_cells
-    assert record["cells"] == pick_cells([type("S", (), {"cell": c}) for c in train_cells], 3, 0)
+    assert record["cells"] == pick_cells(TRAIN_CELLS, 3, 0)
+    assert set(record["cells"]) <= {f"S{i:04d}/S{i:04d}.1" for i in range(6)}
     assert record["test_images"] == 24 and record["test_cells"] == 3
     for key in ("before", "after"):
         s = record[key]
@@ -183,7 +198,7 @@ def test_missing_classes_are_a_warning(lab, tmp_path) -> None:
     text = flat(result.output)
     assert "warning" in text and "class(es)21" in text
     record = json.loads((out / "finetune.json").read_text())
-    assert record["missing_classes"] == ["21"] and record["cells"] == ["S0000.1"]
+    assert record["missing_classes"] == ["21"] and record["cells"] == ["S0000/S0000.1"]
     assert record["train_images"] == 6  # 8 less the two 21s
 
 
@@ -271,8 +286,7 @@ def test_adapt_cells_without_labels_makes_an_adapted_run(lab, tmp_path) -> None:
     result = _finetune(run, data, split, out, "--cells", "0", "--adapt-cells", "2")
     assert result.exit_code == 0, result.output
     record = json.loads((out / "finetune.json").read_text())
-    train_cells = [type("S", (), {"cell": f"S{i:04d}.1"}) for i in range(6)]
-    assert record["adapt_cells"] == pick_cells(train_cells, 2, 0)
+    assert record["adapt_cells"] == pick_cells(TRAIN_CELLS, 2, 0)
     assert record["adaptation"]["images"] == 16 and record["adaptation"]["layers"] == 60
     assert record["adapted"] == record["after"] and record["epochs"] == 0
     # RUN2 is a run: same weights as RUN, other BatchNorm statistics
@@ -340,17 +354,17 @@ def test_pseudo_cells_fine_tune_on_labelled_plus_pseudo_labelled_cells(
     assert all(CLASS_NAMES[final[r["path"]]] == r["pseudo_label"] for r in table)
     assert set(trained[0].paths) == set(trained[1].paths) - {r["path"] for r in table}
     record = json.loads((out / "finetune.json").read_text())
-    train_cells = [type("S", (), {"cell": f"S{i:04d}.1"}) for i in range(6)]
     pseudo = record["pseudo"]
     # the next two cells of the seeded order, never the labelled one
-    assert sorted(record["cells"] + pseudo["cell_ids"]) == pick_cells(train_cells, 3, 0)
+    assert sorted(record["cells"] + pseudo["cell_ids"]) == pick_cells(TRAIN_CELLS, 3, 0)
     assert not set(record["cells"]) & set(pseudo["cell_ids"])
     assert pseudo["images"] == 16 and pseudo["cells"] == 2 and pseudo["consistency"] is True
     from edge_iapp.train.loading import load_parts
 
     used = set(record["cells"] + pseudo["cell_ids"])
-    files = [x for x in load_parts(data, split).parts["train"] if str(x.cell) in used]
-    assert record["train_images"] == len(files) == pseudo["images"] + 8 - 2 * ("S0000.1" in used)
+    files = of_cells(load_parts(data, split).parts["train"], used)
+    first = "S0000/S0000.1" in used  # the cell without class 21
+    assert record["train_images"] == len(files) == pseudo["images"] + 8 - 2 * first
     assert 0.0 <= pseudo["agreement_with_folder_labels"]["used"] <= 1.0
     assert record["labelled_only"]["images"] == record["after"]["images"] == 24
     assert not (out / ".labeller").exists()  # the K-cell model is removed
@@ -441,7 +455,7 @@ def test_pseudo_slides_take_the_unlabelled_cells_from_slides(lab, tmp_path) -> N
         == sum(1 for p in crops if str(p.parent.relative_to(slides)) in chosen)
     )
     assert pseudo["agreement_with_folder_labels"] is None and pseudo["source"].endswith("slides")
-    labelled = [x for x in load_parts(data, split).parts["train"] if x.cell in record["cells"]]
+    labelled = of_cells(load_parts(data, split).parts["train"], record["cells"])
     assert record["train_images"] == len(labelled) + pseudo["images"]
     assert {p: hashlib.sha256(p.read_bytes()).digest() for p in crops} == crops  # inputs kept
     assert "nolabelstocomparethemwith" in flat(result.output)

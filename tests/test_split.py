@@ -102,6 +102,9 @@ def test_apply_split_missing_and_unassigned(tmp_path):
     assert [s.group for s in parts["unassigned"]] == ["g6"]
 
 
+EMPTY_GROUPS = {"train": [], "val": [], "test": []}
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -111,6 +114,14 @@ def test_apply_split_missing_and_unassigned(tmp_path):
         (
             json.dumps({"version": 1, "groups": {"train": ["a"], "val": [], "test": ["a"]}}),
             "'a' is in both 'train' and 'test'",
+        ),
+        (
+            json.dumps({"version": 1, "pattern": "(", "groups": EMPTY_GROUPS}),
+            "'pattern': group pattern '\\(' is not a valid regex",
+        ),
+        (
+            json.dumps({"version": 1, "pattern": 3, "groups": EMPTY_GROUPS}),
+            "'pattern' must be a regex string or null",
         ),
     ],
 )

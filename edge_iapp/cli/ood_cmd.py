@@ -41,6 +41,7 @@ def ood_calibrate_command(
     import torch
 
     from ..train.data import balanced_subset
+    from ..train.finetune import of_cells
     from ..train.loading import DataProblem, load_parts
     from ..train.ood_run import write_run_ood
     from ..train.predict import predict
@@ -69,24 +70,13 @@ def ood_calibrate_command(
     except DataProblem as exc:
         fail(str(exc))
     _report_scan(parts)
-    samples = parts.parts["val"]
-    if max_per_class:
-        samples = balanced_subset(samples, max_per_class, 0, cfg.preprocess)
-    if not samples:
-        fail(
-            f"the split's val part has no images in {data}: the OOD threshold is calibrated on "
-            "the training lab's validation images"
-        )
-    prepared = _prepare(samples, cfg.preprocess, "val", cache)
-    if len(prepared) == 0:
-        fail(f"none of the {len(samples)} val images could be read")
-    preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
-    fit = None
-    tuned = set((cfg.extra.get("finetune") or {}).get("cells") or [])
+    tuned = (cfg.extra.get("finetune") or {}).get("cells") or []
+    fit_samples = []
     if fit_per_class > 0 and tuned:
         # a fine-tuned run: the labelled cells it was fine-tuned on, as finetune fits them
-        # (the new lab's other train cells count as unlabelled)
-        fit_samples = [s for s in parts.parts["train"] if str(s.cell) in tuned]
+        # (the new lab's other train cells count as unlabelled); checked before the val
+        # predictions, which take a while
+        fit_samples = of_cells(parts.parts["train"], tuned)
         if not fit_samples:
             fail(
                 f"none of this fine-tuned run's {len(tuned)} fine-tuning cell(s) is in the train "
@@ -100,6 +90,19 @@ def ood_calibrate_command(
         # in the cell size mode whole cells (each crop scaled as in training), then at
         # most N per class
         fit_samples = balanced_subset(parts.parts["train"], fit_per_class, 0, cfg.preprocess)
+    samples = parts.parts["val"]
+    if max_per_class:
+        samples = balanced_subset(samples, max_per_class, 0, cfg.preprocess)
+    if not samples:
+        fail(
+            f"the split's val part has no images in {data}: the OOD threshold is calibrated on "
+            "the training lab's validation images"
+        )
+    prepared = _prepare(samples, cfg.preprocess, "val", cache)
+    if len(prepared) == 0:
+        fail(f"none of the {len(samples)} val images could be read")
+    preds = predict(model.to(dev), prepared, cfg.branches, device=dev, batch_size=batch_size)
+    fit = None
     if fit_per_class > 0:
         fit_data = (
             _prepare(fit_samples, cfg.preprocess, "train (fit)", cache) if fit_samples else None

@@ -29,7 +29,7 @@ import numpy as np
 from edge_iapp.classes import NUM_CLASSES
 from edge_iapp.ioutil import atomic_write_text
 
-from .dataset import Sample, class_counts
+from .dataset import FolderScan, GroupRule, Sample, class_counts, scan_folder
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_VERSION = 1
@@ -146,8 +146,8 @@ def load_split(path: str | Path) -> dict:
     """Read and check a split file.
 
     Raises:
-        SplitError: unreadable, not JSON, wrong version, missing parts, or a group that
-            appears in two parts.
+        SplitError: unreadable, not JSON, wrong version, missing parts, a group that
+            appears in two parts, or a recorded group pattern that is not a valid one.
     """
     path = Path(path)
     try:
@@ -168,7 +168,25 @@ def load_split(path: str | Path) -> dict:
             if g in seen:
                 raise SplitError(f"{path}: group {g!r} is in both {seen[g]!r} and {p!r}")
             seen[str(g)] = p
+    pattern = split.get("pattern")
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise SplitError(f"{path}: 'pattern' must be a regex string or null, got {pattern!r}")
+        try:
+            GroupRule(pattern)
+        except ValueError as exc:
+            raise SplitError(f"{path}: 'pattern': {exc}") from None
     return split
+
+
+def scan_for_split(root: str | Path, split: dict, **kwargs) -> FolderScan:
+    """:func:`~edge_iapp.data.dataset.scan_folder` with the file-name rule ``split`` was made with.
+
+    ``data split --group-pattern P`` records P in the split; the default rules would give
+    other groups (and cells), and the split would name groups the folder seems to lack.
+    ``kwargs`` go to ``scan_folder``.
+    """
+    return scan_folder(root, split.get("pattern"), **kwargs)
 
 
 def apply_split(

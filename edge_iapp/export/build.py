@@ -393,7 +393,7 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
     """Choose/reuse the calibration set; return (record, per-branch inputs, the parity
     images' front or None). In cell size mode each image is sized by its whole cell."""
     from ..backends.base import whole_cell_front
-    from ..data import ImageReadError, apply_split, load_split, read_image, scan_folder
+    from ..data import ImageReadError, apply_split, load_split, read_image, scan_for_split
     from .calibration import (
         CalibrationError,
         branch_inputs,
@@ -417,10 +417,10 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
             f"no split file: pass --calib-split (calibration must come from the training split; "
             f"{split_path} not found)"
         )
-    scan = scan_folder(root)
+    split = load_split(split_path)
+    scan = scan_for_split(root, split)
     if not scan.samples:
         raise CalibrationError(f"no labelled images found under {root}")
-    split = load_split(split_path)
     parts = apply_split(scan.samples, split, allow_missing=True)
     check_part_present(parts, split, "train", scan.samples, root, split_path)
     reuse = args["calib_manifest"] is not None and Path(args["calib_manifest"]).is_file()

@@ -72,7 +72,7 @@ def study(
     import torch
 
     from ..backends.base import whole_cell_front
-    from ..data import apply_split, load_split, read_image, scan_folder
+    from ..data import apply_split, load_split, read_image, scan_for_split
     from ..train.run import load_model
     from .calibration import branch_inputs, select_samples, with_cells
     from .onnx_export import export_branch
@@ -81,7 +81,8 @@ def study(
     torch.set_num_threads(1)
     model, cfg = load_model(run_dir)
     pcfg = cfg.preprocess
-    parts = apply_split(scan_folder(data).samples, load_split(split), allow_missing=True)
+    record = load_split(split)
+    parts = apply_split(scan_for_split(data, record).samples, record, allow_missing=True)
     evals = sorted(parts[subset], key=lambda s: str(s.path))
     if limit and limit < len(evals):
         evals = sorted(

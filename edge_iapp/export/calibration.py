@@ -238,15 +238,15 @@ def choose_from_folder(
     require_all_classes: bool = True,
 ) -> dict:
     """Scan ``data_root``, keep the split's ``part``, select, and return the manifest."""
-    from ..data import apply_split, load_split, scan_folder
+    from ..data import apply_split, load_split, scan_for_split
 
     root = Path(data_root)
     if not root.is_dir():
         raise CalibrationError(f"calibration data folder {root} does not exist")
-    scan = scan_folder(root)
+    split = load_split(split_path)
+    scan = scan_for_split(root, split)
     if not scan.samples:
         raise CalibrationError(f"no labelled images found under {root}")
-    split = load_split(split_path)
     parts = apply_split(scan.samples, split, allow_missing=True)
     check_part_present(parts, split, part, scan.samples, root, split_path)
     chosen = select_samples(parts[part], size, seed, require_all_classes=require_all_classes)

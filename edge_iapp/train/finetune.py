@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..classes import CLASS_NAMES
+from ..data.dataset import cell_key
 from .evaluate import fused_scores, ood_review, summarize
 from .predict import Predictions
 
@@ -79,13 +80,16 @@ def pick_ids(ids: Iterable[str], k: int, seed: int = 0) -> list[str]:
 
 
 def pick_cells(samples: Sequence, k: int, seed: int = 0, option: str = "--cells") -> list[str]:
-    """K distinct cells of ``samples`` (``Sample.cell``), chosen by ``seed`` (:func:`pick_ids`).
+    """K distinct cells of ``samples``, chosen by ``seed`` (:func:`pick_ids`); sorted.
+
+    A cell is keyed ``group/cell`` (:func:`~edge_iapp.data.cell_key`): cell names may
+    repeat across cases, and two cases' cell ``1`` are two cells, not one.
 
     Raises:
         FinetuneError: negative K, or more cells asked for than there are (the message
             names ``option``).
     """
-    cells = {str(s.cell) for s in samples}
+    cells = {str(cell_key(s)) for s in samples}
     if k < 0:
         raise FinetuneError(f"{option} must be 0 or more, got {k}")
     if k > len(cells):
@@ -93,6 +97,16 @@ def pick_cells(samples: Sequence, k: int, seed: int = 0, option: str = "--cells"
             f"{option} {k}: the split's train part has only {len(cells)} cell(s) in this folder"
         )
     return pick_ids(cells, k, seed)
+
+
+def of_cells(samples: Sequence, cells: Iterable[str]) -> list:
+    """The ``samples`` of the given cells (keys from :func:`pick_cells`), in their order.
+
+    Runs fine-tuned before cells were keyed by group recorded bare cell names (no ``/``);
+    such a name matches every sample of that cell name, as it did then.
+    """
+    wanted = set(cells)
+    return [s for s in samples if str(cell_key(s)) in wanted or str(s.cell) in wanted]
 
 
 def missing_classes(chosen: Sequence, reference: Sequence) -> list[str]:
@@ -246,8 +260,8 @@ def finetune(
         held_out=[*parts.parts["val"], *test_samples],
     )
     adapt_chosen = set(pick_cells(train_samples, adapt_cells, seed, "--adapt-cells"))
-    adapt_samples = [s for s in train_samples if str(s.cell) in adapt_chosen]
-    ft_samples = [s for s in train_samples if str(s.cell) in set(chosen)]
+    adapt_samples = of_cells(train_samples, adapt_chosen)
+    ft_samples = of_cells(train_samples, chosen)
     missing = missing_classes(ft_samples, [*train_samples, *test_samples]) if cells else []
     if missing:
         log(
@@ -295,11 +309,11 @@ def finetune(
         "epochs": int(epochs) if cells else 0,
         "lr": float(lr),
         "device": device,
-        "train_cells_available": len({str(s.cell) for s in train_samples}),
+        "train_cells_available": len({cell_key(s) for s in train_samples}),
         "train_images": 0,
         "missing_classes": missing,
         "test_images": len(test),
-        "test_cells": len({str(s.cell) for s in test_samples}),
+        "test_cells": len({cell_key(s) for s in test_samples}),
         "test_max_per_class": max_test_per_class,
         "ood_calibration": ood_note,
         "before": session.score(model, ood),

@@ -38,13 +38,16 @@ def load_parts(
         DataProblem: no such folder, no labelled images, unreadable split, or a split
             that names groups the folder lacks.
     """
-    from ..data.dataset import scan_folder
-    from ..data.split import SplitError, apply_split, load_split
+    from ..data.split import SplitError, apply_split, load_split, scan_for_split
 
     data = Path(data)
     if not data.is_dir():
         raise DataProblem(f"data folder {data} does not exist or is not a folder")
-    scan = scan_folder(data)
+    try:
+        split = load_split(split_path)
+    except SplitError as exc:
+        raise DataProblem(f"split {split_path}: {exc}") from None
+    scan = scan_for_split(data, split)
     skipped = [(str(p), r) for p, r in scan.skipped]
     if not scan.samples:
         raise DataProblem(
@@ -52,7 +55,6 @@ def load_parts(
             f"({len(skipped)} entries skipped)"
         )
     try:
-        split = load_split(split_path)
         parts = apply_split(scan.samples, split, allow_missing=allow_missing)
     except SplitError as exc:
         raise DataProblem(f"split {split_path}: {exc}") from None

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from ..classes import CLASS_NAMES
+from ..data.dataset import cell_key
 from ..data.held_out import held_out_images
 from .evaluate import fused_scores
-from .finetune import FinetuneError, pick_ids
+from .finetune import FinetuneError, of_cells, pick_cells, pick_ids
 from .pseudo import pseudo_labels
 
 PSEUDO_FILE = "pseudo_labels.csv"
@@ -168,16 +169,16 @@ def pseudo_pool(
             )
         ids = pick_ids(by_cell, pseudo_cells, seed)
         return ids, [s for c in ids for s in by_cell[c]]
-    available = len({str(s.cell) for s in train_samples})
+    available = len({cell_key(s) for s in train_samples})
     if cells + pseudo_cells > available:
         raise FinetuneError(
             f"--cells {cells} plus --pseudo-cells {pseudo_cells}: the split's train part has "
             f"only {available} cell(s) in this folder"
         )
-    labelled = set(pick_ids((s.cell for s in train_samples), cells, seed))
-    both = pick_ids((s.cell for s in train_samples), cells + pseudo_cells, seed)
+    both = pick_cells(train_samples, cells + pseudo_cells, seed)
+    labelled = set(pick_cells(train_samples, cells, seed))
     ids = [c for c in both if c not in labelled]
-    return ids, [s for s in train_samples if str(s.cell) in set(ids)]
+    return ids, of_cells(train_samples, ids)
 
 
 def label_pool(
@@ -190,7 +191,6 @@ def label_pool(
     import csv
     import io
 
-    from .data import cell_key
     from .predict import predict
 
     if len(pool) == 0:
