@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_iapp.classes import canonical_class
 from edge_iapp.data.dataset import GroupRule, scan_folder, summarize
 
 
@@ -47,6 +48,20 @@ def test_custom_group_pattern():
 def test_bad_group_pattern(pattern):
     with pytest.raises(ValueError, match="group pattern"):
         GroupRule(pattern)
+
+
+@pytest.mark.parametrize(
+    ("folder", "name"),
+    [("chr7", "7"), ("chrX", "X"), ("Chromosome_12", "12"), ("chr-01", "1"), ("CHR 23", "X")],
+)
+def test_class_folders_named_chr(folder, name):
+    assert canonical_class(folder) == name
+
+
+@pytest.mark.parametrize("folder", ["chrM", "chr", "chr25", "chromosomes", "7chr"])
+def test_other_folders_are_not_classes(folder):
+    with pytest.raises(ValueError, match="not a chromosome class"):
+        canonical_class(folder)
 
 
 def test_scan_labels_groups_and_skips(tmp_path, make_crop):
