@@ -100,6 +100,19 @@ def test_a_split_made_with_a_group_pattern_is_read_with_it(tmp_path, make_crop):
     assert len({im.cell for im in images}) == 2
 
 
+def test_split_of_ungrouped_files_says_how_to_group_them(tmp_path, make_crop):
+    root = tmp_path / "lab"
+    for i in range(6):
+        path = root / "1" / f"case{i}_c1_a.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), make_crop(40, 16, seed=i))
+    out = tmp_path / "split.json"
+    result = runner.invoke(app, ["data", "split", str(root), "--out", str(out), "--test", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "6 file(s) matched no group rule (e.g. case0_c1_a.png)" in text(result)
+    assert "pass --group-pattern" in text(result)
+
+
 def test_split_command(folder, tmp_path):
     out = tmp_path / "split.json"
     args = ["data", "split", str(folder), "--out", str(out), "--test", "0.25", "--val", "0.25"]

@@ -111,7 +111,10 @@ def split(
         console.print(f"[yellow]skipped {len(scan.skipped)} file(s)[/] (see `data summary`)")
     if scan.ungrouped:
         console.print(
-            f"[yellow]{len(scan.ungrouped)} file(s) matched no group rule[/]; each is its own group"
+            f"[yellow]{len(scan.ungrouped)} file(s) matched no group rule[/] (e.g. "
+            f"{escape(scan.ungrouped[0].name)}); each is its own group, so one case's images "
+            "can fall in train and in test: pass --group-pattern with a (?P<group>...) for the "
+            "case in the file name"
         )
     try:
         result = make_split(scan.samples, test=test, val=val, seed=seed, pattern=group_pattern)
