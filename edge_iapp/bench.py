@@ -116,10 +116,13 @@ def load_labelled(
         in cell order, each with its ``cell``.
     """
     from .data import ImageReadError, apply_split, cell_key, load_split, read_image, scan_folder
+    from .data.dataset import no_images_reason
     from .data.split import absent_groups
 
     record = load_split(split) if split is not None else None
     scan = scan_folder(data, record.get("pattern") if record else None)
+    if not scan.samples:
+        raise ValueError(no_images_reason(scan))
     samples = scan.samples
     if record is not None:
         parts = apply_split(samples, record, allow_missing=True)

@@ -113,6 +113,35 @@ def test_split_of_ungrouped_files_says_how_to_group_them(tmp_path, make_crop):
     assert "pass --group-pattern" in text(result)
 
 
+def test_a_pre_split_layout_is_named(folder, tmp_path):
+    """DATA/train/<class>: the skipped folder says it holds class folders, and what to do."""
+    nested = tmp_path / "nested"
+    (nested / "notes").mkdir(parents=True)
+    folder.rename(nested / "train")
+    result = runner.invoke(app, ["data", "summary", str(nested)])
+    assert result.exit_code == 0, result.output
+    assert "folder 'train' is not a class (1..22, X, Y); it holds class folders" in text(result)
+    assert "folder 'notes' is not a class (1..22, X, Y)" in text(result)
+    assert text(result).count("it holds class folders") == 1
+    result = runner.invoke(app, ["data", "split", str(nested), "--out", str(tmp_path / "s.json")])
+    assert result.exit_code == 2 and "folder(s) train hold the class folders" in text(result)
+    # train and the rest say it too, through load_parts
+    from edge_iapp.train.loading import DataProblem, load_parts
+
+    split = tmp_path / "split.json"
+    groups = {"train": ["C000"], "val": [], "test": []}
+    split.write_text(json.dumps({"version": 1, "groups": groups}))
+    with pytest.raises(DataProblem, match="folder.s. train hold the class folders"):
+        load_parts(nested, split)
+    from edge_iapp.bench import load_labelled
+    from edge_iapp.export.calibration import CalibrationError, choose_from_folder
+
+    with pytest.raises(ValueError, match="folder.s. train hold the class folders"):
+        load_labelled(nested)
+    with pytest.raises(CalibrationError, match="folder.s. train hold the class folders"):
+        choose_from_folder(nested, split, 4)
+
+
 def test_split_command(folder, tmp_path):
     out = tmp_path / "split.json"
     args = ["data", "split", str(folder), "--out", str(out), "--test", "0.25", "--val", "0.25"]

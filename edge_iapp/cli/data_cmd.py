@@ -104,9 +104,12 @@ def split(
     ] = True,
 ) -> None:
     """Write a group-aware train/val/test split: every group goes to one part only."""
+    from edge_iapp.data.dataset import no_images_reason
     from edge_iapp.data.split import SplitError, apply_split, make_split, write_split
 
     scan = _scan(folder, group_pattern, verify=False)
+    if not scan.samples:
+        fail(no_images_reason(scan))
     if scan.skipped:
         console.print(f"[yellow]skipped {len(scan.skipped)} file(s)[/] (see `data summary`)")
     if scan.ungrouped:

@@ -74,6 +74,8 @@ class FolderScan:
             (``tiny``, ``blank``); ``blank`` needs ``verify=True``.
         ungrouped: paths whose name matched no group rule (group = file stem).
         group_pattern: the custom pattern, or None for the defaults.
+        class_parents: folders that are not a class but hold class folders (a pre-split
+            ``DATA/train/<class>`` layout); they are also in ``skipped``.
     """
 
     root: Path
@@ -82,6 +84,7 @@ class FolderScan:
     warnings: list[tuple[Path, str]] = field(default_factory=list)
     ungrouped: list[Path] = field(default_factory=list)
     group_pattern: str | None = None
+    class_parents: list[Path] = field(default_factory=list)
 
 
 class GroupRule:
@@ -164,12 +167,50 @@ def scan_folder(
         try:
             class_name = canonical_class(entry.name)
         except ValueError:
-            scan.skipped.append((entry, f"folder {entry.name!r} is not a class (1..22, X, Y)"))
+            why = f"folder {entry.name!r} is not a class (1..22, X, Y)"
+            if _holds_classes(entry):
+                scan.class_parents.append(entry)
+                why += (
+                    f"; it holds class folders: pass {entry} itself, or move all class folders "
+                    "into one folder and make a group-aware split with `edge-iapp data split`"
+                )
+            scan.skipped.append((entry, why))
             continue
         for path in _files(entry):
             _add_file(scan, path, class_name, rule, verify, limit)
     scan.samples.sort(key=lambda s: str(s.path))
     return scan
+
+
+def no_images_reason(scan: FolderScan) -> str:
+    """What to tell a user whose folder gave no labelled image, and what to do."""
+    if scan.class_parents:
+        names = ", ".join(p.name for p in scan.class_parents)
+        return (
+            f"no labelled images in {scan.root}: its folder(s) {names} hold the class folders "
+            f"(a pre-split layout); pass one of them (e.g. {scan.class_parents[0]}), or move "
+            "all class folders into one folder and split it with `edge-iapp data split`"
+        )
+    return (
+        f"no labelled images in {scan.root}: expected class folders 1..22, X, Y with images "
+        f"({len(scan.skipped)} entries skipped)"
+    )
+
+
+def _holds_classes(folder: Path) -> bool:
+    """Whether ``folder`` has class sub-folders (``DATA/train/<class>``)."""
+    try:
+        return any(sub.is_dir() and _is_class(sub.name) for sub in folder.iterdir())
+    except OSError:
+        return False
+
+
+def _is_class(name: str) -> bool:
+    try:
+        canonical_class(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _files(folder: Path) -> Iterable[Path]:

@@ -394,6 +394,7 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
     images' front or None). In cell size mode each image is sized by its whole cell."""
     from ..backends.base import whole_cell_front
     from ..data import ImageReadError, apply_split, load_split, read_image, scan_for_split
+    from ..data.dataset import no_images_reason
     from .calibration import (
         CalibrationError,
         branch_inputs,
@@ -420,7 +421,7 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
     split = load_split(split_path)
     scan = scan_for_split(root, split)
     if not scan.samples:
-        raise CalibrationError(f"no labelled images found under {root}")
+        raise CalibrationError(no_images_reason(scan))
     parts = apply_split(scan.samples, split, allow_missing=True)
     check_part_present(parts, split, "train", scan.samples, root, split_path)
     reuse = args["calib_manifest"] is not None and Path(args["calib_manifest"]).is_file()

@@ -239,6 +239,7 @@ def choose_from_folder(
 ) -> dict:
     """Scan ``data_root``, keep the split's ``part``, select, and return the manifest."""
     from ..data import apply_split, load_split, scan_for_split
+    from ..data.dataset import no_images_reason
 
     root = Path(data_root)
     if not root.is_dir():
@@ -246,7 +247,7 @@ def choose_from_folder(
     split = load_split(split_path)
     scan = scan_for_split(root, split)
     if not scan.samples:
-        raise CalibrationError(f"no labelled images found under {root}")
+        raise CalibrationError(no_images_reason(scan))
     parts = apply_split(scan.samples, split, allow_missing=True)
     check_part_present(parts, split, part, scan.samples, root, split_path)
     chosen = select_samples(parts[part], size, seed, require_all_classes=require_all_classes)

@@ -38,6 +38,7 @@ def load_parts(
         DataProblem: no such folder, no labelled images, unreadable split, or a split
             that names groups the folder lacks.
     """
+    from ..data.dataset import no_images_reason
     from ..data.split import SplitError, apply_split, load_split, scan_for_split
 
     data = Path(data)
@@ -50,10 +51,7 @@ def load_parts(
     scan = scan_for_split(data, split)
     skipped = [(str(p), r) for p, r in scan.skipped]
     if not scan.samples:
-        raise DataProblem(
-            f"no labelled images in {data}: expected class folders 1..22, X, Y with images "
-            f"({len(skipped)} entries skipped)"
-        )
+        raise DataProblem(no_images_reason(scan))
     try:
         parts = apply_split(scan.samples, split, allow_missing=allow_missing)
     except SplitError as exc:
