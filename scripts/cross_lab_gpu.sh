@@ -12,7 +12,8 @@
 #
 # Usage: scripts/cross_lab_gpu.sh DATA_ROOT OUT [BUDGET_MIN] [INPUT] [CANVAS]
 #   DATA_ROOT holds gband612/ and bioimlab/ (read only), e.g. ../shared/data.
-#   OUT gets logs/, runs/, evals/, fewshot/, summary.json and results.tar.gz (no checkpoints).
+#   OUT gets logs/, runs/, evals/, fewshot/, summary.json (with its table in logs/summary.md,
+#   scripts/cross_lab_summary.py) and results.tar.gz (no checkpoints).
 # Environment: DEVICE (cuda; cpu for a smoke test, without --amp), GB_MAX_PER_CLASS
 # (gband612 training images per class, default 300), BI_MAX_PER_CLASS (bioimlab, default
 # all), TRAIN_ARGS / EVAL_ARGS / FT_ARGS (extra options of train / evaluate / finetune),
@@ -21,7 +22,8 @@
 # each run with every non-zero FEWSHOT count, default "40"; "" for none), FT_EPOCHS
 # (default 10), VARIANTS (default all four), TRAIN_LIMIT_S (hard stop per training run;
 # default 1.5 x budget + 4 min), LABS (the training labs, default "gband612 bioimlab"; each is
-# evaluated on both and fine-tuned to the other).
+# evaluated on both and fine-tuned to the other), CELL_LENGTH (cell variants: canvas px of a
+# cell's median chromosome; default 72, scaled as 72/176 of CANVAS below a canvas of 72).
 #
 # #7's target in one call of under 10 minutes on one GPU (gband612 -> bioimlab only, the
 # variant that transferred best on the CPU, 5 labelled + 78 pseudo-labelled cells):
@@ -34,6 +36,7 @@ OUT=$2
 BUDGET=${3:-2}
 INPUT=${4:-128}
 CANVAS=${5:-176}
+CELL_LENGTH=${CELL_LENGTH:-$(( CANVAS < 72 ? CANVAS * 72 / 176 : 72 ))}
 PY=${PYTHON:-python3}
 EI=("$PY" -m edge_iapp)
 DEVICE=${DEVICE:-cuda}
@@ -49,7 +52,8 @@ stamp() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$OUT/logs/timeline.txt"; }
 # data preparation + the budget, with room for epochs slowed once other runs start training
 # (each budget is judged by its epoch 2)
 LIMIT=${TRAIN_LIMIT_S:-$(awk -v b="$BUDGET" 'BEGIN { printf "%d", b * 60 * 1.5 + 240 }')}
-COMMON=(--input-size "$INPUT" --canvas "$CANVAS" --device "$DEVICE" --threads 2 --keep 1
+COMMON=(--input-size "$INPUT" --canvas "$CANVAS" --cell-length "$CELL_LENGTH"
+        --device "$DEVICE" --threads 2 --keep 1
         --cache "$OUT/cache" --seed 0 --time-budget "$BUDGET" "${TRAIN_EXTRA[@]}")
 [ "$DEVICE" = cuda ] && COMMON+=(--amp)
 EV=(--device "$DEVICE" --threads 2 --cache "$OUT/cache" "${EVAL_EXTRA[@]}")
@@ -133,7 +137,8 @@ for lab in $LABS; do
 done
 wait "${pids[@]}"
 stamp "few-shot done"
-(cd "$OUT" && tar czf results.tar.gz --exclude='*.pt' --exclude='*.npz' logs evals \
+"$PY" "$(dirname "$0")/cross_lab_summary.py" "$OUT" | tee "$OUT/logs/summary.md"
+(cd "$OUT" && tar czf results.tar.gz --exclude='*.pt' --exclude='*.npz' logs evals summary.json \
   runs/*/config.json runs/*/metrics.json runs/*/ood.json fewshot/*/finetune.json \
   fewshot/*/pseudo_labels.csv fewshot/*/config.json fewshot/*/metrics.json \
   fewshot/*/review.json 2>/dev/null)

@@ -182,3 +182,58 @@ def test_ood_feature_study_distances_match_their_definitions() -> None:
     assert study.errors_caught_at(correct, np.array([10.0, 85.0, 99.0]), 0.2) == pytest.approx(
         2 / 3
     )
+
+
+def test_cross_lab_summary_reads_evaluate_and_finetune_records(tmp_path, capsys) -> None:
+    """Real ``evaluate`` output (``evaluate_predictions``) and a finetune record; a run
+    that left no file is a row that says so, not a crash."""
+    import json
+
+    import numpy as np
+
+    from edge_iapp.train.evaluate import evaluate_predictions
+    from edge_iapp.train.predict import Predictions
+
+    summary = _load_script("cross_lab_summary")
+    # one branch, two classes: a sure and right, b unsure and right, c unsure and wrong,
+    # d sure and wrong; the OOD threshold flags b, c and d (test_ood's case)
+    logits = np.array([[[5.0, 0.0], [0.1, 0.0], [0.0, 0.2], [3.0, 0.0]]], np.float32)
+    preds = Predictions(("global",), logits, np.array([0, 0, 0, 1]), np.zeros(4, bool))
+    cal = {"threshold": -4.0, "quantile": 0.95, "branches": ["global"]}
+    out = tmp_path / "xl"
+    record = evaluate_predictions(preds, out / "evals" / "a_on_b", "lambda", "unit", ood=cal)
+    (out / "evals" / "a_on_a").mkdir()  # an evaluation that failed
+    run2 = out / "fewshot" / "a_to_b_k5_p78"
+    run2.mkdir(parents=True)
+    after = {"fused": {"accuracy": 0.75}, "ood": record["ood"]}
+    (run2 / "finetune.json").write_text(
+        json.dumps(
+            {
+                "cells": ["b/1", "b/2"],
+                "pseudo": {"cell_ids": ["b/3"]},
+                "adapt_cells": [],
+                "test_images": 4,
+                "before": {"fused": {"accuracy": 0.5}},
+                "after": after,
+            }
+        )
+    )
+    (run2 / "review.json").write_text(json.dumps({"min_confidence": 0.991}))
+    assert summary.main([str(out)]) == 0
+    table = capsys.readouterr().out
+    saved = json.loads((out / "summary.json").read_text())
+    a_on_b = next(e for e in saved["evals"] if e["name"] == "a_on_b")
+    assert a_on_b["accuracy"] == record["main"]["accuracy"] == 0.5
+    assert a_on_b["review"] == {
+        "rule": "review",
+        "min_confidence": 0.9,
+        "errors_flagged": 1.0,
+        "correct_flagged": 0.5,
+    }
+    assert "| a_on_b | 4 | 50.00 | 100.00 / 50.00 (review, T 0.9) |" in table
+    assert "| a_on_a | no metrics.json (see logs/) |" in table
+    assert (
+        "| a_to_b_k5_p78 | 2 (+1, 0) | 4 | 50.00 | 75.00 | 100.00 / 50.00 (review, T 0.9) "
+        "| 0.991 |" in table
+    )
+    assert summary.main([str(tmp_path / "none")]) == 2
