@@ -67,8 +67,10 @@ def main() -> int:
     for key in sorted(calls):
         print(f"camera {key[0]} frame {key[1]}: {calls[key]}")
     lat = queue.latency_stats()  # submit to result, queue wait included
-    print(f"latency per call: p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms "
-          f"over {lat['calls']} calls")
+    print(
+        f"latency per call: p50 {lat['p50_ms']:.0f} ms, p95 {lat['p95_ms']:.0f} ms "
+        f"over {lat['calls']} calls"
+    )
     print(f"{len(calls)}/{total} frames called back ({bundle})")
     return 0 if len(calls) == total else 1
 

@@ -42,8 +42,10 @@ def main(argv: list[str]) -> int:
                 print(f"{name}: not classified: {r.error}")
                 continue
             flag = f" REVIEW ({', '.join(r.review_reasons)})" if r.review else ""
-            print(f"{name}: class {r.class_name} confidence {r.confidence:.3f} "
-                  f"[{r.backend} {r.precision}]{flag}")
+            print(
+                f"{name}: class {r.class_name} confidence {r.confidence:.3f} "
+                f"[{r.backend} {r.precision}]{flag}"
+            )
     return 0
 
 

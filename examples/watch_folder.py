@@ -25,8 +25,20 @@ from embed_predict import synthetic_crop
 
 
 def watch(incoming: Path, out: Path, bundle: str) -> None:
-    cmd = [sys.executable, "-m", "edge_iapp.cli.main", "watch", str(incoming), "--bundle",
-           bundle, "--out", str(out), "--once", "--settle", "0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_iapp.cli.main",
+        "watch",
+        str(incoming),
+        "--bundle",
+        bundle,
+        "--out",
+        str(out),
+        "--once",
+        "--settle",
+        "0",
+    ]
     print("$ edge-iapp", " ".join(cmd[3:]), flush=True)
     subprocess.run(cmd, check=True)
 

@@ -118,9 +118,11 @@ def conv_model(channels: int, side: int, batch: int, int8: bool):
     nodes.append(helper.make_node("Conv", [conv_in, "w"], ["y"], pads=[1, 1, 1, 1]))
     shape = [batch, channels, side, side]
     graph = helper.make_graph(
-        nodes, "conv",
+        nodes,
+        "conv",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits,
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        inits,
     )
     # IR 8 is opset 17's own: onnx's newest IR is more than older ONNX Runtimes read (1.23,
     # the last for Python 3.10, reads up to 11)
@@ -145,8 +147,11 @@ def dense_peaks(threads: int, batch: int, gemm: int, repeats: int) -> dict[str, 
     except ImportError:
         return peaks
     core = ov.Core()
-    cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-           "INFERENCE_PRECISION_HINT": "f32"}
+    cfg = {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
     for label, int8 in (("openvino_conv_f32", False), ("openvino_conv_int8", True)):
         best = 0.0
         for channels, side in PEAK_CONVS:
@@ -169,15 +174,20 @@ def branch_rates(bundle, branch: str, batch: int, threads: int, repeats: int) ->
         import openvino as ov
 
         core = ov.Core()
-        cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads,
-               "INFERENCE_PRECISION_HINT": "f32"}
+        cfg = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads,
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
         for prec in ("fp32", "int8"):
             if prec not in bundle.precisions:
                 continue
-            req = core.compile_model(str(bundle.file(branch, prec)), "CPU",
-                                     cfg).create_infer_request()
-            rates[f"openvino_{prec}"] = batch / _best_seconds(lambda r=req: r.infer({0: x}),
-                                                              repeats)
+            req = core.compile_model(
+                str(bundle.file(branch, prec)), "CPU", cfg
+            ).create_infer_request()
+            rates[f"openvino_{prec}"] = batch / _best_seconds(
+                lambda r=req: r.infer({0: x}), repeats
+            )
     except ImportError:
         rates["openvino"] = "not installed"
     run = bundle.manifest.get("source", {}).get("run")
@@ -202,9 +212,7 @@ def cpu_description() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine()
-    fields = dict(
-        line.split(":", 1) for line in info.splitlines() if ":" in line
-    )
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     name = " ".join(fields.get("model name\t", platform.machine()).split())
     flags = set(fields.get("flags\t\t", "").split())
     simd = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8") if f in flags]
@@ -233,15 +241,20 @@ def main(argv: list[str] | None = None) -> int:
     int8_peak = peaks.get("openvino_conv_int8")
     report = {
         "command": "python scripts/cpu_roofline.py " + " ".join(argv or __import__("sys").argv[1:]),
-        "cpu": cpu_description(), "threads": a.threads,
-        "branch": a.branch, "input_size": bundle.input_size, "batch": a.batch,
+        "cpu": cpu_description(),
+        "threads": a.threads,
+        "branch": a.branch,
+        "input_size": bundle.input_size,
+        "batch": a.batch,
         "gflop_per_image": round(gflop_per_image, 4),
         "dense_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "rates": {},
     }
     print(f"{a.branch} branch at {bundle.input_size} px: {gflop_per_image:.3f} GFLOP per image")
-    print(f"dense peaks (GFLOP/s, {a.threads} threads): "
-          + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+    print(
+        f"dense peaks (GFLOP/s, {a.threads} threads): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+    )
     eager = rates.get("torch_eager_fp32")
     for name, ips in rates.items():
         if isinstance(ips, str):
@@ -249,15 +262,20 @@ def main(argv: list[str] | None = None) -> int:
             report["rates"][name] = ips
             continue
         achieved = ips * gflop_per_image
-        row = {"images_per_s": round(ips, 1), "gflops": round(achieved, 1),
-               "share_of_fp32_peak": round(achieved / fp32_peak, 3)}
+        row = {
+            "images_per_s": round(ips, 1),
+            "gflops": round(achieved, 1),
+            "share_of_fp32_peak": round(achieved / fp32_peak, 3),
+        }
         if int8_peak and "int8" in name:
             row["share_of_int8_peak"] = round(achieved / int8_peak, 3)
         if isinstance(eager, float):
             row["x_torch_eager"] = round(ips / eager, 2)
         report["rates"][name] = row
-        print(f"{name:18s} {ips:7.1f} img/s  {achieved:6.1f} GFLOP/s  "
-              + "  ".join(f"{k} {v}" for k, v in row.items() if k.startswith(("share", "x_"))))
+        print(
+            f"{name:18s} {ips:7.1f} img/s  {achieved:6.1f} GFLOP/s  "
+            + "  ".join(f"{k} {v}" for k, v in row.items() if k.startswith(("share", "x_")))
+        )
     if isinstance(eager, float):
         share = eager * gflop_per_image / fp32_peak
         bound = {"fp32_max_x_torch_eager": round(1 / share, 2)}
@@ -269,9 +287,11 @@ def main(argv: list[str] | None = None) -> int:
             bound["int8_max_x_torch_eager"] = round(int8_peak / fp32_peak / share, 2)
         report["upper_bounds"] = bound
         report["torch_eager_share_of_fp32_peak"] = round(share, 3)
-        print("bounds (every layer at the best dense rate measured, itself a lower bound of the "
-              "peak; _isa: int8 at 4x the fp32 rate): "
-              + ", ".join(f"{k} {v}" for k, v in bound.items()))
+        print(
+            "bounds (every layer at the best dense rate measured, itself a lower bound of the "
+            "peak; _isa: int8 at 4x the fp32 rate): "
+            + ", ".join(f"{k} {v}" for k, v in bound.items())
+        )
     if a.json:
         a.json.write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -110,16 +110,23 @@ def configs(base: PreprocessConfig, variants: bool) -> list[PreprocessConfig]:
             for k in (1, 3, 5):
                 for m in (0, 2, 4):
                     for nb in (True, False):
-                        c = replace(base, threshold=r, morph_kernel=k, object_margin=m,
-                                    normalize_background=nb)
+                        c = replace(
+                            base,
+                            threshold=r,
+                            morph_kernel=k,
+                            object_margin=m,
+                            normalize_background=nb,
+                        )
                         if c not in out:
                             out.append(c)
     return out
 
 
 def label(cfg: PreprocessConfig) -> str:
-    return (f"{cfg.threshold} k={cfg.morph_kernel} margin={cfg.object_margin} "
-            f"normbg={int(cfg.normalize_background)}")
+    return (
+        f"{cfg.threshold} k={cfg.morph_kernel} margin={cfg.object_margin} "
+        f"normbg={int(cfg.normalize_background)}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, default=0, help="images measured (0: all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None)
-    ap.add_argument("--variants", action="store_true",
-                    help="also measure morph_kernel 1/3/5, margin 0/2/4, normalize_background")
+    ap.add_argument(
+        "--variants",
+        action="store_true",
+        help="also measure morph_kernel 1/3/5, margin 0/2/4, normalize_background",
+    )
     args = ap.parse_args(argv)
     out = (args.out or Path("/tmp/preprocess_report") / args.data.name).resolve()
     if out == REPO or REPO in out.parents:
@@ -144,8 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     shown = {str(s.path) for s in picked}
     base = PreprocessConfig()
     cfgs = configs(base, args.variants)
-    stats = {label(c): {"clipped": 0, "fallback": 0, "coverage_sum": 0.0, "coverage_lt_90": 0,
-                        "clipped_examples": []} for c in cfgs}
+    stats = {
+        label(c): {
+            "clipped": 0,
+            "fallback": 0,
+            "coverage_sum": 0.0,
+            "coverage_lt_90": 0,
+            "clipped_examples": [],
+        }
+        for c in cfgs
+    }
     sheets: dict[str, list[np.ndarray]] = {r: [] for r in READINGS}
     clip_tiles: dict[str, list[np.ndarray]] = {r: [] for r in READINGS}
     unreadable, blank, done = [], 0, 0
@@ -197,43 +215,61 @@ def main(argv: list[str] | None = None) -> int:
                     sheets[cfg.threshold].append(t)
                 if clipped and len(clip_tiles[cfg.threshold]) < 50:
                     clip_tiles[cfg.threshold].append(
-                        t if t is not None else tile(g[k], ext, obj.boxes[k], obj.images[k]))
-        print(f"  {start + len(chunk)}/{len(measured)} images, {time.time() - t0:.0f} s",
-              file=sys.stderr, flush=True)
+                        t if t is not None else tile(g[k], ext, obj.boxes[k], obj.images[k])
+                    )
+        print(
+            f"  {start + len(chunk)}/{len(measured)} images, {time.time() - t0:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     rows = []
     for name, st in stats.items():
-        rows.append({
-            "config": name,
-            "measured": done,
-            "clipped": st["clipped"],
-            "clipped_fraction": st["clipped"] / max(done, 1),
-            "fallback": st["fallback"],
-            "mean_coverage": st["coverage_sum"] / max(done, 1),
-            "coverage_below_90pct": st["coverage_lt_90"],
-            "clipped_examples": st["clipped_examples"][:20],
-        })
+        rows.append(
+            {
+                "config": name,
+                "measured": done,
+                "clipped": st["clipped"],
+                "clipped_fraction": st["clipped"] / max(done, 1),
+                "fallback": st["fallback"],
+                "mean_coverage": st["coverage_sum"] / max(done, 1),
+                "coverage_below_90pct": st["coverage_lt_90"],
+                "clipped_examples": st["clipped_examples"][:20],
+            }
+        )
     out.mkdir(parents=True, exist_ok=True)
     for reading in READINGS:
         if sheets[reading]:
             write_png(out / f"sheet_{reading}_{args.n}.png", contact_sheet(sheets[reading], 10))
             for i in range(0, len(sheets[reading]), 25):
-                write_png(out / f"sheet_{reading}_{i // 25}.png",
-                          contact_sheet(sheets[reading][i : i + 25], 5))
+                write_png(
+                    out / f"sheet_{reading}_{i // 25}.png",
+                    contact_sheet(sheets[reading][i : i + 25], 5),
+                )
         if clip_tiles[reading]:
             write_png(out / f"clipped_{reading}.png", contact_sheet(clip_tiles[reading][:25], 5))
     report = {
-        "data": str(args.data), "images": len(samples), "measured": done, "blank": blank,
-        "unreadable": unreadable, "seed": args.seed, "tolerance_px": TOL,
-        "base_config": base.to_dict(), "results": rows,
+        "data": str(args.data),
+        "images": len(samples),
+        "measured": done,
+        "blank": blank,
+        "unreadable": unreadable,
+        "seed": args.seed,
+        "tolerance_px": TOL,
+        "base_config": base.to_dict(),
+        "results": rows,
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
-    print(f"{args.data}: {done} images measured ({blank} blank, {len(unreadable)} unreadable); "
-          f"outputs in {out}")
+    print(
+        f"{args.data}: {done} images measured ({blank} blank, {len(unreadable)} unreadable); "
+        f"outputs in {out}"
+    )
     print("| config | clipped | clipped % | fall-backs | mean coverage | coverage < 90% |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['config']} | {r['clipped']} | {100 * r['clipped_fraction']:.2f} | "
-              f"{r['fallback']} | {r['mean_coverage']:.3f} | {r['coverage_below_90pct']} |")
+        print(
+            f"| {r['config']} | {r['clipped']} | {100 * r['clipped_fraction']:.2f} | "
+            f"{r['fallback']} | {r['mean_coverage']:.3f} | {r['coverage_below_90pct']} |"
+        )
     return 0
 
 

@@ -21,13 +21,17 @@ def main(folders: list[str]) -> None:
         print(f"### {folder} ({rec['images']} test images)\n")
         print("| model | accuracy % | macro-F1 % | macro AUC |\n|---|---|---|---|")
         if base:
-            print(f"| baseline (global branch alone) | {pct(base['accuracy'])} "
-                  f"| {pct(base['macro_f1'])} | {base['macro_auc']:.3f} |")
+            print(
+                f"| baseline (global branch alone) | {pct(base['accuracy'])} "
+                f"| {pct(base['macro_f1'])} | {base['macro_auc']:.3f} |"
+            )
         for row in rec["ablation"]:
             if len(row["branches"]) == 3:
                 auc = f"{rec['main']['macro_auc']:.3f}" if row["fusion"] == rec["fusion"] else ""
-                print(f"| IAPP-CNN, {row['fusion']} fusion | {pct(row['accuracy'])} "
-                      f"| {pct(row['macro_f1'])} | {auc} |")
+                print(
+                    f"| IAPP-CNN, {row['fusion']} fusion | {pct(row['accuracy'])} "
+                    f"| {pct(row['macro_f1'])} | {auc} |"
+                )
         print("\nAblation (Table 4 layout), accuracy % sum / lambda:\n")
         print("| branches | sum | lambda |\n|---|---|---|")
         rows: dict[str, dict[str, float]] = {}
@@ -36,10 +40,12 @@ def main(folders: list[str]) -> None:
         for name, r in rows.items():
             print(f"| {name} | {pct(r.get('sum'))} | {pct(r.get('lambda'))} |")
         rv = rec["review"]
-        print(f"\nECE {rv['ece']:.3f}, AURC {rv['aurc']:.3f}, branches agree "
-              f"{pct(rv['branches_agree_fraction'])}% (error {pct(rv['error_when_agree'])}% vs "
-              f"{pct(rv['error_when_disagree'])}% when they disagree); coverage at 5% risk "
-              f"{pct(rv['coverage_at_risk']['0.05']['coverage'])}%\n")
+        print(
+            f"\nECE {rv['ece']:.3f}, AURC {rv['aurc']:.3f}, branches agree "
+            f"{pct(rv['branches_agree_fraction'])}% (error {pct(rv['error_when_agree'])}% vs "
+            f"{pct(rv['error_when_disagree'])}% when they disagree); coverage at 5% risk "
+            f"{pct(rv['coverage_at_risk']['0.05']['coverage'])}%\n"
+        )
 
 
 if __name__ == "__main__":

@@ -102,8 +102,11 @@ def compose_spread(files: list[Path], seed: int) -> np.ndarray:
         c = crops[k]
         r, q = divmod(pos, cols)
         y, x = 12 + r * ch, 12 + q * cw
-        np.minimum(canvas[y : y + c.shape[0], x : x + c.shape[1]], c,
-                   out=canvas[y : y + c.shape[0], x : x + c.shape[1]])
+        np.minimum(
+            canvas[y : y + c.shape[0], x : x + c.shape[1]],
+            c,
+            out=canvas[y : y + c.shape[0], x : x + c.shape[1]],
+        )
     return canvas
 
 
@@ -179,6 +182,7 @@ def sweep(recorder: Recorder, truth: dict) -> list[dict]:
             continue
         probs = np.stack([np.asarray(recorder.results[f].probabilities, np.float64) for f in names])
         cells.append((probs, [t["files"][f] for f in names], karyotype(t["classes"]).iscn))
+
     def row(label_t, label_p, calls_per_cell) -> dict:
         k_ok = c_ok = c_n = an_seen = an_exact = norm_ok = n_an = n_norm = 0
         for (_, true, true_k), calls in zip(cells, calls_per_cell, strict=True):
@@ -193,17 +197,24 @@ def sweep(recorder: Recorder, truth: dict) -> list[dict]:
             else:
                 n_norm += 1
                 norm_ok += not k.aneuploidy
-        return {"threshold": label_t, "penalty": label_p,
-                "karyotype_accuracy": k_ok / len(cells), "chromosome_accuracy": c_ok / c_n,
-                "aneuploid_flagged": f"{an_seen}/{n_an}", "aneuploid_exact": f"{an_exact}/{n_an}",
-                "normal_called_normal": f"{norm_ok}/{n_norm}"}
+        return {
+            "threshold": label_t,
+            "penalty": label_p,
+            "karyotype_accuracy": k_ok / len(cells),
+            "chromosome_accuracy": c_ok / c_n,
+            "aneuploid_flagged": f"{an_seen}/{n_an}",
+            "aneuploid_exact": f"{an_exact}/{n_an}",
+            "normal_called_normal": f"{norm_ok}/{n_norm}",
+        }
 
     plain = [[CLASS_NAMES[int(p.argmax())] for p in probs] for probs, _, _ in cells]
     rows = [row(None, None, plain)]
     for threshold in (0.5, 0.7, 0.8, 0.9, 0.95, 0.99):
         for penalty in (1.0, 2.0, 3.0, 5.0):
-            adj = [reassign(probs, threshold=threshold, penalty=penalty).class_names
-                   for probs, _, _ in cells]
+            adj = [
+                reassign(probs, threshold=threshold, penalty=penalty).class_names
+                for probs, _, _ in cells
+            ]
             rows.append(row(threshold, penalty, adj))
     return rows
 
@@ -239,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run", type=Path, default=Path("/work/runs/gband612_iapp"))
     ap.add_argument("--bundle", type=Path, default=None, help="default: WORK/bundle (exported)")
     ap.add_argument("--split", default="test", help="split part whose cases are scored")
-    ap.add_argument("--split-file", type=Path, default=None,
-                    help="default: RUN/split.json, else /work/runs/splits/gband612_case.json")
+    ap.add_argument(
+        "--split-file",
+        type=Path,
+        default=None,
+        help="default: RUN/split.json, else /work/runs/splits/gband612_case.json",
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/score_real"))
     ap.add_argument("--mode", choices=("crops", "spreads", "both"), default="both")
     ap.add_argument("--max-cells", type=int, default=0, help="0: all held-out cells")
@@ -248,8 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--penalty", type=float, default=2.0)
-    ap.add_argument("--pipeline", action="store_true",
-                    help="write each cell's files on a background thread (run_scoring pipeline)")
+    ap.add_argument(
+        "--pipeline",
+        action="store_true",
+        help="write each cell's files on a background thread (run_scoring pipeline)",
+    )
     ap.add_argument("--no-pipeline", action="store_true", help=argparse.SUPPRESS)  # default
     args = ap.parse_args(argv)
 
@@ -268,9 +286,15 @@ def main(argv: list[str] | None = None) -> int:
         cells = dict(sorted(cells.items())[: args.max_cells])
     print(f"{len(cells)} cells ({args.split} part of {split_file})", flush=True)
     bundle = ensure_bundle(args.run, args.bundle or args.work / "bundle")
-    results = {"command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
-               "bundle": str(bundle), "run": str(args.run), "split_file": str(split_file),
-               "split": args.split, "cells": len(cells), "modes": {}}
+    results = {
+        "command": " ".join([Path(sys.argv[0]).name] + (argv or sys.argv[1:])),
+        "bundle": str(bundle),
+        "run": str(args.run),
+        "split_file": str(split_file),
+        "split": args.split,
+        "cells": len(cells),
+        "modes": {},
+    }
     modes = ("crops", "spreads") if args.mode == "both" else (args.mode,)
     for mode in modes:
         slides, out = args.work / f"slides_{mode}", args.work / f"out_{mode}"
@@ -280,15 +304,17 @@ def main(argv: list[str] | None = None) -> int:
             rec = Recorder(clf)
             opts = CellOptions(threshold=args.threshold, penalty=args.penalty)
             t0, c0 = time.perf_counter(), time.process_time()
-            stats = run_scoring(slides, out, rec, opts, progress=sys.stderr.isatty(),
-                                pipeline=args.pipeline)
+            stats = run_scoring(
+                slides, out, rec, opts, progress=sys.stderr.isatty(), pipeline=args.pipeline
+            )
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             ran = clf.describe()
             alone = isolated_branches(clf, slides, opts)
         branches = stats.stages.get("branches", 0.0)
         entry = evaluate(out, truth, mode)
         entry["time"] = {
-            "wall_s": round(wall, 2), "process_cpu_s": round(cpu, 2),
+            "wall_s": round(wall, 2),
+            "process_cpu_s": round(cpu, 2),
             "stages_s": {k: round(v, 3) for k, v in stats.stages.items()},
             "cell_steps_s": {k: round(v, 3) for k, v in stats.cell_steps.items()},
             "branches_s": round(branches, 2),
@@ -302,8 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         if mode == "crops":
             entry["sweep"] = sweep(rec, truth)
         results["modes"][mode] = entry
-        print(json.dumps({mode: {k: v for k, v in entry.items() if k != "sweep"}}, indent=1),
-              flush=True)
+        print(
+            json.dumps({mode: {k: v for k, v in entry.items() if k != "sweep"}}, indent=1),
+            flush=True,
+        )
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     print(f"results: {args.work / 'results.json'}")
     return 0

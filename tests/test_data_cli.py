@@ -150,7 +150,10 @@ def test_split_command(folder, tmp_path):
     split = json.loads(out.read_text())
     assert split["seed"] == 1 and split["fractions"]["test"] == 0.25
     assert sorted(g for p in ("train", "val", "test") for g in split["groups"][p]) == [
-        "C000", "C001", "C002", "C003",
+        "C000",
+        "C001",
+        "C002",
+        "C003",
     ]
     assert all(len(split["groups"][p]) >= 1 for p in ("train", "val", "test"))
     bad = runner.invoke(app, [*args[:4], str(tmp_path / "x.json"), "--test", "0.9"])

@@ -152,8 +152,11 @@ def test_backend_exception_reaches_only_its_future(classifier, crops):
     ex = BatchExecutor(lambda imgs: (gate.wait(60), predict(imgs))[1], batch_size=46)
     try:
         first = ex.submit(crops[0])  # takes the worker; the next three queue up and merge
-        good_a, bad, good_b = ex.submit(crops[1]), ex.submit([crops[2], marker]), ex.submit(
-            crops[3])
+        good_a, bad, good_b = (
+            ex.submit(crops[1]),
+            ex.submit([crops[2], marker]),
+            ex.submit(crops[3]),
+        )
         gate.set()
         with pytest.raises(BackendFailure, match="device lost"):
             bad.result(timeout=60)
@@ -166,8 +169,9 @@ def test_backend_exception_reaches_only_its_future(classifier, crops):
         ex.close()
 
 
-def test_classifier_submit_delivers_errors_and_results_through_the_future(classifier, crops,
-                                                                           tmp_path):
+def test_classifier_submit_delivers_errors_and_results_through_the_future(
+    classifier, crops, tmp_path
+):
     missing = tmp_path / "missing.png"
     future = classifier.submit([crops[0], missing])
     try:
@@ -304,8 +308,7 @@ def test_requests_of_an_unclosed_classifier_finish_at_interpreter_exit(tiny_bund
         "    clf.submit(img, callback=lambda f: calls.append(f.result()[0].class_name))\n"
         "# no close(): the program just ends\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "called back 3" in proc.stdout
 

@@ -32,8 +32,11 @@ def _karyogram(
     make_crop, classes: list[str], seed: int = 0, marks: bool = False, indexed: bool = False
 ) -> np.ndarray:
     items = [
-        KaryogramItem(make_crop(100 - 3 * CLASS_NAMES.index(c), 22, seed + i), c,
-                      doubtful=marks and i % 5 == 0)  # red frames and "?" inside the slots
+        KaryogramItem(
+            make_crop(100 - 3 * CLASS_NAMES.index(c), 22, seed + i),
+            c,
+            doubtful=marks and i % 5 == 0,
+        )  # red frames and "?" inside the slots
         for i, c in enumerate(classes)
     ]
     return (render_indexed if indexed else render)(items, title="test karyogram 46,XY")
@@ -78,8 +81,10 @@ def test_round_trip_cuts_every_chromosome_into_its_class(tmp_path, make_crop):
     assert any(r["status"] == "error" and r["karyogram"] == "notes.txt" for r in rows)
     assert sum(r["status"] == "ok" for r in rows) == 93
     # The Y slot of the female karyogram is empty: a warning, not an error.
-    assert any(r["karyogram"] == "case2.png" and r["class"] == "Y" and r["status"] == "warning"
-               for r in rows)
+    assert any(
+        r["karyogram"] == "case2.png" and r["class"] == "Y" and r["status"] == "warning"
+        for r in rows
+    )
 
 
 def test_crossing_chromosomes_are_listed_not_written(tmp_path, make_crop):
@@ -105,16 +110,43 @@ def test_crossing_chromosomes_are_listed_not_written(tmp_path, make_crop):
     ("data", "match"),
     [
         ({"format": "x"}, "format"),
-        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [0, 5], "slots": {}},
-         "image_size"),
-        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
-          "slots": {"25": [0, 0, 1, 1]}}, "chromosome class"),
-        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
-          "slots": {"1": [0, 0, 0, 1]}}, "x, y, w, h"),
-        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
-          "slots": {"X": [0, 0, 1, 1], "23": [0, 0, 1, 1]}}, "two slots"),
-        ({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
-          "slots": {"X": [0, 0, 1, 1]}, "segment": {"bogus": 1}}, "unknown segment"),
+        (
+            {"format": "edge-iapp-karyogram-layout/1", "image_size": [0, 5], "slots": {}},
+            "image_size",
+        ),
+        (
+            {
+                "format": "edge-iapp-karyogram-layout/1",
+                "image_size": [10, 10],
+                "slots": {"25": [0, 0, 1, 1]},
+            },
+            "chromosome class",
+        ),
+        (
+            {
+                "format": "edge-iapp-karyogram-layout/1",
+                "image_size": [10, 10],
+                "slots": {"1": [0, 0, 0, 1]},
+            },
+            "x, y, w, h",
+        ),
+        (
+            {
+                "format": "edge-iapp-karyogram-layout/1",
+                "image_size": [10, 10],
+                "slots": {"X": [0, 0, 1, 1], "23": [0, 0, 1, 1]},
+            },
+            "two slots",
+        ),
+        (
+            {
+                "format": "edge-iapp-karyogram-layout/1",
+                "image_size": [10, 10],
+                "slots": {"X": [0, 0, 1, 1]},
+                "segment": {"bogus": 1},
+            },
+            "unknown segment",
+        ),
     ],
 )
 def test_bad_layouts_say_what_is_wrong(data, match):
@@ -130,8 +162,16 @@ def test_missing_or_broken_layout_file(tmp_path):
     with pytest.raises(LayoutError, match="JSON"):
         load_layout(bad)
     ok = tmp_path / "ok.json"
-    ok.write_text(json.dumps({"format": "edge-iapp-karyogram-layout/1", "image_size": [10, 10],
-                              "slots": {"1": [0, 0, 5, 5]}, "segment": {"threshold": 128}}))
+    ok.write_text(
+        json.dumps(
+            {
+                "format": "edge-iapp-karyogram-layout/1",
+                "image_size": [10, 10],
+                "slots": {"1": [0, 0, 5, 5]},
+                "segment": {"threshold": 128},
+            }
+        )
+    )
     assert load_layout(ok).segment.threshold == 128
 
 
@@ -143,3 +183,14 @@ def test_review_marks_inside_slots_are_not_cut_as_chromosomes(tmp_path, make_cro
     stats = cut_karyograms(path, parse_layout(data), tmp_path / "out")
     assert stats.crops == 46
     assert all(stats.per_class[c] == 2 for c in CLASS_NAMES[:22])
+
+
+def test_slot_notes() -> None:
+    from edge_iapp.scoring.from_karyograms import _slot_note
+
+    assert _slot_note("Y", 0, found=False) == "no chromosome in this slot"
+    assert _slot_note("7", 1, found=True).startswith("1 chromosome cut from this slot")
+    assert _slot_note("X", 1, found=True) == ""  # one X: a male cell
+    assert _slot_note("7", 2, found=True) == ""
+    assert _slot_note("7", 3, found=True).startswith("3 objects in this slot")
+    assert _slot_note("X", 3, found=True) == ""  # XXX exists

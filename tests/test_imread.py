@@ -198,8 +198,17 @@ def tiff_ifd_at_end(path: Path, pixels: np.ndarray, claim: tuple[int, int] | Non
     h, w = pixels.shape
     width, height = claim or (w, h)
     ifd_at = 8 + pixels.size
-    entries = [(256, 4, width), (257, 4, height), (258, 3, 8), (259, 3, 1), (262, 3, 1),
-               (273, 4, 8), (277, 3, 1), (278, 4, h), (279, 4, pixels.size)]
+    entries = [
+        (256, 4, width),
+        (257, 4, height),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 8),
+        (277, 3, 1),
+        (278, 4, h),
+        (279, 4, pixels.size),
+    ]
     ifd = struct.pack("<H", len(entries))
     for code, typ, value in entries:
         ifd += struct.pack("<HHII", code, typ, 1, value)

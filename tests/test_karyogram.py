@@ -27,8 +27,9 @@ def _items(make_crop, doubtful: str = "7") -> list[KaryogramItem]:
         for copy in range(2):
             h = 110 - 3 * k
             items.append(
-                KaryogramItem(make_crop(h, 22, 10 * k + copy), name,
-                              doubtful=(name == doubtful and copy == 1))
+                KaryogramItem(
+                    make_crop(h, 22, 10 * k + copy), name, doubtful=(name == doubtful and copy == 1)
+                )
             )
     items.append(KaryogramItem(make_crop(50, 60, 7), None, cluster=True))
     return items
@@ -133,8 +134,9 @@ def test_grey_png_ancillary_chunks_are_dropped_and_odd_pngs_refused():
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     indices = np.arange(48, dtype=np.uint8).reshape(6, 8)
     grey = cv2.imencode(".png", indices)[1].tobytes()

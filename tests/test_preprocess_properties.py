@@ -26,9 +26,7 @@ from edge_iapp.preprocess import (
 from edge_iapp.preprocess.object_aware import mask_box, threshold_mask
 from edge_iapp.preprocess.polarity import border_median, border_pixels
 
-SETTINGS = settings(
-    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def blob(h: int, w: int, rng: np.random.Generator) -> np.ndarray:

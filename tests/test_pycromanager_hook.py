@@ -51,8 +51,9 @@ def test_non_blocking_hook_marks_pending_and_delivers_later(classifier):
 
     got = []
     with BatchExecutor(slow_predict) as ex:
-        hook = PycroManagerHook(ex, wait_s=0,
-                                on_result=lambda key, res, meta: got.append((key, res)))
+        hook = PycroManagerHook(
+            ex, wait_s=0, on_result=lambda key, res, meta: got.append((key, res))
+        )
         _, meta = hook(chromosome_crop(seed=4), {})
         assert meta["EdgeIAPP-Status"] == "pending" and meta["EdgeIAPP-Key"] == "frame=1"
         gate.set()

@@ -18,7 +18,10 @@ def test_quickstart_runs_offline_and_scores_a_slide(tmp_path: Path) -> None:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     done = subprocess.run(
         ["bash", str(ROOT / "scripts" / "quickstart.sh"), str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=1800,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     demo = tmp_path / "demo"
@@ -27,7 +30,8 @@ def test_quickstart_runs_offline_and_scores_a_slide(tmp_path: Path) -> None:
     bench = json.loads((demo / "bench.json").read_text())
     ok_rows = [r for r in bench["rows"] if r["status"] == "ok"]
     assert {(r["backend"], r["precision"]) for r in ok_rows} >= {
-        ("onnxruntime", "fp32"), ("onnxruntime", "int8"),
+        ("onnxruntime", "fp32"),
+        ("onnxruntime", "int8"),
     }
     summaries = sorted((demo / "scores").glob("slide_*/cell_*/summary.json"))
     assert len(summaries) == 4

@@ -42,8 +42,19 @@ def slides(tmp_path_factory) -> Path:
 
 def _command(slides: Path, bundle: Path, out: Path) -> list[str]:
     # --pipeline: the killed run may die with one cell's files in flight on the writer.
-    return [sys.executable, "-m", "edge_iapp.cli.main", "score", str(slides), "--bundle",
-            str(bundle), "--out", str(out), "--no-progress", "--pipeline"]
+    return [
+        sys.executable,
+        "-m",
+        "edge_iapp.cli.main",
+        "score",
+        str(slides),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--pipeline",
+    ]
 
 
 def _env() -> dict[str, str]:
@@ -61,13 +72,18 @@ def _outputs(root: Path) -> dict[str, str]:
 
 def test_sigkill_then_resume_equals_uninterrupted(slides, bundle, tmp_path):
     full = tmp_path / "full"
-    res = subprocess.run(_command(slides, bundle, full), env=_env(), capture_output=True,
-                         text=True, timeout=600)
+    res = subprocess.run(
+        _command(slides, bundle, full), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(_command(slides, bundle, killed), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _command(slides, bundle, killed),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 600
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -83,8 +99,9 @@ def test_sigkill_then_resume_equals_uninterrupted(slides, bundle, tmp_path):
     assert 3 <= done < CELLS
     assert (killed / LOCK).exists()  # left behind by the killed process
 
-    res = subprocess.run(_command(slides, bundle, killed), env=_env(), capture_output=True,
-                         text=True, timeout=600)
+    res = subprocess.run(
+        _command(slides, bundle, killed), env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert res.returncode == 0, res.stderr
     assert f"{done} already finished" in " ".join(res.stderr.split())
     assert not (killed / LOCK).exists()

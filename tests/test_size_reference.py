@@ -61,8 +61,9 @@ def test_absolute_mode_is_unchanged():
     assert np.all(size.scales == 1) and not size.fallback.any()
     images = [from_array(c, cell="c") for c in crops]
     front = reference_front(images, ABS)
-    direct = global_canvas([im.pixels for im in images], [im.polarity.background for im in images],
-                           ABS)
+    direct = global_canvas(
+        [im.pixels for im in images], [im.polarity.background for im in images], ABS
+    )
     assert np.array_equal(front.global_images, direct.images)
     assert not front.size_fallback.any()
 
@@ -75,8 +76,10 @@ def _canvases(crops: list[np.ndarray], cfg: PreprocessConfig, cell: str = "c") -
 
 def test_a_2x_scan_of_a_cell_gives_the_same_canvases_in_cell_mode():
     crops = a_cell()
-    twice = [cv2.resize(c, (2 * c.shape[1], 2 * c.shape[0]), interpolation=cv2.INTER_LINEAR)
-             for c in crops]
+    twice = [
+        cv2.resize(c, (2 * c.shape[1], 2 * c.shape[0]), interpolation=cv2.INTER_LINEAR)
+        for c in crops
+    ]
     cell_gap = np.abs(_canvases(crops, CELL) - _canvases(twice, CELL)).mean()
     abs_gap = np.abs(_canvases(crops, ABS) - _canvases(twice, ABS)).mean()
     assert cell_gap < 3.0, cell_gap  # grey levels, out of 255
@@ -114,11 +117,21 @@ def test_never_empty_or_nan():
 
 
 def test_config_defaults_old_dicts_and_validation():
-    old = {"canvas": 176, "input_size": 128, "threshold": "foreground", "morph_kernel": 3,
-           "object_margin": 2, "normalize_background": True}
+    old = {
+        "canvas": 176,
+        "input_size": 128,
+        "threshold": "foreground",
+        "morph_kernel": 3,
+        "object_margin": 2,
+        "normalize_background": True,
+    }
     cfg = PreprocessConfig.from_dict(old)
     assert (cfg.size_mode, cfg.cell_length, cfg.reference_length, cfg.min_cell_chromosomes) == (
-        "absolute", 72, 0.0, 10)
+        "absolute",
+        72,
+        0.0,
+        10,
+    )
     assert PreprocessConfig.from_dict(CELL.to_dict()) == CELL
     for bad, word in (
         ({"size_mode": "relative"}, "size_mode"),
@@ -133,8 +146,12 @@ def test_config_defaults_old_dicts_and_validation():
 
 
 def test_cell_batches_never_split_a_cell():
-    images = [from_array(c, cell=cell) for c, cell in
-              zip(a_cell(10), ["a", None, "b", "a", "b", "a", None, "b", "a", "a"], strict=True)]
+    images = [
+        from_array(c, cell=cell)
+        for c, cell in zip(
+            a_cell(10), ["a", None, "b", "a", "b", "a", None, "b", "a", "a"], strict=True
+        )
+    ]
     decoded = list(enumerate(images))
     batches = cell_batches(decoded, batch_size=3)
     assert sorted(k for b in batches for k, _ in b) == list(range(10))
@@ -179,8 +196,9 @@ def test_classifier_flags_size_fallback(tmp_path_factory):
     bundle = load_bundle(tiny_bundle(tmp_path_factory, precisions=("fp32",)))
     backend = get_backend("onnxruntime", bundle, "fp32", threads=1)
     # the bundle is absolute-size; switch this backend to cell mode (as a cell bundle would)
-    backend.cfg = dataclasses.replace(bundle.preprocess, size_mode="cell", cell_length=40,
-                                      reference_length=30.0)
+    backend.cfg = dataclasses.replace(
+        bundle.preprocess, size_mode="cell", cell_length=40, reference_length=30.0
+    )
     crops = a_cell()
     images = [from_array(c, cell="cell-1") for c in crops]
     images += [from_array(crops[0], cell="alone"), from_array(crops[1])]

@@ -458,7 +458,9 @@ def test_gpu_backend_pipeline_emulated(built, trt, monkeypatch, tmp_path):
     import dataclasses
 
     cell_cfg = dataclasses.replace(
-        bundle.preprocess, size_mode="cell", cell_length=min(40, bundle.preprocess.canvas),
+        bundle.preprocess,
+        size_mode="cell",
+        cell_length=min(40, bundle.preprocess.canvas),
         reference_length=30.0,
     )
     celled = [from_array(im.pixels, cell="c") for im in images[:20]] + [images[20]]

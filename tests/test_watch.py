@@ -42,9 +42,12 @@ def _png(path: Path, seed: int) -> None:
 def _snapshot(folder: Path) -> dict[str, tuple[str, int]]:
     """sha256 and mtime of every file, hidden and temporary ones included."""
     return {
-        p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(),
-                                           p.stat().st_mtime_ns)
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        p.relative_to(folder).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -75,8 +78,21 @@ BAD = {"truncated.png", "empty.tif", "not_an_image.bmp"}
 
 
 def _watch(capture: Path, out: Path, bundle: Path, *extra: str):
-    return CliRunner().invoke(app, ["watch", str(capture), "--bundle", str(bundle), "--out",
-                                    str(out), "--once", "--settle", "0", *extra])
+    return CliRunner().invoke(
+        app,
+        [
+            "watch",
+            str(capture),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out),
+            "--once",
+            "--settle",
+            "0",
+            *extra,
+        ],
+    )
 
 
 def test_once_then_restart_processes_only_new_files(capture, tmp_path, tiny_bundle, classifier):
@@ -173,7 +189,7 @@ def test_a_line_cut_short_by_a_kill_is_redone(capture, tmp_path, classifier):
     lines = (out / INDEX_FILE).read_text().splitlines(keepends=True)
     cut = next(i for i, ln in enumerate(lines) if '"cell1_chr2.png"' in ln)
     # A kill while appending: the last line is half written.
-    (out / INDEX_FILE).write_text("".join(lines[:cut] + lines[cut + 1:]) + lines[cut][:40])
+    (out / INDEX_FILE).write_text("".join(lines[:cut] + lines[cut + 1 :]) + lines[cut][:40])
     with FolderWatcher(classifier.predict, capture, out, settle_s=0) as w:
         assert "cell1_chr2.png" not in w.index["files"]
         report = w.run_once()
@@ -217,8 +233,7 @@ def test_the_banner_says_what_runs(capture, tmp_path, tiny_bundle):
     assert header["model"]["backend"] == "openvino"  # the alias resolved
 
 
-def test_a_cell_relative_bundle_is_said_to_flag_every_watched_image(capture, tmp_path,
-                                                                     tiny_bundle):
+def test_a_cell_relative_bundle_is_said_to_flag_every_watched_image(capture, tmp_path, tiny_bundle):
     """The watcher never has a whole cell: with a cell-relative bundle it says so at start,
     and every image is flagged with the reason."""
     import shutil
@@ -239,19 +254,39 @@ def test_a_cell_relative_bundle_is_said_to_flag_every_watched_image(capture, tmp
 
 
 def test_cli_errors_are_clear(tmp_path, tiny_bundle):
-    res = CliRunner().invoke(app, ["watch", str(tmp_path / "nope"), "--bundle", str(tiny_bundle),
-                                   "--out", str(tmp_path / "o"), "--once"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "watch",
+            str(tmp_path / "nope"),
+            "--bundle",
+            str(tiny_bundle),
+            "--out",
+            str(tmp_path / "o"),
+            "--once",
+        ],
+    )
     assert res.exit_code == 2 and "does not exist" in res.output
     (tmp_path / "in").mkdir()
-    res = CliRunner().invoke(app, ["watch", str(tmp_path / "in"), "--bundle",
-                                   str(tmp_path / "no_bundle"), "--out", str(tmp_path / "o"),
-                                   "--once"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "watch",
+            str(tmp_path / "in"),
+            "--bundle",
+            str(tmp_path / "no_bundle"),
+            "--out",
+            str(tmp_path / "o"),
+            "--once",
+        ],
+    )
     assert res.exit_code == 2 and "cannot load bundle" in res.output
     assert "Traceback" not in res.output
 
 
-def test_service_mode_picks_up_new_files_and_stops_cleanly_on_sigterm(capture, tmp_path,
-                                                                      tiny_bundle):
+def test_service_mode_picks_up_new_files_and_stops_cleanly_on_sigterm(
+    capture, tmp_path, tiny_bundle
+):
     import signal
     import subprocess
     import sys
@@ -259,9 +294,24 @@ def test_service_mode_picks_up_new_files_and_stops_cleanly_on_sigterm(capture, t
 
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_iapp.cli.main", "watch", str(capture), "--bundle",
-         str(tiny_bundle), "--out", str(out), "--poll", "0.2", "--settle", "0.2"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edge_iapp.cli.main",
+            "watch",
+            str(capture),
+            "--bundle",
+            str(tiny_bundle),
+            "--out",
+            str(out),
+            "--poll",
+            "0.2",
+            "--settle",
+            "0.2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
@@ -298,8 +348,7 @@ def test_a_stop_request_ends_the_pass_after_the_current_batch(capture, tmp_path,
         stop.set()
         return classifier.predict(paths)
 
-    with FolderWatcher(predict_then_stop, capture, tmp_path / "out", settle_s=0,
-                       batch_size=2) as w:
+    with FolderWatcher(predict_then_stop, capture, tmp_path / "out", settle_s=0, batch_size=2) as w:
         w.scan()
         report = w.process_ready(stop)
         assert report.classified + report.errors == 2  # one batch, then stop

@@ -30,8 +30,16 @@ app = typer.Typer(
 )
 
 for _module in (
-    data_cmd, synth_cmd, train_cmd, finetune_cmd, ood_cmd, export_cmd, bench_cmd, score_cmd,
-    deploy_cmd, watch_cmd,
+    data_cmd,
+    synth_cmd,
+    train_cmd,
+    finetune_cmd,
+    ood_cmd,
+    export_cmd,
+    bench_cmd,
+    score_cmd,
+    deploy_cmd,
+    watch_cmd,
 ):
     _module.register(app)
 

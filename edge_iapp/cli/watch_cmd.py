@@ -82,9 +82,16 @@ def watch(
             console.print(f"[yellow]bad file[/] {line}")
 
     try:
-        watcher = FolderWatcher(classifier.predict, folder, out, settle_s=settle,
-                                recursive=recursive, batch_size=batch_size, model=model,
-                                retry_errors=retry_errors)
+        watcher = FolderWatcher(
+            classifier.predict,
+            folder,
+            out,
+            settle_s=settle,
+            recursive=recursive,
+            batch_size=batch_size,
+            model=model,
+            retry_errors=retry_errors,
+        )
     except (WatchLocked, ValueError, OSError) as exc:
         classifier.close()
         fail(str(exc))
@@ -93,8 +100,10 @@ def watch(
             try:
                 report = watcher.run_once()
             except OSError as exc:
-                fail(f"cannot write results to {out}: {exc}; nothing of the failed batch "
-                     "was recorded, rerun to redo it")
+                fail(
+                    f"cannot write results to {out}: {exc}; nothing of the failed batch "
+                    "was recorded, rerun to redo it"
+                )
             show(report)
             console.print(
                 f"done: {report.classified} classified, {report.errors} errors, "

@@ -5,6 +5,13 @@ from .iapp import IAPPCNN, Branch, InputStem, ObjectBranch, create_model
 from .part_aware_se import PartAwareSE, SqueezeExcitation
 
 __all__ = [
-    "BACKBONES", "IAPPCNN", "Branch", "InputStem", "ObjectBranch", "PartAwareSE",
-    "SqueezeExcitation", "create_backbone", "create_model",
+    "BACKBONES",
+    "IAPPCNN",
+    "Branch",
+    "InputStem",
+    "ObjectBranch",
+    "PartAwareSE",
+    "SqueezeExcitation",
+    "create_backbone",
+    "create_model",
 ]

@@ -81,9 +81,7 @@ class PreprocessConfig:
                 f"got {self.reference_length}"
             )
         if self.min_cell_chromosomes < 1:
-            raise ValueError(
-                f"min_cell_chromosomes must be >= 1, got {self.min_cell_chromosomes}"
-            )
+            raise ValueError(f"min_cell_chromosomes must be >= 1, got {self.min_cell_chromosomes}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -118,8 +118,14 @@ class BatchExecutor:
         self._cond = threading.Condition()
         self._closed = False
         self._latencies: deque[float] = deque(maxlen=latency_window)
-        self._counts = {"submitted": 0, "completed": 0, "failed": 0, "cancelled": 0,
-                        "batches": 0, "callback_errors": 0}
+        self._counts = {
+            "submitted": 0,
+            "completed": 0,
+            "failed": 0,
+            "cancelled": 0,
+            "batches": 0,
+            "callback_errors": 0,
+        }
         self._threads = [
             threading.Thread(target=self._worker, name=f"{name}-worker-{i}", daemon=True)
             for i in range(workers)
@@ -297,8 +303,9 @@ class BatchExecutor:
                 self._finish(batch[0], error=exc)
                 return
             # Re-run one by one so only the request that caused the error gets it.
-            log.debug("batch of %d requests failed (%r); re-running them one by one",
-                      len(batch), exc)
+            log.debug(
+                "batch of %d requests failed (%r); re-running them one by one", len(batch), exc
+            )
             for request in batch:
                 try:
                     one = self._call(request.images)
@@ -324,7 +331,9 @@ class BatchExecutor:
         return results
 
     def _finish(
-        self, request: _Request, results: list[Any] | None = None,
+        self,
+        request: _Request,
+        results: list[Any] | None = None,
         error: BaseException | None = None,
     ) -> None:
         latency = time.perf_counter() - request.submitted
@@ -348,4 +357,3 @@ class BatchExecutor:
                 log.exception("edge-iapp: the result callback raised")
 
         return run
-

@@ -58,8 +58,17 @@ INDEX_VERSION = 1
 PARTIAL_SUFFIXES: tuple[str, ...] = (".tmp", ".part", ".partial", ".crdownload", ".filepart", "~")
 
 RESULT_COLUMNS = (
-    "file", "class", "confidence", "review", "review_reasons",
-    "lambda_global", "lambda_object", "lambda_part", "backend", "precision", "processed_at",
+    "file",
+    "class",
+    "confidence",
+    "review",
+    "review_reasons",
+    "lambda_global",
+    "lambda_object",
+    "lambda_part",
+    "backend",
+    "precision",
+    "processed_at",
 )
 ERROR_COLUMNS = ("file", "error", "size", "processed_at")
 
@@ -147,8 +156,9 @@ class FolderWatcher:
         self.index = self._load_index()
         # Retry the files that failed before this watcher started, once each (a file
         # that fails again is not retried at every poll).
-        self._retry = {rel for rel, e in self.index["files"].items()
-                       if retry_errors and e["status"] == "error"}
+        self._retry = {
+            rel for rel, e in self.index["files"].items() if retry_errors and e["status"] == "error"
+        }
 
     # -- index ------------------------------------------------------------------------
     # processed.jsonl: a header line, then one JSON line per processed file (the last
@@ -160,11 +170,20 @@ class FolderWatcher:
         files = read_index(self.out_dir)
         header = _read_header(self.out_dir / INDEX_FILE)
         if self.model and header.get("model") and header["model"] != self.model:
-            log.warning("the index in %s was made with %s; now running %s (already "
-                        "processed files are not redone)", self.out_dir, header["model"],
-                        self.model)
-        index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "input": str(self.in_dir),
-                 "model": self.model or header.get("model", {}), "files": files}
+            log.warning(
+                "the index in %s was made with %s; now running %s (already "
+                "processed files are not redone)",
+                self.out_dir,
+                header["model"],
+                self.model,
+            )
+        index = {
+            "format": INDEX_FORMAT,
+            "version": INDEX_VERSION,
+            "input": str(self.in_dir),
+            "model": self.model or header.get("model", {}),
+            "files": files,
+        }
         self._compact(index)
         return index
 
@@ -172,14 +191,20 @@ class FolderWatcher:
         """Rewrite the index (one line per file) and both CSVs from it, atomically."""
         header = {k: v for k, v in index.items() if k != "files"}
         lines = [json.dumps(header, sort_keys=True)]
-        lines += [json.dumps({"file": rel, **e}, sort_keys=True)
-                  for rel, e in sorted(index["files"].items())]
+        lines += [
+            json.dumps({"file": rel, **e}, sort_keys=True)
+            for rel, e in sorted(index["files"].items())
+        ]
         atomic_write_text(self.out_dir / INDEX_FILE, "\n".join(lines) + "\n")
         files = sorted(index["files"].items())
-        atomic_write_text(self.out_dir / RESULTS_CSV, _csv(
-            RESULT_COLUMNS, (_result_row(rel, e) for rel, e in files if e["status"] == "ok")))
-        atomic_write_text(self.out_dir / ERRORS_CSV, _csv(
-            ERROR_COLUMNS, (_error_row(rel, e) for rel, e in files if e["status"] == "error")))
+        atomic_write_text(
+            self.out_dir / RESULTS_CSV,
+            _csv(RESULT_COLUMNS, (_result_row(rel, e) for rel, e in files if e["status"] == "ok")),
+        )
+        atomic_write_text(
+            self.out_dir / ERRORS_CSV,
+            _csv(ERROR_COLUMNS, (_error_row(rel, e) for rel, e in files if e["status"] == "error")),
+        )
 
     def _record(self, entries: dict[str, dict[str, Any]]) -> None:
         """Add a batch to the index (append + fsync), then to the CSVs.
@@ -189,8 +214,12 @@ class FolderWatcher:
         CSV rows: the CSVs are then rebuilt instead of appended to.
         """
         again = any(rel in self.index["files"] for rel in entries)
-        _append(self.out_dir / INDEX_FILE, "".join(
-            json.dumps({"file": rel, **e}, sort_keys=True) + "\n" for rel, e in entries.items()))
+        _append(
+            self.out_dir / INDEX_FILE,
+            "".join(
+                json.dumps({"file": rel, **e}, sort_keys=True) + "\n" for rel, e in entries.items()
+            ),
+        )
         self.index["files"].update(entries)
         self._retry.difference_update(entries)
         if again or self._csv_stale:
@@ -208,8 +237,11 @@ class FolderWatcher:
             # The index has the batch (nothing is lost); rebuild the CSVs from it with
             # the next batch, or at the next open.
             self._csv_stale = True
-            log.error("cannot append to the CSVs in %s (%s); they will be rebuilt from "
-                      "the index", self.out_dir, exc)
+            log.error(
+                "cannot append to the CSVs in %s (%s); they will be rebuilt from the index",
+                self.out_dir,
+                exc,
+            )
 
     def is_done(self, rel: str, size: int, mtime_ns: int) -> bool:
         """The index has this file with this size and mtime (and it is not a failed
@@ -296,7 +328,7 @@ class FolderWatcher:
         for i in range(0, len(ready), self.batch_size):
             if stop is not None and stop.is_set():
                 break
-            self._process_batch(ready[i:i + self.batch_size], report)
+            self._process_batch(ready[i : i + self.batch_size], report)
         report.seconds = time.perf_counter() - start
         return report
 
@@ -311,8 +343,12 @@ class FolderWatcher:
             time.sleep(self.settle_s)
         return self.process_ready()
 
-    def run_forever(self, poll_s: float = 2.0, stop: Any = None,
-                    on_pass: Callable[[PassReport], None] | None = None) -> None:
+    def run_forever(
+        self,
+        poll_s: float = 2.0,
+        stop: Any = None,
+        on_pass: Callable[[PassReport], None] | None = None,
+    ) -> None:
         """Poll until ``stop`` (a ``threading.Event``) is set; finishes the current batch.
 
         An ``OSError`` writing the outputs (full disk) is logged and retried at the
@@ -325,8 +361,12 @@ class FolderWatcher:
             try:
                 report = self.process_ready(stop)
             except OSError as exc:
-                log.error("cannot write results to %s: %s; retrying in %.0f s",
-                          self.out_dir, exc, max(poll_s, 10.0))
+                log.error(
+                    "cannot write results to %s: %s; retrying in %.0f s",
+                    self.out_dir,
+                    exc,
+                    max(poll_s, 10.0),
+                )
                 stop.wait(max(poll_s, 10.0))
                 continue
             if on_pass is not None:
@@ -338,8 +378,9 @@ class FolderWatcher:
         try:
             results = list(self.predict(paths))
             if len(results) != len(paths):
-                raise RuntimeError(f"predict returned {len(results)} results for "
-                                   f"{len(paths)} files")
+                raise RuntimeError(
+                    f"predict returned {len(results)} results for {len(paths)} files"
+                )
             return [(r, getattr(r, "error", None)) for r in results]
         except Exception as exc:  # noqa: BLE001 - isolated below, never lost
             if len(paths) == 1:
@@ -363,9 +404,14 @@ class FolderWatcher:
             data.update(file=rel, size=size, mtime_ns=mtime_ns, processed_at=stamp)
             out = self.out_dir / RESULTS_DIR / (rel + ".json")
             atomic_write_text(out, json.dumps(data, indent=1, default=_json_default))
-            entries[rel] = {"status": "ok", "size": size, "mtime_ns": mtime_ns,
-                            "processed_at": stamp, "result": out.relative_to(self.out_dir)
-                            .as_posix(), "row": _row(data)}
+            entries[rel] = {
+                "status": "ok",
+                "size": size,
+                "mtime_ns": mtime_ns,
+                "processed_at": stamp,
+                "result": out.relative_to(self.out_dir).as_posix(),
+                "row": _row(data),
+            }
         self._record(entries)
         for rel, entry in entries.items():
             self._seen.pop(rel, None)
@@ -388,8 +434,7 @@ class FolderWatcher:
 
 
 def _result_row(rel: str, entry: dict[str, Any]) -> list[Any]:
-    return [rel, *[entry["row"].get(c, "") for c in RESULT_COLUMNS[1:-1]],
-            entry["processed_at"]]
+    return [rel, *[entry["row"].get(c, "") for c in RESULT_COLUMNS[1:-1]], entry["processed_at"]]
 
 
 def _error_row(rel: str, entry: dict[str, Any]) -> list[Any]:
@@ -417,8 +462,9 @@ def read_index(out_dir: str | Path) -> dict[str, dict[str, Any]]:
                     raise ValueError(entry["status"])
                 int(entry["size"]), int(entry["mtime_ns"])
             except (ValueError, KeyError, TypeError, AttributeError):
-                log.warning("%s line %d is incomplete or unreadable; its file is redone",
-                            path, number)
+                log.warning(
+                    "%s line %d is incomplete or unreadable; its file is redone", path, number
+                )
                 continue
             files[rel] = entry
     return files
@@ -431,13 +477,17 @@ def _read_header(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as fh:
             header = json.loads(fh.readline())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path} is not a processed-index ({exc}); move it away to start "
-                         f"over (results in {RESULTS_DIR}/ are kept and rewritten)") from exc
+        raise ValueError(
+            f"{path} is not a processed-index ({exc}); move it away to start "
+            f"over (results in {RESULTS_DIR}/ are kept and rewritten)"
+        ) from exc
     if not isinstance(header, dict) or header.get("format") != INDEX_FORMAT:
         raise ValueError(f"{path} is not an edge-iapp watch index; move it away to start over")
     if header.get("version") != INDEX_VERSION:
-        raise ValueError(f"{path}: index version {header.get('version')!r}; this edge-iapp "
-                         f"reads version {INDEX_VERSION}")
+        raise ValueError(
+            f"{path}: index version {header.get('version')!r}; this edge-iapp "
+            f"reads version {INDEX_VERSION}"
+        )
     return header
 
 
@@ -450,7 +500,7 @@ def _append(path: Path, text: str) -> None:
         try:
             view = memoryview(data)
             while view:
-                view = view[fh.write(view):]
+                view = view[fh.write(view) :]
             os.fsync(fh.fileno())
         except OSError:
             with contextlib.suppress(OSError):  # else read_index skips the broken line
@@ -459,8 +509,13 @@ def _append(path: Path, text: str) -> None:
 
 
 def _error_entry(size: int, mtime_ns: int, stamp: str, error: str) -> dict[str, Any]:
-    return {"status": "error", "size": size, "mtime_ns": mtime_ns, "processed_at": stamp,
-            "error": error}
+    return {
+        "status": "error",
+        "size": size,
+        "mtime_ns": mtime_ns,
+        "processed_at": stamp,
+        "error": error,
+    }
 
 
 def _result_dict(result: Any) -> dict[str, Any]:

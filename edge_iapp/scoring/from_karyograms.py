@@ -113,7 +113,7 @@ def load_layout(path: str | Path) -> KaryogramLayoutSpec:
 def parse_layout(data: Any, source: str = "layout") -> KaryogramLayoutSpec:
     """Check a layout dictionary (see the module docstring)."""
     if not isinstance(data, dict) or data.get("format") != LAYOUT_FORMAT:
-        raise LayoutError(f"{source}: expected a JSON object with \"format\": \"{LAYOUT_FORMAT}\"")
+        raise LayoutError(f'{source}: expected a JSON object with "format": "{LAYOUT_FORMAT}"')
     size = data.get("image_size")
     if not (isinstance(size, list) and len(size) == 2 and all(_pos_int(v) for v in size)):
         raise LayoutError(f"{source}: image_size must be [width, height] in pixels, got {size!r}")
@@ -126,8 +126,13 @@ def parse_layout(data: Any, source: str = "layout") -> KaryogramLayoutSpec:
             name = canonical_class(str(key))
         except ValueError as exc:
             raise LayoutError(f"{source}: {exc}") from None
-        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int) for v in box)
-                and box[2] > 0 and box[3] > 0):
+        if not (
+            isinstance(box, list)
+            and len(box) == 4
+            and all(isinstance(v, int) for v in box)
+            and box[2] > 0
+            and box[3] > 0
+        ):
             raise LayoutError(f"{source}: slot {key!r} must be [x, y, w, h] integers, got {box!r}")
         if name in slots:
             raise LayoutError(f"{source}: class {name} has two slots")
@@ -193,8 +198,10 @@ def cut_karyograms(
         :class:`CutStats`. Unreadable files are listed in the manifest, never fatal.
     """
     src = Path(karyograms)
-    files = [src] if src.is_file() else sorted(
-        p for p in src.iterdir() if p.is_file() and not p.name.startswith(".")
+    files = (
+        [src]
+        if src.is_file()
+        else sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
     )
     out = Path(out)
     stats = CutStats()
@@ -214,6 +221,20 @@ def cut_karyograms(
     writer.writerows(rows)
     atomic_write_text(out / MANIFEST, buf.getvalue())
     return stats
+
+
+def _slot_note(name: str, written: int, found: bool) -> str:
+    """Why a slot of class ``name`` with ``written`` crops needs a look ("" when it does not)."""
+    if not found:
+        return "no chromosome in this slot"
+    if written == 1 and name in CLASS_NAMES[:22]:
+        return (
+            "1 chromosome cut from this slot (a missing homologue, a cluster, or two "
+            "touching homologues cut as one crop: check it)"
+        )
+    if written > 2 and name != "X":
+        return f"{written} objects in this slot (pieces of one chromosome, or an extra copy)"
+    return ""
 
 
 def _cut_one(path: Path, pixels, spec: KaryogramLayoutSpec, out: Path, stats: CutStats):
@@ -243,8 +264,9 @@ def _cut_one(path: Path, pixels, spec: KaryogramLayoutSpec, out: Path, stats: Cu
     in_slots = [o for objs in found.values() for o in objs]
     use_area = len(in_slots) >= spec.segment.min_objects_for_area
     for obj in in_slots:
-        obj.cluster_reasons = cluster_reasons(obj.area, obj.concavities, median, use_area,
-                                              spec.segment)
+        obj.cluster_reasons = cluster_reasons(
+            obj.area, obj.concavities, median, use_area, spec.segment
+        )
         obj.cluster = bool(obj.cluster_reasons)
     rows: list[list[Any]] = []
     for name in (c for c in CLASS_NAMES if c in found):
@@ -263,16 +285,8 @@ def _cut_one(path: Path, pixels, spec: KaryogramLayoutSpec, out: Path, stats: Cu
             stats.crops += 1
             stats.per_class[name] += 1
             rows.append([path.name, name, rel, bbox, obj.area, "ok", ""])
-        if not objs:
+        note = _slot_note(name, k, bool(objs))
+        if note:
             stats.warnings += 1
-            rows.append([path.name, name, "", "", "", "warning", "no chromosome in this slot"])
-        elif k == 1 and name in CLASS_NAMES[:22]:
-            stats.warnings += 1
-            rows.append([path.name, name, "", "", "", "warning",
-                         "1 chromosome cut from this slot (a missing homologue, a cluster, or two "
-                         "touching homologues cut as one crop: check it)"])
-        elif k > 2 and name != "X":
-            stats.warnings += 1
-            rows.append([path.name, name, "", "", "", "warning",
-                         f"{k} objects in this slot (pieces of one chromosome, or an extra copy)"])
+            rows.append([path.name, name, "", "", "", "warning", note])
     return rows

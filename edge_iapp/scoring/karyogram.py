@@ -183,8 +183,9 @@ def render_indexed(
     layout = layout or KaryogramLayout()
     width, height = layout.size
     canvas = np.full((height, width), 255, dtype=np.uint8)
-    cv2.putText(canvas, title[:120], (layout.margin, layout.margin + 22), _FONT, 0.6, _TEXT, 1,
-                cv2.LINE_AA)
+    cv2.putText(
+        canvas, title[:120], (layout.margin, layout.margin + 22), _FONT, 0.6, _TEXT, 1, cv2.LINE_AA
+    )
     boxes = layout.slot_boxes()
     slots: dict[str, _Placed] = {name: _Placed() for name in boxes}
     strip: list[KaryogramItem] = []
@@ -198,8 +199,16 @@ def render_indexed(
         cv2.putText(canvas, letter, (x, y), _FONT, 0.55, _TEXT, 1, cv2.LINE_AA)
     for name, (x, y, w, h) in boxes.items():
         cv2.line(canvas, (x, y + h + 2), (x + w, y + h + 2), _RULE, 1)
-        cv2.putText(canvas, name, (x + w // 2 - 6 * len(name), y + h + 18), _FONT, 0.5, _TEXT, 1,
-                    cv2.LINE_AA)
+        cv2.putText(
+            canvas,
+            name,
+            (x + w // 2 - 6 * len(name), y + h + 18),
+            _FONT,
+            0.5,
+            _TEXT,
+            1,
+            cv2.LINE_AA,
+        )
         placed = sorted(slots[name].items, key=lambda i: i.order)
         if placed:
             _place_row(canvas, placed, (x, y, w, h), scale, max(len(placed), 2))
@@ -211,8 +220,16 @@ def render_indexed(
         shown = strip[:per]
         _place_row(canvas, shown, (cx, cy, len(shown) * ch, ch), None, len(shown))
         if len(strip) > per:
-            cv2.putText(canvas, f"+{len(strip) - per} more", (cx + cw - 90, cy + ch + 16), _FONT,
-                        0.5, _TEXT, 1, cv2.LINE_AA)
+            cv2.putText(
+                canvas,
+                f"+{len(strip) - per} more",
+                (cx + cw - 90, cy + ch + 16),
+                _FONT,
+                0.5,
+                _TEXT,
+                1,
+                cv2.LINE_AA,
+            )
     return canvas
 
 
@@ -293,8 +310,9 @@ def encode_indexed_png(indices: np.ndarray, palette: np.ndarray = PALETTE) -> by
     added before the image data.
     """
     if indices.ndim != 2 or indices.dtype != np.uint8:
-        raise ValueError(f"expected an (H, W) uint8 index image, got {indices.dtype} "
-                         f"{indices.shape}")
+        raise ValueError(
+            f"expected an (H, W) uint8 index image, got {indices.dtype} {indices.shape}"
+        )
     palette = np.asarray(palette, np.uint8)
     if palette.ndim != 2 or palette.shape[1] != 3 or not 0 < len(palette) <= 256:
         raise ValueError(f"expected a (N <= 256, 3) palette, got {palette.shape}")

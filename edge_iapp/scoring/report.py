@@ -28,10 +28,22 @@ from .layout import (
 )
 
 TABLE_COLUMNS = [
-    "cell", "status", "input", "count", "karyotype", "karyotype_consistent",
+    "cell",
+    "status",
+    "input",
+    "count",
+    "karyotype",
+    "karyotype_consistent",
     "changed_by_consistency",
-    "not_46", "aneuploidy", "doubtful", "clusters", "unclassified", "errors", "flags",
-    "backend", "precision",
+    "not_46",
+    "aneuploidy",
+    "doubtful",
+    "clusters",
+    "unclassified",
+    "errors",
+    "flags",
+    "backend",
+    "precision",
 ]
 ERROR_COLUMNS = ["slide", "cell", "file", "error"]
 
@@ -66,27 +78,30 @@ def slide_rows(
             errors.append({"slide": slide.name, "cell": job.cell, "file": "", "error": message})
             continue
         cons = summary.get("consistency") or {}
-        rows.append({
-            "cell": job.cell,
-            "status": "scored",
-            "input": summary["input"],
-            "count": summary["count"],
-            "karyotype": summary["karyotype"],
-            "karyotype_consistent": cons.get("karyotype", ""),
-            "changed_by_consistency": cons.get("changed", ""),
-            "not_46": int(summary["not_46"]),
-            "aneuploidy": int(summary["aneuploidy"]),
-            "doubtful": summary["doubtful"],
-            "clusters": summary["clusters"],
-            "unclassified": summary["unclassified"],
-            "errors": len(summary["errors"]),
-            "flags": ";".join(summary["flags"]),
-            "backend": summary["backend"],
-            "precision": summary["precision"],
-        })
+        rows.append(
+            {
+                "cell": job.cell,
+                "status": "scored",
+                "input": summary["input"],
+                "count": summary["count"],
+                "karyotype": summary["karyotype"],
+                "karyotype_consistent": cons.get("karyotype", ""),
+                "changed_by_consistency": cons.get("changed", ""),
+                "not_46": int(summary["not_46"]),
+                "aneuploidy": int(summary["aneuploidy"]),
+                "doubtful": summary["doubtful"],
+                "clusters": summary["clusters"],
+                "unclassified": summary["unclassified"],
+                "errors": len(summary["errors"]),
+                "flags": ";".join(summary["flags"]),
+                "backend": summary["backend"],
+                "precision": summary["precision"],
+            }
+        )
         for e in summary["errors"]:
-            errors.append({"slide": slide.name, "cell": job.cell, "file": e["file"],
-                           "error": e["error"]})
+            errors.append(
+                {"slide": slide.name, "cell": job.cell, "file": e["file"], "error": e["error"]}
+            )
     return rows, errors
 
 
@@ -158,8 +173,10 @@ def slide_html(
     for r in rows:
         cell = r["cell"]
         if r["status"] != "scored":
-            out.append(f"<tr class='flag'><td>{e(cell)}</td><td colspan='9'>not scored "
-                       "(see errors)</td></tr>")
+            out.append(
+                f"<tr class='flag'><td>{e(cell)}</td><td colspan='9'>not scored "
+                "(see errors)</td></tr>"
+            )
             continue
         cls = " class='flag'" if r["not_46"] or r["aneuploidy"] or r["clusters"] else ""
         thumb = f'<a href="{quote(cell)}/{KARYOGRAM}"><img src="{quote(cell)}/{KARYOGRAM}"></a>'
@@ -174,8 +191,10 @@ def slide_html(
     if errors:
         out.append("<h2>Errors</h2><table><tr><th>cell</th><th>file</th><th>error</th></tr>")
         for er in errors:
-            out.append(f"<tr><td>{e(er['cell'])}</td><td>{e(er['file'])}</td>"
-                       f"<td>{e(er['error'])}</td></tr>")
+            out.append(
+                f"<tr><td>{e(er['cell'])}</td><td>{e(er['file'])}</td>"
+                f"<td>{e(er['error'])}</td></tr>"
+            )
         out.append("</table>")
     out.append("</body></html>\n")
     return "\n".join(out)
@@ -204,9 +223,13 @@ def write_index(out: Path, totals: list[dict[str, Any]]) -> None:
     ]
     for t in totals:
         link = f'<a href="{quote(t["slide"])}/{SLIDE_REPORT}">{e(t["slide"])}</a>'
-        lines.append(f"<tr><td>{link}</td><td>{t['cells']}</td><td>{t['scored']}</td>"
-                     f"<td>{t['not_46']}</td><td>{t['aneuploid']}</td><td>{t['doubtful']}</td>"
-                     f"<td>{t['errors']}</td><td>{e(t['karyotypes'])}</td></tr>")
-    lines.append("</table><p>Run details (backend, precision, bundle, times): "
-                 "<a href='run_info.json'>run_info.json</a>.</p></body></html>\n")
+        lines.append(
+            f"<tr><td>{link}</td><td>{t['cells']}</td><td>{t['scored']}</td>"
+            f"<td>{t['not_46']}</td><td>{t['aneuploid']}</td><td>{t['doubtful']}</td>"
+            f"<td>{t['errors']}</td><td>{e(t['karyotypes'])}</td></tr>"
+        )
+    lines.append(
+        "</table><p>Run details (backend, precision, bundle, times): "
+        "<a href='run_info.json'>run_info.json</a>.</p></body></html>\n"
+    )
     atomic_write_text(out / INDEX, "\n".join(lines))
