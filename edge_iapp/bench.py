@@ -117,10 +117,10 @@ def load_labelled(
     """
     from .data import ImageReadError, apply_split, cell_key, load_split, read_image, scan_folder
     from .data.dataset import no_images_reason
-    from .data.split import absent_groups
+    from .data.split import absent_groups, scan_for_split
 
     record = load_split(split) if split is not None else None
-    scan = scan_folder(data, record.get("pattern") if record else None)
+    scan = scan_folder(data) if record is None else scan_for_split(data, record)
     if not scan.samples:
         raise ValueError(no_images_reason(scan))
     samples = scan.samples
