@@ -63,7 +63,7 @@ def summarize(out: Path) -> dict:
     fewshot = []
     for folder in sorted((out / "fewshot").glob("*")):
         r = _read(folder / "finetune.json")
-        row = {"name": folder.name, "ok": r is not None and r.get("after") is not None}
+        row = {"name": folder.name, "ok": r is not None}
         if r is not None:
             after = r.get("after") or {}
             row.update(
@@ -112,7 +112,7 @@ def table(summary: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for f in summary["fewshot"]:
-        if "before" not in f:
+        if not f["ok"]:
             lines.append(f"| {f['name']} | no finetune.json (see logs/) | | | | | |")
             continue
         cells = f"{f['cells']} (+{f['pseudo_cells']}, {f['adapt_cells']})"
