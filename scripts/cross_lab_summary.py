@@ -92,35 +92,43 @@ def _review(r: dict | None) -> str:
     return f"{_pct(r['errors_flagged'])} / {_pct(r['correct_flagged'])} ({rule})"
 
 
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    """One Markdown table; a short row (a run that left no record) is padded."""
+    width = len(header)
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * width,
+        *("| " + " | ".join(r + [""] * (width - len(r))) + " |" for r in rows),
+    ]
+
+
 def table(summary: dict) -> str:
     """The summary as two Markdown tables."""
-    lines = [
-        "| evaluation | images | accuracy % | review: errors / correct % |",
-        "|---|---|---|---|",
+    evals = [
+        [e["name"], str(e["images"]), _pct(e["accuracy"]), _review(e["review"])]
+        if e["ok"]
+        else [e["name"], "no metrics.json (see logs/)"]
+        for e in summary["evals"]
     ]
-    for e in summary["evals"]:
-        if not e["ok"]:
-            lines.append(f"| {e['name']} | no metrics.json (see logs/) | | |")
-            continue
-        lines.append(
-            f"| {e['name']} | {e['images']} | {_pct(e['accuracy'])} | {_review(e['review'])} |"
-        )
-    lines += [
-        "",
-        "| few-shot | cells (+pseudo, adapt) | test images | before % | after % "
-        "| review after: errors / correct % | placed T (review.json) |",
-        "|---|---|---|---|---|---|---|",
+    fewshot = [
+        [
+            f["name"],
+            f"{f['cells']} (+{f['pseudo_cells']}, {f['adapt_cells']})",
+            str(f["test_images"]),
+            _pct(f["before"]),
+            _pct(f["after"]),
+            _review(f["review"]),
+            str(f["placed_t"] or "n/a"),
+        ]
+        if f["ok"]
+        else [f["name"], "no finetune.json (see logs/)"]
+        for f in summary["fewshot"]
     ]
-    for f in summary["fewshot"]:
-        if not f["ok"]:
-            lines.append(f"| {f['name']} | no finetune.json (see logs/) | | | | | |")
-            continue
-        cells = f"{f['cells']} (+{f['pseudo_cells']}, {f['adapt_cells']})"
-        lines.append(
-            f"| {f['name']} | {cells} | {f['test_images']} | {_pct(f['before'])} "
-            f"| {_pct(f['after'])} | {_review(f['review'])} | {f['placed_t'] or 'n/a'} |"
-        )
-    return "\n".join(lines)
+    header = ["evaluation", "images", "accuracy %", "review: errors / correct %"]
+    lines = _markdown(header, evals) + [""]
+    header = ["few-shot", "cells (+pseudo, adapt)", "test images", "before %", "after %"]
+    header += ["review after: errors / correct %", "placed T (review.json)"]
+    return "\n".join(lines + _markdown(header, fewshot))
 
 
 def main(argv: list[str]) -> int:
