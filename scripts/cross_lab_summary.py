@@ -47,37 +47,52 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+def _eval_row(folder: Path, m: dict) -> dict:
+    return {
+        "images": m["images"],
+        "accuracy": m["main"]["accuracy"],
+        "review": review_shares(m.get("ood")),
+    }
+
+
+def _fewshot_row(folder: Path, r: dict) -> dict:
+    after = r.get("after") or {}
+    return {
+        "cells": len(r["cells"]),
+        "pseudo_cells": len((r.get("pseudo") or {}).get("cell_ids") or []),
+        "adapt_cells": len(r.get("adapt_cells") or []),
+        "test_images": r["test_images"],
+        "before": r["before"]["fused"]["accuracy"],
+        "after": (after.get("fused") or {}).get("accuracy"),
+        "review": review_shares(after.get("ood")),
+        "placed_t": (_read(folder / "review.json") or {}).get("min_confidence"),
+    }
+
+
+def _rows(out: Path, part: str, record: str, fields) -> list[dict]:
+    """One row per folder of ``out/part``; ``ok`` False (with ``why``) where ``record``
+    is missing or not the layout ``fields`` reads (a record of another version)."""
+    rows = []
+    for folder in sorted((out / part).glob("*")):
+        row = {"name": folder.name, "ok": False, "why": f"no {record} (see logs/)"}
+        data = _read(folder / record)
+        if data is not None:
+            try:
+                row.update(fields(folder, data), ok=True)
+                del row["why"]
+            except (KeyError, TypeError, AttributeError) as e:
+                row["why"] = f"{record} lacks {e} (another version?)"
+        rows.append(row)
+    return rows
+
+
 def summarize(out: Path) -> dict:
     """The evaluations and few-shot runs under ``out``, one record each, sorted by name."""
-    evals = []
-    for folder in sorted((out / "evals").glob("*")):
-        m = _read(folder / "metrics.json")
-        row = {"name": folder.name, "ok": m is not None}
-        if m is not None:
-            row.update(
-                images=m["images"],
-                accuracy=m["main"]["accuracy"],
-                review=review_shares(m.get("ood")),
-            )
-        evals.append(row)
-    fewshot = []
-    for folder in sorted((out / "fewshot").glob("*")):
-        r = _read(folder / "finetune.json")
-        row = {"name": folder.name, "ok": r is not None}
-        if r is not None:
-            after = r.get("after") or {}
-            row.update(
-                cells=len(r["cells"]),
-                pseudo_cells=len((r.get("pseudo") or {}).get("cell_ids") or []),
-                adapt_cells=len(r.get("adapt_cells") or []),
-                test_images=r["test_images"],
-                before=r["before"]["fused"]["accuracy"],
-                after=(after.get("fused") or {}).get("accuracy"),
-                review=review_shares(after.get("ood")),
-                placed_t=(_read(folder / "review.json") or {}).get("min_confidence"),
-            )
-        fewshot.append(row)
-    return {"out": str(out), "evals": evals, "fewshot": fewshot}
+    return {
+        "out": str(out),
+        "evals": _rows(out, "evals", "metrics.json", _eval_row),
+        "fewshot": _rows(out, "fewshot", "finetune.json", _fewshot_row),
+    }
 
 
 def _pct(x: float | None) -> str:
@@ -107,7 +122,7 @@ def table(summary: dict) -> str:
     evals = [
         [e["name"], str(e["images"]), _pct(e["accuracy"]), _review(e["review"])]
         if e["ok"]
-        else [e["name"], "no metrics.json (see logs/)"]
+        else [e["name"], e["why"]]
         for e in summary["evals"]
     ]
     fewshot = [
@@ -121,7 +136,7 @@ def table(summary: dict) -> str:
             str(f["placed_t"] or "n/a"),
         ]
         if f["ok"]
-        else [f["name"], "no finetune.json (see logs/)"]
+        else [f["name"], f["why"]]
         for f in summary["fewshot"]
     ]
     header = ["evaluation", "images", "accuracy %", "review: errors / correct %"]

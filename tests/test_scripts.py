@@ -237,3 +237,9 @@ def test_cross_lab_summary_reads_evaluate_and_finetune_records(tmp_path, capsys)
         "| 0.991 |" in table
     )
     assert summary.main([str(tmp_path / "none")]) == 2
+    # a record of another layout (no "before") is a row that names the missing key
+    (run2 / "finetune.json").write_text(json.dumps({"cells": ["b/1"], "test_images": 4}))
+    assert summary.main([str(out)]) == 0
+    assert "| a_to_b_k5_p78 | finetune.json lacks 'before' (another version?) |" in (
+        capsys.readouterr().out
+    )
