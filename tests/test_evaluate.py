@@ -87,3 +87,18 @@ def test_evaluate_predictions_writes_report_and_figures(tmp_path) -> None:
     assert "P base" in report  # the baseline columns of Table 3
     assert 0.0 <= saved["review"]["ece"] <= 1.0
     assert 0.0 <= saved["baseline_review"]["aurc"] <= 1.0
+
+
+def test_one_class_gives_no_nan_in_metrics_json_or_report(tmp_path) -> None:
+    # a test part of one image (or one class): no AUC can be computed
+    logits = np.zeros((3, 1, 24), np.float32)
+    preds = Predictions(("global", "object", "part"), logits, np.array([5]), np.zeros(1, bool))
+    base = Predictions(("global",), logits[:1], np.array([5]), np.zeros(1, bool))
+    record = evaluate_predictions(preds, tmp_path, "lambda", "unit", baseline=base)
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in metrics.json")
+
+    saved = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert saved["main"]["macro_auc"] is None and record["main"]["macro_auc"] is None
+    assert "nan" not in (tmp_path / "report.md").read_text().lower()

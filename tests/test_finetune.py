@@ -232,6 +232,18 @@ def test_refusals(lab, tmp_path) -> None:
     assert result.exit_code == 2 and "notatrainingrun" in flat(result.output)
 
 
+@pytest.mark.parametrize("damaged", ["config.json", "last.pt"])
+def test_a_damaged_run_is_refused_with_a_message(lab, tmp_path, damaged) -> None:
+    run, data, split = lab
+    copy = tmp_path / "base"
+    shutil.copytree(run, copy)
+    (copy / damaged).write_bytes(b"")  # a copy cut short
+    result = _finetune(copy, data, split, tmp_path / "run2", "--cells", "1", "--epochs", "1")
+    assert result.exit_code == 2, result.output
+    assert f"cannotfine-tune{copy}" in flat(result.output) and damaged in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run2" / "last.pt").exists()
+
+
 def test_zero_cells_evaluates_only(lab, tmp_path) -> None:
     from edge_iapp.train.data import prepare
     from edge_iapp.train.loading import load_parts

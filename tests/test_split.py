@@ -123,6 +123,14 @@ EMPTY_GROUPS = {"train": [], "val": [], "test": []}
             json.dumps({"version": 1, "pattern": 3, "groups": EMPTY_GROUPS}),
             "'pattern' must be a regex string or null",
         ),
+        (
+            json.dumps({"version": 1, "groups": {"train": [["a"]], "val": [], "test": []}}),
+            "groups of 'train' must be names",
+        ),
+        (
+            json.dumps({"version": 1, "groups": {"train": ["7"], "val": [7], "test": []}}),
+            "7 is in both 'train' and 'val'",
+        ),
     ],
 )
 def test_load_split_rejects(tmp_path, content, message):

@@ -313,6 +313,7 @@ def test_cli_synth_labelled_and_slide(tmp_path):
         (["--cells", "1", "--layout", "karyogram"], "--layout"),
         (["--cells", "1", "--aneuploid", "2"], "--aneuploid"),
         (["--cells", "1", "--cells-per-case", "0"], "cells-per-case"),
+        (["--cells", "1", "--seed", "-1"], "--seed"),
     ],
 )
 def test_cli_synth_bad_arguments(tmp_path, args, message):

@@ -574,3 +574,162 @@ def test_divergence_is_found_between_device_reads(synth, tmp_path, monkeypatch) 
         train(cfg, prepared, tmp_path / "run")
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert state["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+        (["--epochs", "-1"], "--epochs must be at least 1, got -1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--lr", "0"], "--lr must be positive"),
+        (["--backbone", "foonet"], "unknown backbone 'foonet'"),
+        (["--r1", "0"], "--r1 (an SE reduction ratio) must be at least 1"),
+        (["--hflip", "2"], "--hflip is a probability"),
+        (["--threads", "-1"], "--threads must be at least 1"),
+        (["--max-per-class", "0"], "--max-per-class must be at least 1, got 0"),
+        (["--keep", "-1"], "--keep must be at least 0"),
+    ],
+)
+def test_bad_recipe_options_are_refused_before_any_preprocessing(
+    synth, tmp_path, option, message
+) -> None:
+    data, split = synth
+    out = tmp_path / "r"
+    args = ["train", str(data), "--split", str(split), "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--input-size", "32", "--canvas", "96", *option])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert "preprocessed" not in result.output  # said before minutes of preprocessing
+    assert not out.exists()
+
+
+def _damaged_run(root: Path, config: str | None = None, checkpoint: bytes = b"") -> Path:
+    """A run folder whose config.json or last.pt is damaged (a copy cut short, an edit)."""
+    root.mkdir()
+    RunConfig(preprocess=PreprocessConfig(input_size=32, canvas=96)).save(root)
+    if config is not None:
+        (root / "config.json").write_text(config)
+    (root / "last.pt").write_bytes(checkpoint)
+    return root
+
+
+@pytest.mark.parametrize(
+    "config, checkpoint, message",
+    [
+        (None, b"", "last.ptisnotareadablecheckpoint"),  # zero bytes: click said "Aborted."
+        (None, b"PK\x03\x04 cut short", "last.ptisnotareadablecheckpoint"),
+        ('{"backbone": "resnet18", "colour": 1}', b"", "config.jsonisnotareadablerunconfig"),
+        ("{oops", b"", "config.jsonisnotareadablerunconfig"),
+    ],
+)
+def test_a_damaged_run_folder_is_a_clear_error(synth, tmp_path, config, checkpoint, message):
+    data, split = synth
+    run = _damaged_run(tmp_path / "run", config, checkpoint)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    evaluate = ["evaluate", str(run), "--data", str(data), "--split", str(split)]
+    result = CliRunner().invoke(app, [*evaluate, "--out", str(tmp_path / "ev"), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert message in flat(result.output) and "Traceback" not in result.output
+    resume = ["train", str(data), "--split", str(split), "--out", str(run), "--resume"]
+    result = CliRunner().invoke(app, [*resume, "--device", "cpu", "--epochs", "1"])
+    assert result.exit_code == 2, result.output
+    assert message in flat(result.output) and "Traceback" not in result.output
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before  # left as it was
+
+
+@pytest.mark.parametrize(
+    "command, options, message",
+    [
+        ("evaluate", ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        ("evaluate", ["--max-per-class", "-1"], "--max-per-class must be at least 1"),
+        ("evaluate", ["--out", "{file}"], "is a file; choose an output folder"),
+        ("ood-calibrate", ["--batch-size", "0"], "--batch-size must be at least 1"),
+        ("ood-calibrate", ["--fit-per-class", "-1"], "--fit-per-class must be at least 0"),
+        ("finetune", ["--out", "{file}"], "is a file; choose an output folder"),
+        ("finetune", ["--max-test-per-class", "0"], "--max-test-per-class must be at least 1"),
+        ("train", ["--out", "{file}"], "is a file; choose an output folder"),
+        ("train", ["--cache", "{file}"], "--cache"),
+        ("evaluate", ["--cache", "{file}"], "--cache"),
+    ],
+)
+def test_bad_counts_and_outputs_are_refused_first(synth, tmp_path, command, options, message):
+    """Said before anything is read: a batch size of 0 was a traceback after preprocessing,
+    an --out that is a file a traceback after the predictions (or the fine-tuning)."""
+    data, split = synth
+    run, a_file = tmp_path / "run", tmp_path / "notes.txt"
+    a_file.write_text("keep me")
+    defaults = {
+        "evaluate": [str(run), "--data", str(data), "--split", str(split), "--out", "ev"],
+        "ood-calibrate": [str(run)],
+        "finetune": [str(run), "--data", str(data), "--split", str(split), "--cells", "1"],
+        "train": [str(data), "--split", str(split), "--epochs", "1"],
+    }[command]
+    options = [o.replace("{file}", str(a_file)) for o in options]
+    if "--out" not in options and command in ("finetune", "train"):
+        options += ["--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(app, [command, *defaults, *options, "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert a_file.read_text() == "keep me" and not (tmp_path / "out").exists()
+
+
+def test_evaluate_warns_when_the_split_tests_what_the_run_trained_on(synth, tmp_path) -> None:
+    import shutil
+
+    from edge_iapp.model import create_model
+
+    data, split = synth
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = RunConfig(
+        preprocess=PreprocessConfig(input_size=32, canvas=96), extra={"data": str(data)}
+    )
+    cfg.save(run)
+    torch.manual_seed(0)
+    torch.save({"model": create_model("resnet18").state_dict(), "epoch": 1}, run / "last.pt")
+    shutil.copy(split, run / "split.json")  # as train keeps it
+    # `data split` run again (another seed): cells 0-1 of the run's train part now test
+    other = write_split(tmp_path / "other.json", [2, 3, 4, 5, 6, 7, 8], [9], [0, 1, 10])
+    args = ["evaluate", str(run), "--data", str(data), "--device", "cpu", "--threads", "1"]
+    result = CliRunner().invoke(app, [*args, "--split", str(other), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    warning = "2ofthesplit's3testgroup(s)(S0000,S0001)wereinthetrainpartofthisrun"
+    assert warning in flat(result.output) and "inflated" in result.output
+    assert warning in flat(
+        json.loads((tmp_path / "a" / "metrics.json").read_text())["info"]["warning"]
+    )
+    assert "inflated" in (tmp_path / "a" / "report.md").read_text()
+    result = CliRunner().invoke(app, [*args, "--split", str(split), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "inflated" not in result.output
+
+
+def test_resume_with_another_split_is_refused(synth, tmp_path) -> None:
+    import shutil
+
+    data, split = synth
+    run = _damaged_run(tmp_path / "run", checkpoint=b"epoch 3's weights")
+    shutil.copy(split, run / "split.json")  # as train keeps it
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    # `data split` run again: cells 0-1 of the run's train part would be tested
+    other = write_split(tmp_path / "other.json", [2, 3, 4, 5, 6, 7, 8], [9], [0, 1, 10])
+    args = ["train", str(data), "--split", str(other), "--out", str(run), "--resume"]
+    result = CliRunner().invoke(app, [*args, "--device", "cpu", "--epochs", "4"])
+    assert result.exit_code == 2, result.output
+    assert "isnotthesplititwastrainedwith" in flat(result.output)
+    assert "preprocessed" not in result.output
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_damaged_cache_file_is_prepared_again(synth, tmp_path) -> None:
+    data, split = synth
+    samples = _samples(data, split, "val")
+    cfg = PreprocessConfig(input_size=32, canvas=96)
+    first = prepare(samples, cfg, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("prepared_*.npz")
+    cache.write_bytes(cache.read_bytes()[:100])  # a copy cut short, a full disk
+    again = prepare(samples, cfg, cache_dir=tmp_path)
+    assert np.array_equal(again.global_images, first.global_images)
+    assert again.paths == first.paths
+    assert np.array_equal(prepare(samples, cfg, cache_dir=tmp_path).labels, first.labels)

@@ -64,20 +64,21 @@ def finetune_command(
     cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
 ) -> None:
     """Fine-tune RUN on K cells of a new lab; accuracy before and after on its test part."""
-    import torch
 
     from ..train.finetune import FinetuneError, finetune
     from ..train.loading import DataProblem
     from ..train.trainer import RunConflict, TrainingDiverged
-    from .train_cmd import _device, _prepare
+    from .train_cmd import _at_least, _device, _output_folder, _prepare, _set_threads
 
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     dev = _device(device)
     if cells > 0 and epochs < 1:
         fail(f"--epochs must be at least 1 when fine-tuning, got {epochs}")
     if adapt_cells < 0:
         fail(f"--adapt-cells must be 0 or more, got {adapt_cells}")
+    _at_least(1, max_test_per_class=max_test_per_class)
+    _output_folder(out)
+    _output_folder(cache, "--cache")
     if not lr > 0:
         fail(f"--lr must be positive, got {lr}")
     try:
@@ -205,13 +206,11 @@ def adapt_command(
     threads: Annotated[int | None, Opt(help="torch CPU threads.")] = None,
 ) -> None:
     """Adapt RUN to a new lab without labels: BatchNorm statistics from a few of its cells."""
-    import torch
 
     from ..train.adapt_bn import adapt_run
-    from .train_cmd import _device, _prepare
+    from .train_cmd import _device, _prepare, _set_threads
 
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     try:
         record = adapt_run(
             run,

@@ -38,7 +38,6 @@ def ood_calibrate_command(
     cache: Annotated[Path | None, Opt(help="Folder for preprocessed-image caches.")] = None,
 ) -> None:
     """Calibrate RUN's out-of-distribution threshold on the val part of its training lab."""
-    import torch
 
     from ..train.data import balanced_subset
     from ..train.finetune import of_cells
@@ -46,13 +45,15 @@ def ood_calibrate_command(
     from ..train.ood_run import write_run_ood
     from ..train.predict import predict
     from ..train.run import load_model
-    from .train_cmd import _device, _prepare, _report_scan
+    from .train_cmd import _at_least, _device, _output_folder, _prepare, _report_scan, _set_threads
 
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     dev = _device(device)
     if not 0.0 < quantile < 1.0:
         fail(f"--quantile must be between 0 and 1, got {quantile}")
+    _at_least(1, batch_size=batch_size, max_per_class=max_per_class)
+    _at_least(0, fit_per_class=fit_per_class)
+    _output_folder(cache, "--cache")
     try:
         model, cfg = load_model(run)
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:
@@ -62,6 +63,11 @@ def ood_calibrate_command(
         if not saved:
             fail(f"{run}/config.json records no data folder: pass --data")
         data = Path(saved)
+        if not data.is_dir():
+            fail(
+                f"the run's training data {data} (recorded in {run}/config.json) is not "
+                "there: pass --data with the folder it was trained on"
+            )
     split = split or run / "split.json"
     if not split.is_file():
         fail(f"split file {split} does not exist: pass --split")

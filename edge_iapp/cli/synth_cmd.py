@@ -52,6 +52,8 @@ def synth(
 
     if cells < 1:
         fail(f"--cells must be at least 1, got {cells}")
+    if seed < 0:
+        fail(f"--seed must be 0 or more, got {seed}")
     if layout not in LAYOUTS:
         fail(f"--layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if not 0.0 <= aneuploid <= 1.0:

@@ -29,6 +29,30 @@ def _device(name: str) -> str:
     return name
 
 
+def _set_threads(threads: int | None) -> None:
+    """``--threads N``: torch's CPU threads (left out: torch's default)."""
+    import torch
+
+    if threads is None:
+        return
+    if threads < 1:
+        fail(f"--threads must be at least 1, got {threads} (leave it out for torch's default)")
+    torch.set_num_threads(threads)
+
+
+def _at_least(minimum: int, **options: int | None) -> None:
+    """Refuse a count option below ``minimum`` (None: left out); names like ``max_per_class``."""
+    for name, value in options.items():
+        if value is not None and value < minimum:
+            fail(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
+
+
+def _output_folder(out: Path | None, option: str = "--out") -> None:
+    """Refuse an ``--out`` (or ``--cache``) that is a file, before any work that would be lost."""
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"{option} {out} is a file; choose an output folder (it is created if missing)")
+
+
 def _prepare(samples, cfg, label: str, cache: Path | None, raw=None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -157,13 +181,19 @@ def train_command(
     from ..train.data import balanced_subset
     from ..train.loading import DataProblem, check_training_classes, load_parts
     from ..train.run import LAST_CHECKPOINT, RunConfig
-    from ..train.trainer import RunConflict, TrainingDiverged, train
+    from ..train.trainer import RunConflict, TrainingDiverged, check_config, train
 
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     dev = _device(device)
+    _at_least(1, max_per_class=max_per_class, val_max_per_class=val_max_per_class)
+    _at_least(0, keep=keep)
+    _output_folder(out)
+    _output_folder(cache, "--cache")
     if resume and (out / "config.json").is_file():
-        cfg = RunConfig.load(out)
+        try:
+            cfg = RunConfig.load(out)
+        except ValueError as exc:
+            fail(f"cannot resume {out}: {exc}")
         if epochs is not None:
             cfg.epochs = epochs
         console.print(f"--resume: using the recipe saved in {out / 'config.json'}")
@@ -181,7 +211,7 @@ def train_command(
                 r1=r1,
                 r2=r2,
                 fusion=fusion,
-                epochs=epochs or 50,
+                epochs=50 if epochs is None else epochs,
                 batch_size=batch_size,
                 lr=lr,
                 momentum=momentum,
@@ -205,6 +235,10 @@ def train_command(
             fail(str(exc))
     if cfg.fusion not in ("lambda", "sum"):
         fail(f"--fusion must be lambda or sum, got {cfg.fusion!r}")
+    try:
+        check_config(cfg)  # before minutes of preprocessing
+    except ValueError as exc:
+        fail(str(exc))
     if cfg.extra.get("amp") and dev != "cuda":
         fail("--amp is bf16 autocast on a CUDA device; this run would be on the CPU")
     if time_budget is not None and not time_budget > 0:
@@ -220,6 +254,8 @@ def train_command(
         parts = load_parts(data, split)
     except DataProblem as exc:
         fail(str(exc))
+    if resume and (out / LAST_CHECKPOINT).exists():
+        _same_split(out, split, parts.split)
     _report_scan(parts)
     train_samples, val_samples = parts.parts["train"], parts.parts["val"]
     if cfg.extra.get("max_per_class"):
@@ -313,7 +349,6 @@ def evaluate_command(
     ] = DEFAULT_TARGET,
 ) -> None:
     """Accuracy, macro-F1, Table 3/4, confusion, ROC, reliability and risk-coverage for RUN."""
-    import torch
 
     from ..train.data import balanced_subset, cell_key
     from ..train.evaluate import evaluate_predictions
@@ -321,16 +356,19 @@ def evaluate_command(
     from ..train.predict import predict
     from ..train.run import load_model
 
-    if threads:
-        torch.set_num_threads(threads)
+    _set_threads(threads)
     dev = _device(device)
     if subset not in ("train", "val", "test"):
         fail(f"--subset must be train, val or test, got {subset!r}")
+    _at_least(1, batch_size=batch_size, max_per_class=max_per_class)
+    _output_folder(out)
+    _output_folder(cache, "--cache")
     for name, value in (("--min-confidence", min_confidence), ("--review-target", review_target)):
         if value is not None and not 0.0 < value <= 1.0:
             fail(f"{name} must be in (0, 1], got {value}")
     if not run.is_dir():
-        fail(f"{run} does not exist: expected a training run folder (edge-iapp train --out)")
+        what = "is a file" if run.exists() else "does not exist"
+        fail(f"{run} {what}: expected a training run folder (edge-iapp train --out)")
     try:
         model, cfg = load_model(run, checkpoint)
         base_model, base_cfg = load_model(baseline) if baseline else (None, None)
@@ -343,6 +381,9 @@ def evaluate_command(
     except DataProblem as exc:
         fail(str(exc))
     _report_scan(parts)
+    leaked = _trained_on(run, cfg, data, parts.split, subset)
+    if leaked:
+        console.print(f"[yellow]warning:[/] {leaked}", highlight=False)
     samples = parts.parts[subset]
     if max_per_class:
         samples = balanced_subset(samples, max_per_class, 0, cfg.preprocess)
@@ -374,6 +415,8 @@ def evaluate_command(
     }
     if baseline:
         info["baseline"] = str(baseline)
+    if leaked:
+        info["warning"] = leaked  # in metrics.json and report.md too
     from ..train.ood_run import load_run_ood
 
     ood, ood_note = load_run_ood(run, checkpoint)
@@ -409,6 +452,52 @@ def evaluate_command(
     for row in record["ablation"]:
         console.print(f"  {'+'.join(row['branches']):<20} {row['fusion']:<6} {row['accuracy']:.2%}")
     _print_placed(record, run, subset)
+
+
+def _same_split(run: Path, split_path: Path, split: dict) -> None:
+    """``--resume`` with the split the run started with: another one would change the
+    training part halfway and put images the run learnt into its test part."""
+    from ..data.split import SplitError, load_split
+
+    saved = run / "split.json"
+    try:
+        before = load_split(saved)
+    except SplitError:
+        return  # a run without its split (an old one): nothing to compare with
+    if before["groups"] != split["groups"] or before.get("pattern") != split.get("pattern"):
+        fail(
+            f"cannot resume {run}: {split_path} is not the split it was trained with "
+            f"({saved}); pass --split {saved}, or train a new run with the new split"
+        )
+
+
+def _trained_on(run: Path, cfg, data: Path, split: dict, subset: str) -> str | None:
+    """A warning when ``subset`` of ``split`` holds groups of ``data`` that RUN trained on.
+
+    ``data split`` run again (another seed, more images) writes another split; a run
+    evaluated with it scores images it learnt. RUN keeps its own ``split.json``.
+    """
+    from ..data.split import SplitError, load_split
+
+    saved = run / "split.json"
+    trained_on = cfg.extra.get("data")
+    if subset == "train" or not saved.is_file() or not trained_on:
+        return None
+    if Path(trained_on).resolve() != data.resolve():  # another lab: its own group names
+        return None
+    try:
+        learnt = {str(g) for g in load_split(saved)["groups"]["train"]}
+    except SplitError:
+        return None
+    both = sorted(str(g) for g in split["groups"][subset] if str(g) in learnt)
+    if not both:
+        return None
+    shown = ", ".join(both[:5]) + (" ..." if len(both) > 5 else "")
+    return (
+        f"{len(both)} of the split's {len(split['groups'][subset])} {subset} group(s) ({shown}) "
+        f"were in the train part of this run ({saved}): their scores are inflated; evaluate "
+        f"with the split the run was trained with (--split {saved})"
+    )
 
 
 FLAG_NAMES = {

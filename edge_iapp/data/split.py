@@ -165,8 +165,13 @@ def load_split(path: str | Path) -> dict:
     seen: dict[str, str] = {}
     for p in PARTS:
         for g in groups[p]:
-            if g in seen:
-                raise SplitError(f"{path}: group {g!r} is in both {seen[g]!r} and {p!r}")
+            if isinstance(g, bool) or not isinstance(g, str | int):
+                raise SplitError(
+                    f"{path}: the groups of {p!r} must be names (strings), found {g!r}; "
+                    "write the split with `edge-iapp data split`"
+                )
+            if str(g) in seen:
+                raise SplitError(f"{path}: group {g!r} is in both {seen[str(g)]!r} and {p!r}")
             seen[str(g)] = p
     pattern = split.get("pattern")
     if pattern is not None:

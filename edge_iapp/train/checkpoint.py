@@ -62,10 +62,32 @@ def _link_or_write(source: Path, dest: Path, data: bytes) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint on the CPU (it holds our own dicts, hence ``weights_only=False``)."""
+    """Read a checkpoint on the CPU (it holds our own dicts, hence ``weights_only=False``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is empty, truncated or damaged, or holds no dict.
+    """
     import torch
 
-    return torch.load(Path(path), map_location="cpu", weights_only=False)
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for damaged files
+        raise ValueError(
+            f"{path} is not a readable checkpoint: it is empty, truncated or damaged "
+            f"({type(exc).__name__}: {str(exc).split('. ')[0][:200]}); use another epoch's "
+            f"file from {CHECKPOINT_DIR}/ or train again"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"{path} is not a checkpoint of an edge-iapp run (it holds a "
+            f"{type(state).__name__}, not a dict); pass RUN/{LAST_CHECKPOINT} or one of "
+            f"RUN/{CHECKPOINT_DIR}/epoch_NNN.pt"
+        )
+    return state
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:

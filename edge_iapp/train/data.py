@@ -244,8 +244,8 @@ def prepare(
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"prepared_{_cache_key(samples, cfg)}.npz"
-        if cache_file.is_file():
-            loaded = _load_cache(cache_file)
+        loaded = _load_cache(cache_file) if cache_file.is_file() else None
+        if loaded is not None:
             if progress:
                 progress(len(samples))
             return loaded
@@ -279,19 +279,26 @@ def _save_cache(path: Path, data: PreparedImages) -> None:
     atomic_write(path, write)
 
 
-def _load_cache(path: Path) -> PreparedImages:
-    with np.load(path, allow_pickle=False) as z:
-        skipped = [tuple(line.split("\t", 1)) for line in z["skipped"].tolist()]
-        return PreparedImages(
-            global_images=z["global_images"],
-            object_images=z["object_images"],
-            labels=z["labels"],
-            paths=z["paths"].tolist(),
-            groups=z["groups"].tolist(),
-            object_fallback=z["object_fallback"],
-            shrunk=z["shrunk"],
-            skipped=skipped,  # type: ignore[arg-type]
-        )
+def _load_cache(path: Path) -> PreparedImages | None:
+    """The cached images, or None when the file is damaged (cut short, not an ``.npz``):
+    the caller prepares the images again and rewrites it."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            skipped = [tuple(line.split("\t", 1)) for line in z["skipped"].tolist()]
+            return PreparedImages(
+                global_images=z["global_images"],
+                object_images=z["object_images"],
+                labels=z["labels"],
+                paths=z["paths"].tolist(),
+                groups=z["groups"].tolist(),
+                object_fallback=z["object_fallback"],
+                shrunk=z["shrunk"],
+                skipped=skipped,  # type: ignore[arg-type]
+            )
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def balanced_indices(labels: Sequence[int], max_per_class: int, seed: int = 0) -> list[int]:

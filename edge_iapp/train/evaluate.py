@@ -56,7 +56,8 @@ def summarize(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     return {
         "accuracy": M.accuracy(labels, pred),
         "macro_f1": M.macro_f1(cm),
-        "macro_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan"),
+        # None (null, "n/a") where no class has both positives and negatives (one class)
+        "macro_auc": _num(np.nanmean(aucs)) if np.isfinite(aucs).any() else None,
         "per_class": {
             CLASS_NAMES[c]: {
                 "precision": _num(prf["precision"][c]),
@@ -365,9 +366,25 @@ def evaluate_predictions(
         bconf = bprobs.max(1)
         rc_curves["baseline (global)"] = M.risk_coverage(bconf, bprobs.argmax(1) == baseline.labels)
     plots.risk_coverage_png(rc_curves, out / "risk_coverage.png", f"{title}: review flag")
-    atomic_write_text(out / "metrics.json", json.dumps(record, indent=1) + "\n")
+    text = json.dumps(_finite(record), indent=1, allow_nan=False)  # no NaN in the file
+    atomic_write_text(out / "metrics.json", text + "\n")
     atomic_write_text(out / "report.md", render_report(record, title))
     return record
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON null)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _auc(x: float | None) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.4f}"
 
 
 def _pct(x: float | None) -> str:
@@ -399,11 +416,11 @@ def render_report(record: dict[str, Any], title: str) -> str:
     if base:
         lines.append(
             f"| baseline (global branch) | {_pct(base['accuracy'])} | {_pct(base['macro_f1'])} "
-            f"| {base['macro_auc']:.4f} |"
+            f"| {_auc(base['macro_auc'])} |"
         )
     lines.append(
         f"| {'+'.join(record['branches'])} ({record['fusion']}) | {_pct(main['accuracy'])} "
-        f"| {_pct(main['macro_f1'])} | {main['macro_auc']:.4f} |"
+        f"| {_pct(main['macro_f1'])} | {_auc(main['macro_auc'])} |"
     )
     if record.get("consistency"):
         c = record["consistency"]

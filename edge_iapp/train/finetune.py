@@ -236,7 +236,10 @@ def finetune(
 
     run, data, split, out = Path(run), Path(data), Path(split), Path(out)
     prepare_fn = prepare_fn or (lambda samples, pcfg, _label: prepare(samples, pcfg))
-    cfg = RunConfig.load(run)
+    try:
+        cfg = RunConfig.load(run)
+    except ValueError as exc:
+        raise FinetuneError(f"cannot fine-tune {run}: {exc}") from None
     if not (run / LAST_CHECKPOINT).is_file():
         raise FinetuneError(f"{run} has no {LAST_CHECKPOINT}: nothing to fine-tune")
     if (cells > 0 or adapt_cells > 0) and (out / LAST_CHECKPOINT).exists():
@@ -296,7 +299,10 @@ def finetune(
     )
     session = Session(run, new_cfg, test, parts.split, device, batch_size, console)
     ood, ood_note = load_run_ood(run)
-    model, _ = load_model(run)
+    try:
+        model, _ = load_model(run)
+    except (ValueError, RuntimeError) as exc:  # a damaged or foreign last.pt
+        raise FinetuneError(f"cannot fine-tune {run}: {exc}") from None
     record: dict[str, Any] = {
         "run": str(run),
         "out": str(out),

@@ -65,10 +65,25 @@ class RunConfig:
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunConfig:
+        """Read ``RUN/config.json``.
+
+        Raises:
+            FileNotFoundError: there is no ``config.json``.
+            ValueError: it is not a run config (not JSON, or other fields).
+        """
         path = Path(run_dir) / CONFIG_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{run_dir} is not a training run: {CONFIG_FILE} is missing")
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            return cls.from_dict(data)
+        except (ValueError, TypeError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(
+                f"{path} is not a readable run config ({exc}); it is written by `edge-iapp "
+                "train`: restore the run folder from a copy, or train again"
+            ) from None
 
 
 def load_model(run_dir: str | Path, checkpoint: str | Path | None = None):
@@ -81,15 +96,19 @@ def load_model(run_dir: str | Path, checkpoint: str | Path | None = None):
     Returns:
         ``(model in eval mode, RunConfig)``.
     """
-    import torch
-
     from ..model import create_model
+    from .checkpoint import load_checkpoint
 
     cfg = RunConfig.load(run_dir)
     ckpt = Path(checkpoint) if checkpoint else Path(run_dir) / LAST_CHECKPOINT
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; has the run finished an epoch?")
     model = create_model(cfg.backbone, num_classes=cfg.num_classes, r1=cfg.r1, r2=cfg.r2)
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = load_checkpoint(ckpt)
+    if "model" not in state:
+        raise ValueError(
+            f"{ckpt} holds no 'model' weights: it is not a checkpoint of an edge-iapp run "
+            f"(pass RUN/{LAST_CHECKPOINT} or one of RUN/checkpoints/epoch_NNN.pt)"
+        )
     model.load_state_dict(state["model"])
     return model.eval(), cfg

@@ -73,15 +73,29 @@ def build_model(cfg: RunConfig, weights: str | Path | None = None):
     )
 
 
-def _check_config(cfg: RunConfig) -> None:
+def check_config(cfg: RunConfig) -> None:
+    """Refuse a recipe that cannot train, before any image is read.
+
+    Raises:
+        ValueError: the message names the option (``--epochs`` ...) and what it must be.
+    """
+    from ..model import BACKBONES
+
     check_branches(cfg.branches)
+    if cfg.backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {cfg.backbone!r}; choose one of {', '.join(BACKBONES)}")
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {cfg.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
-        raise ValueError(
-            "epochs, batch size and lr must be positive "
-            f"(got {cfg.epochs}, {cfg.batch_size}, {cfg.lr})"
-        )
+    for name, value in (("--epochs", cfg.epochs), ("--batch-size", cfg.batch_size)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    for name, value in (("--r1", cfg.r1), ("--r2", cfg.r2)):
+        if value < 1:
+            raise ValueError(f"{name} (an SE reduction ratio) must be at least 1, got {value}")
+    if not cfg.lr > 0:
+        raise ValueError(f"--lr must be positive, got {cfg.lr}")
+    if not 0.0 <= cfg.hflip <= 1.0:
+        raise ValueError(f"--hflip is a probability in [0, 1], got {cfg.hflip}")
 
 
 def _same_recipe(a: RunConfig, b: RunConfig) -> list[str]:
@@ -163,7 +177,7 @@ def train(
     from ..ioutil import atomic_write_text
 
     console = console or Console(stderr=True)
-    _check_config(cfg)
+    check_config(cfg)
     if cfg.extra.get("augment") and (train_raw is None or len(train_raw) != len(train_data)):
         raise ValueError(
             f"augmentations {cfg.extra['augment']} need the train part's raw crops "
