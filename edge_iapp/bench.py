@@ -293,6 +293,12 @@ def run_bench(
     from .backends import BackendUnavailable, backend_name
     from .export.bundle import load_bundle, precision_name
 
+    if batch < 1:
+        raise ValueError(f"--batch must be at least 1 image per call, got {batch}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1 image (leave it out for all), got {limit}")
+    if single < 0:
+        raise ValueError(f"--single must be 0 or more images, got {single}")
     try:  # a typo is an error, not an "unavailable" row
         backends = [backend_name(b) for b in backends]
         reference = (backend_name(reference[0]), precision_name(reference[1]))

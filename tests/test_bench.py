@@ -88,6 +88,21 @@ def test_bench_bad_bundle_is_a_clean_error(tmp_path):
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
 
 
+def test_bench_bad_numbers_and_output_paths_are_clean_errors(setup, tmp_path):
+    """--batch 0/-5 used to give a failed row or a traceback; --json DIR a traceback
+    after the whole benchmark had run."""
+    for extra in (["--batch", "0"], ["--batch", "-5"], ["--limit", "0"], ["--single", "-1"]):
+        result = _bench(setup, tmp_path, *extra, backends="onnxruntime", precisions="fp32")
+        assert result.exit_code == 2, (extra, result.output)
+        assert "error:" in result.output and "must be" in result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    bundle, data, split = setup
+    args = ["bench", str(bundle), "--data", str(data), "--backend", "onnxruntime"]
+    result = CliRunner().invoke(app, [*args, "--precision", "fp32", "--json", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output
+    assert "bench onnxruntime" not in result.output  # refused before any work
+
+
 def test_review_shares():
     correct = np.array([True, True, True, False, False])
     review = np.array([False, True, False, True, False])

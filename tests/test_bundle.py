@@ -45,7 +45,7 @@ def test_modified_file_is_named(copy):
     data = bytearray(target.read_bytes())
     data[len(data) // 2] ^= 0xFF
     target.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"part\.int8\.onnx was modified"):
+    with pytest.raises(BundleError, match=r"part\.int8\.onnx was modified.*export it again"):
         load_bundle(copy)
     load_bundle(copy, verify=False)  # explicit opt-out still opens it
 
@@ -87,6 +87,33 @@ def test_manifest_listing_a_precision_without_files_is_refused(copy):
     (copy / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(BundleError, match="no part graph"):
         load_bundle(copy)
+
+
+def test_cut_or_edited_manifest_entries_are_named_not_a_key_error(copy):
+    """A manifest without preprocess.input_size used to load, then fail as KeyError."""
+    from edge_iapp.runtime.classifier import Classifier
+
+    good = json.loads((copy / "manifest.json").read_text())
+    edits = [
+        (lambda m: m["preprocess"].pop("input_size"), "preprocess lacks 'input_size'"),
+        (lambda m: m["branches"].pop("part"), "part branch's input name"),
+        (lambda m: m["branches"]["object"].pop("outputs"), "object branch's input name"),
+        (lambda m: m.__setitem__("classes", "1,2"), "'classes' is a str"),
+        (lambda m: m.__setitem__("files", []), "'files' is a list"),
+    ]
+    for edit, message in edits:
+        m = json.loads(json.dumps(good))
+        edit(m)
+        (copy / "manifest.json").write_text(json.dumps(m))
+        with pytest.raises(BundleError, match=message):
+            Classifier(copy, warmup=False)
+        with pytest.raises(BundleError, match="re-export"):
+            load_bundle(copy)
+
+
+def test_a_file_given_as_the_bundle_is_named(copy):
+    with pytest.raises(BundleError, match="is a file; pass the bundle folder"):
+        load_bundle(copy / "global.fp32.onnx")
 
 
 def test_load_bundle_needs_neither_torch_nor_onnx(bundle_dir):

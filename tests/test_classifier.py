@@ -138,6 +138,25 @@ def test_review_thresholds_from_manifest_and_override(bundle_dir, images):
         assert not any(r.review_reasons for r in lax.predict(images[:5]))
 
 
+def test_misspelt_or_nan_review_settings_and_unknown_fusion_are_refused(bundle_dir, images):
+    """review={"min_confidnce": 0.99} used to be dropped silently (the flag kept 0.9); a
+    NaN threshold turned the low-confidence flag off; fusion="foo" failed only in predict."""
+    for review, message in (
+        ({"min_confidnce": 0.99}, "unknown review setting.*min_confidnce"),
+        ({"min_confidence": float("nan")}, "min_confidence must be a number"),
+        ({"min_confidence": "high"}, "min_confidence must be a number"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Classifier(bundle_dir, warmup=False, review=review)
+    with pytest.raises(ValueError, match="unknown fusion mode 'foo'"):
+        Classifier(bundle_dir, warmup=False, fusion="foo")
+    # the manifest's own review entry, passed back with a change, is accepted
+    with Classifier(bundle_dir, warmup=False) as clf:
+        review = {**clf.bundle.review, "min_confidence": 1.01}
+    with Classifier(bundle_dir, warmup=False, review=review) as strict:
+        assert "low_confidence" in strict.predict(images[:1])[0].review_reasons
+
+
 def test_review_policy_rules():
     p = ReviewPolicy(min_confidence=0.9, min_branch_agreement=2, flag_fallbacks=True)
     assert p.reasons(0.95, 3, False, False) == []
@@ -198,6 +217,15 @@ def test_precision_names_are_checked_and_normalised(bundle_dir, images):
         assert clf.precision == "int8"
     with pytest.raises(BackendUnavailable, match="unknown precision 'int9'; choose from"):
         Classifier(bundle_dir, precision="int9", warmup=False)
+
+
+def test_a_precision_the_bundle_lacks_says_what_to_do(bundle_dir):
+    from edge_iapp.export.bundle import Bundle, load_bundle
+
+    b = load_bundle(bundle_dir)
+    fp32_int8 = Bundle(b.path, {**b.manifest, "precisions": ["fp32", "int8"]})
+    with pytest.raises(BackendUnavailable, match=r"no fp16 graphs .*export the bundle again"):
+        Classifier(fp32_int8, precision="fp16", warmup=False)
 
 
 def test_runtime_path_imports_no_torch(bundle_dir, images):

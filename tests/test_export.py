@@ -136,6 +136,47 @@ def test_existing_bundle_is_not_overwritten_without_force(bundle, tmp_path_facto
     load_bundle(bundle.path)  # untouched
 
 
+def test_force_never_replaces_a_folder_that_is_not_a_bundle(tmp_path):
+    """``--out RUN --force`` (or a data folder) used to delete the training run."""
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.export.onnx_export import ExportError
+
+    run = make_run(tmp_path / "run")
+    data = tmp_path / "data"
+    (data / "1").mkdir(parents=True)
+    (data / "1" / "a.png").write_bytes(b"image")
+    for out in (run, data, tmp_path, data / "1" / "a.png"):
+        with pytest.raises(ExportError, match="not a model bundle"):
+            export_bundle(run, out, ["fp32"], force=True, log=lambda _m: None)
+    assert (run / "last.pt").is_file() and (run / "config.json").is_file()
+    assert (data / "1" / "a.png").read_bytes() == b"image"
+
+
+def test_a_damaged_calibration_manifest_is_named(tmp_path_factory, tmp_path):
+    """A cut --calib-manifest used to fail with a bare JSON message naming no file."""
+    from export_helpers import make_dataset
+
+    from edge_iapp.export.build import export_bundle
+    from edge_iapp.export.calibration import CalibrationError
+
+    run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+    data = shared(tmp_path_factory, "data", lambda d: make_dataset(d / "set")[0])
+    cut = tmp_path / "gband.json"
+    cut.write_text('{"format": "edge-iapp-calibration", "ima')
+    with pytest.raises(CalibrationError, match=r"calibration manifest .*gband\.json"):
+        export_bundle(
+            run,
+            tmp_path / "b",
+            ["int8"],
+            calib_data=data,
+            calib_split=data.parent / f"{data.name}_split.json",
+            calib_size=24,
+            calib_manifest=cut,
+            log=lambda _m: None,
+        )
+    assert not (tmp_path / "b").exists()
+
+
 def test_export_cli_fails_cleanly_on_a_non_run(tmp_path):
     from typer.testing import CliRunner
 

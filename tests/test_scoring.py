@@ -278,6 +278,77 @@ def test_missing_or_corrupted_bundle_fails_before_any_work(tmp_path, synth_slide
     assert res.exit_code == 2 and "overlap" in res.output
 
 
+def test_output_that_is_a_file_and_bundle_given_as_its_manifest(synth_slides, bundle, tmp_path):
+    """-o FILE used to fail after loading with 'File exists ... (free space)'; --bundle
+    B/manifest.json (which load_bundle and watch accept) was refused as 'not a bundle'."""
+    import shutil
+
+    slide = tmp_path / "slide"
+    shutil.copytree(synth_slides / "slide_002" / "cell_001", slide / "cell_001")
+    runner = CliRunner()
+    taken = tmp_path / "notes.txt"
+    taken.write_text("keep me")
+    args = ["score", str(slide), "--bundle", str(bundle), "--no-progress", "--out"]
+    res = runner.invoke(app, [*args, str(taken)])
+    flat = " ".join(res.output.split())
+    assert res.exit_code == 2 and "is a file; choose an output folder" in flat
+    assert "free space" not in flat and "scoring" not in flat
+    assert taken.read_text() == "keep me"
+    args[3] = str(bundle / "manifest.json")
+    res = runner.invoke(app, [*args, str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "out" / "slide" / "cell_001" / "summary.json").is_file()
+
+
+def test_nan_penalty_and_zero_batch_size_are_refused(synth_slides, tmp_path):
+    """--penalty nan used to be written as NaN into every summary.json; --batch-size 0
+    made a cell of unreadable files fail with 'range() arg 3 must not be zero'."""
+    runner = CliRunner()
+    base = ["score", str(synth_slides), "--bundle", str(tmp_path / "nope"), "--no-progress"]
+    for extra in (["--penalty", "nan"], ["--penalty", "-1"], ["--batch-size", "0"]):
+        res = runner.invoke(app, [*base, "--out", str(tmp_path / "out"), *extra])
+        assert res.exit_code == 2 and "must be" in res.output, (extra, res.output)
+        assert not (tmp_path / "out").exists()
+
+
+def test_a_slide_given_as_dot_or_dotdot_keeps_its_name(synth_slides, tmp_path, monkeypatch):
+    """`score .` used to write the slide into OUT itself (slide name ""), `score ..` into
+    OUT's parent; a second slide scored the same way was then skipped as finished."""
+    from edge_iapp.scoring.layout import discover
+
+    out = tmp_path / "out"
+    slide = synth_slides / "slide_002"
+    for where, arg in ((slide, "."), (slide / "cell_001", ".."), (slide, "./")):
+        monkeypatch.chdir(where)
+        (job,) = discover(Path(arg), out)
+        assert job.name == "slide_002" and job.out == out / "slide_002"
+        assert all(c.out.parent == out / "slide_002" for c in job.cells)
+
+
+def test_images_outside_cell_folders_are_listed_not_skipped_unsaid(synth_slides, bundle, tmp_path):
+    """A slide whose images sat directly in its folder (no cell folders), and images
+    beside the slide folders, used to be skipped with 0 error rows and no word."""
+    import shutil
+
+    cell = synth_slides / "slide_002" / "cell_001"
+    slides = tmp_path / "slides"
+    shutil.copytree(cell, slides / "slideA" / "cell_001")
+    (slides / "slideB").mkdir()
+    flat = sorted(cell.glob("*.png"))[:3]
+    for f in flat:
+        shutil.copy(f, slides / "slideB" / f.name)
+    shutil.copy(flat[0], slides / "beside.png")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app, ["score", str(slides), "--bundle", str(bundle), "--out", str(out), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "beside.png" in res.output and "not scored" in res.output
+    rows = _read_csv(out / "slideB" / "errors.csv")
+    assert sorted(r["file"] for r in rows) == sorted(f.name for f in flat)
+    assert all("outside every cell folder" in r["error"] for r in rows)
+
+
 def test_full_disk_stops_with_a_clear_message_and_keeps_finished_cells(
     synth_slides, classifier, tmp_path, monkeypatch
 ):

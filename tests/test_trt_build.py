@@ -308,6 +308,29 @@ def test_cli_build_without_tensorrt_says_what_to_do(typed_bundle):
     assert "import tensorrt" in res.output and "onnxruntime" in res.output
 
 
+def test_cli_build_of_a_precision_the_bundle_lacks_gives_a_safe_command(typed_bundle, tmp_path):
+    """The advice used to be `export RUN --out B --precision fp16`: refused without
+    --force, and with it the re-export dropped the precisions the bundle had."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from edge_iapp.cli.main import app
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(typed_bundle, copy, ignore=shutil.ignore_patterns("engines"))
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["precisions"] = [p for p in manifest["precisions"] if p != "fp16"]
+    for per_precision in manifest["files"].values():
+        per_precision.pop("fp16", None)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    res = CliRunner().invoke(app, ["build", str(copy), "--profile", "l4", "-p", "fp16"])
+    flat = " ".join(res.output.split())
+    assert res.exit_code == 2 and "has no fp16 graphs" in flat
+    assert "--force --precision fp32,int8,fp16 --calib-data" in flat
+
+
 def test_cli_build_with_rtx_and_doctor(typed_bundle, built):
     from typer.testing import CliRunner
 

@@ -284,6 +284,18 @@ def test_cli_errors_are_clear(tmp_path, tiny_bundle):
     assert "Traceback" not in res.output
 
 
+def test_an_output_that_is_a_file_or_the_watched_folder_is_refused_up_front(capture, tmp_path):
+    """-o FILE used to end in '[Errno 17] File exists' after loading the bundle."""
+    taken = tmp_path / "results.txt"
+    taken.write_text("keep me")
+    no_bundle = tmp_path / "no_bundle"  # the checks come first: no bundle is needed
+    res = _watch(capture, taken, no_bundle)
+    assert res.exit_code == 2 and "is a file; choose an output folder" in res.output
+    assert taken.read_text() == "keep me"
+    res = _watch(capture, capture, no_bundle)
+    assert res.exit_code == 2 and "is the watched folder" in " ".join(res.output.split())
+
+
 def test_service_mode_picks_up_new_files_and_stops_cleanly_on_sigterm(
     capture, tmp_path, tiny_bundle
 ):

@@ -200,7 +200,9 @@ class Backend(ABC):
             raise BackendUnavailable(str(exc)) from None
         if precision not in bundle.precisions:
             raise BackendUnavailable(
-                f"the bundle has no {precision} graphs (it has {', '.join(bundle.precisions)})"
+                f"the bundle has no {precision} graphs (it has {', '.join(bundle.precisions)}): "
+                f"use one of those, or export the bundle again with {precision} as well "
+                "(edge-iapp export RUN --force --precision ...)"
             )
         self.bundle = bundle
         self.precision = precision

@@ -74,7 +74,6 @@ def bench_command(
     """Benchmark a bundle: one row per backend x precision (accuracy, drop, speed, latency)."""
     from ..bench import check_floor, run_bench, to_csv
     from ..export.bundle import BundleError
-    from ..ioutil import atomic_write_text
 
     if ":" not in reference:
         fail("--reference must be backend:precision, e.g. onnxruntime:fp32")
@@ -82,6 +81,10 @@ def bench_command(
         bundle, data, split = _builtin_default(data, split)
     elif data is None:
         fail("--data is needed with a bundle: the labelled images to measure accuracy on")
+    for option, path in (("--json", json_out), ("--csv", csv_out)):
+        if path is not None and path.is_dir():  # said now, not after the whole benchmark
+            example = path / f"bench.{option[2:]}"
+            fail(f"{option} {path} is a folder; give a file name, e.g. {example}")
     ref_backend, ref_precision = reference.split(":", 1)
     try:
         report = run_bench(
@@ -102,14 +105,27 @@ def bench_command(
         fail(str(exc))
     _print(report)
     if json_out is not None:
-        atomic_write_text(json_out, json.dumps(report, indent=1) + "\n")
+        _save(json_out, json.dumps(report, indent=1) + "\n")
     if csv_out is not None:
-        atomic_write_text(csv_out, to_csv(report))
+        _save(csv_out, to_csv(report))
     violations = check_floor(report, min_accuracy, max_drop)
     if violations:
         for v in violations:
             console.print(f"[bold red]below the floor:[/] {v}")
         raise typer.Exit(1)
+
+
+def _save(path: Path, text: str) -> None:
+    from ..ioutil import atomic_write_text
+
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:
+        fail(
+            f"cannot write {path}: {exc.strerror or exc}; the table above is the result "
+            "(choose a writable path and run again to keep it)",
+            code=3,
+        )
 
 
 def _builtin_default(data: Path | None, split: Path | None) -> tuple[Path, Path, Path]:

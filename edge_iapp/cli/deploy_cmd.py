@@ -67,10 +67,15 @@ def build_command(
     precisions = _precisions(precision, prof.precision)
     missing = [p for p in precisions if p not in b.precisions]
     if missing:
+        # a re-export replaces the whole bundle: ask for the precisions it has too
+        source = b.manifest.get("source")
+        run = source.get("run") if isinstance(source, dict) and source.get("run") else "RUN"
+        wanted = ",".join(dict.fromkeys([*b.precisions, *missing]))
         fail(
             f"bundle {bundle} has no {', '.join(missing)} graphs "
-            f"(it has {', '.join(b.precisions)}); "
-            f"export them: edge-iapp export RUN --out {bundle} --precision {','.join(missing)}"
+            f"(it has {', '.join(b.precisions)}); export it again with them: edge-iapp export "
+            f"{run} --out {bundle} --force --precision {wanted}"
+            + (" --calib-data DATA" if "int8" in wanted else "")
         )
     try:
         trt = import_trt(trt_module)

@@ -75,11 +75,15 @@ def score(
     from edge_iapp.backends.base import precision_label
     from edge_iapp.ioutil import sha256_file
     from edge_iapp.scoring.cell import CellOptions
-    from edge_iapp.scoring.layout import discover
+    from edge_iapp.scoring.layout import discover, loose_images
     from edge_iapp.scoring.score import OutputLockedError, OutputWriteError, run_scoring
 
     if not 0.0 <= threshold <= 1.0:
         fail(f"--threshold must be between 0 and 1, got {threshold}")
+    if not 0.0 <= penalty < float("inf"):  # NaN fails too (it went into every summary.json)
+        fail(f"--penalty must be a number >= 0 (natural-log units), got {penalty}")
+    if batch_size < 1:
+        fail(f"--batch-size must be at least 1 image per call, got {batch_size}")
     # Cheap checks first, then the bundle: nothing is written before both are fine.
     try:
         jobs = discover(slides, out)
@@ -91,6 +95,14 @@ def score(
             f"no cell folders found under {slides} "
             "(expected SLIDE/<cell>/ or SLIDES/<slide>/<cell>/)"
         )
+    if all(s.source != slides for s in jobs):  # a folder of slides: images beside them
+        stray = loose_images(slides)
+        if stray:
+            console.print(
+                f"[yellow]warning:[/] {len(stray)} image(s) directly in {escape(str(slides))}, "
+                f"outside every slide folder, are not scored (e.g. {escape(stray[0])}); put "
+                "them in SLIDES/<slide>/<cell>/"
+            )
     clf = _load_classifier(bundle, backend, precision)
     info = {"bundle": str(bundle), "requested": {"backend": backend, "precision": precision}}
     try:
@@ -100,7 +112,7 @@ def score(
     ran = info["ran"]
     # what the cells' calls depend on: a resumed run must match it (scoring/score.py)
     info["model"] = {
-        "bundle_sha256": sha256_file(bundle / "manifest.json"),
+        "bundle_sha256": sha256_file(clf.bundle.path / "manifest.json"),
         "backend": clf.backend_name,  # the backend's own name, not the option as typed
         "precision": clf.precision,
     }
@@ -170,9 +182,7 @@ def _load_classifier(bundle: Path, backend: str, precision: str):
     """The Classifier, or a clear message (missing/corrupted bundle, backend not here)."""
     if not bundle.exists():
         fail(f"bundle {bundle} not found (create one with `edge-iapp export RUN --out {bundle}`)")
-    if not (bundle / "manifest.json").is_file():
-        fail(f"{bundle} is not a model bundle: manifest.json is missing")
-    try:
+    try:  # load_bundle names what is wrong (a file, no manifest.json, a modified graph)
         from edge_iapp.runtime.classifier import Classifier
 
         return Classifier(bundle, backend=backend, precision=precision)

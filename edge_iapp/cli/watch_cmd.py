@@ -46,6 +46,13 @@ def watch(
 
     if not folder.is_dir():
         fail(f"watched folder {folder} does not exist or is not a folder")
+    if out.exists() and not out.is_dir():  # said before the bundle is loaded
+        fail(f"output {out} is a file; choose an output folder (it is created if missing)")
+    if out.resolve() == folder.resolve():
+        fail(
+            f"output folder {out} is the watched folder; choose another --out "
+            "(a sub-folder of it is fine: it is not scanned)"
+        )
     try:
         from ..runtime.classifier import Classifier
 

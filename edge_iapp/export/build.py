@@ -97,8 +97,8 @@ def export_bundle(
 
     precisions = _normalise_precisions(precisions)
     out = Path(out)
-    if out.exists() and not force:
-        raise ExportError(f"{out} already exists; pass --force to replace it")
+    if out.exists():
+        _check_replaceable(out, force)
     if "int8" in precisions and calib_data is None:
         raise CalibrationError(
             "INT8 needs calibration images: pass --calib-data (and --calib-split)"
@@ -128,6 +128,29 @@ def export_bundle(
         raise
     log(f"bundle written to {out}")
     return load_bundle(out)
+
+
+def _check_replaceable(out: Path, force: bool) -> None:
+    """Refuse to replace ``out`` unless it is an earlier bundle (or an empty folder) and
+    ``force`` is set: ``--force`` must never delete a training run, a data folder or
+    any other folder that was given as ``--out`` by mistake."""
+    if out.is_dir() and not any(out.iterdir()):
+        kind = None  # an empty folder: nothing to lose
+    elif out.is_dir() and (out / MANIFEST).is_file():
+        try:
+            found = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError):
+            found = {"format": FORMAT}  # a damaged bundle may be replaced
+        kind = None if isinstance(found, dict) and found.get("format") == FORMAT else "folder"
+    else:
+        kind = "folder" if out.is_dir() else "file"
+    if kind is not None:
+        raise ExportError(
+            f"{out} already exists and is a {kind} that is not a model bundle (no edge-iapp "
+            f"{MANIFEST}); --force replaces only an earlier bundle: choose a new --out folder"
+        )
+    if not force:
+        raise ExportError(f"{out} already exists; pass --force to replace it")
 
 
 def _normalise_precisions(precisions: Sequence[str]) -> list[str]:
@@ -427,8 +450,9 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
     reuse = args["calib_manifest"] is not None and Path(args["calib_manifest"]).is_file()
     if reuse:
         log(f"reusing calibration manifest {args['calib_manifest']}")
-        manifest = json.loads(Path(args["calib_manifest"]).read_text())
+        # read_manifest first: it names the file and checks the format and the hashes
         chosen_paths = [p for p, _ in read_manifest(args["calib_manifest"], root)]
+        manifest = json.loads(Path(args["calib_manifest"]).read_text(encoding="utf-8"))
         train_paths = {Path(s.path).resolve() for s in parts["train"]}
         leaked = [p for p in chosen_paths if p.resolve() not in train_paths]
         if leaked:

@@ -132,13 +132,15 @@ class Bundle:
 
     def verify(self) -> None:
         """Check every listed file's presence and sha256; :class:`BundleError` names the file."""
+        fix = "copy the whole bundle folder again, or export it again (edge-iapp export)"
         for rel, digest in _listed_files(self.manifest):
             p = self.path / rel
             if not p.is_file():
-                raise BundleError(f"bundle {self.path}: file {rel} is missing")
+                raise BundleError(f"bundle {self.path}: file {rel} is missing; {fix}")
             if sha256_file(p) != digest:
                 raise BundleError(
-                    f"bundle {self.path}: file {rel} was modified or corrupted (sha256 mismatch)"
+                    f"bundle {self.path}: file {rel} was modified or corrupted (sha256 "
+                    f"mismatch); {fix}"
                 )
 
 
@@ -155,6 +157,40 @@ def _listed_files(manifest: dict) -> list[tuple[str, str]]:
     return out
 
 
+def _check_structure(p: Path, manifest: dict) -> None:
+    """The entries the runtime reads, present and of the right kind (a hand-edited or cut
+    manifest is named here, not met later as a ``KeyError``)."""
+    redo = f"re-export the bundle (edge-iapp export RUN --out {p} --force)"
+    kinds = {
+        "classes": list,
+        "backbone": str,
+        "preprocess": dict,
+        "precisions": list,
+        "files": dict,
+        "branches": dict,
+    }
+    for key, kind in kinds.items():
+        if key not in manifest:
+            raise BundleError(f"bundle {p}: {MANIFEST} lacks {key!r}; {redo}")
+        if not isinstance(manifest[key], kind):
+            raise BundleError(
+                f"bundle {p}: {MANIFEST} entry {key!r} is a {type(manifest[key]).__name__}, "
+                f"expected a {kind.__name__}; {redo}"
+            )
+    for key in ("input_size", "canvas"):
+        if key not in manifest["preprocess"]:
+            raise BundleError(f"bundle {p}: {MANIFEST} preprocess lacks {key!r}; {redo}")
+    for branch in BRANCHES:
+        entry = manifest["branches"].get(branch)
+        name = entry.get("input", {}).get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not isinstance(entry.get("outputs"), dict):
+            raise BundleError(
+                f"bundle {p}: {MANIFEST} lacks the {branch} branch's input name or outputs; {redo}"
+            )
+        if not isinstance(manifest["files"].get(branch, {}), dict):
+            raise BundleError(f"bundle {p}: {MANIFEST} files entry {branch!r} is broken; {redo}")
+
+
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Open a bundle folder.
 
@@ -169,6 +205,11 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     p = Path(path)
     if p.name == MANIFEST and p.is_file():
         p = p.parent
+    if p.is_file():
+        raise BundleError(
+            f"bundle {p} is a file; pass the bundle folder (the one with {MANIFEST} that "
+            "edge-iapp export wrote)"
+        )
     if not p.is_dir():
         raise BundleError(f"bundle {p} does not exist (expected a folder with {MANIFEST})")
     mpath = p / MANIFEST
@@ -183,11 +224,11 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise BundleError(
-            f"bundle {p}: format version {version!r}; this edge-iapp reads version {FORMAT_VERSION}"
+            f"bundle {p}: format version {version!r}; this edge-iapp reads version "
+            f"{FORMAT_VERSION}: re-export the run with this edge-iapp, or use the edge-iapp "
+            "version that wrote the bundle"
         )
-    for key in ("classes", "backbone", "preprocess", "precisions", "files", "branches"):
-        if key not in manifest:
-            raise BundleError(f"bundle {p}: {MANIFEST} lacks {key!r}")
+    _check_structure(p, manifest)
     for precision in manifest["precisions"]:
         for branch in BRANCHES:
             if precision not in manifest["files"].get(branch, {}):

@@ -79,9 +79,12 @@ class Classifier:
         if isinstance(review, ReviewPolicy):
             self.review = review
         else:
+            _check_review_keys(review or {}, self.bundle.review)
             self.review = ReviewPolicy.from_dict({**self.bundle.review, **(review or {})})
         self._ood_calibration = with_arrays(self.review.ood)  # converted once, not per batch
         self.fusion = fusion or self.bundle.fusion
+        if self.fusion not in ("lambda", "sum"):  # said now, not at the first predict()
+            raise ValueError(f"unknown fusion mode {self.fusion!r}; expected 'sum' or 'lambda'")
         self.classes = tuple(self.bundle.classes) or CLASS_NAMES
         self._latency: deque[tuple[int, float]] = deque(maxlen=LATENCY_LOG)
         self._latency_lock = threading.Lock()
@@ -287,6 +290,24 @@ class Classifier:
             precision=self.precision,
             error=error,
         )
+
+
+def _check_review_keys(review: dict, manifest_review: dict) -> None:
+    """A misspelt ``review=`` key would be dropped and the flag left as it was: refuse it.
+    Keys of the manifest's own ``review`` entry (passed back whole) are accepted."""
+    from dataclasses import fields
+
+    known = [f.name for f in fields(ReviewPolicy)]
+    unknown = sorted(set(review) - set(known) - set(manifest_review))
+    if unknown:
+        raise ValueError(
+            f"unknown review setting(s) {', '.join(map(repr, unknown))}; "
+            f"expected {', '.join(known)}"
+        )
+    for key in ("min_confidence", "min_branch_agreement"):
+        value = review.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ValueError(f"review {key} must be a number, got {value!r}")
 
 
 def _coerce(item: Any, k: int) -> tuple[Any, str | None]:

@@ -21,6 +21,7 @@ Output::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,17 +56,33 @@ class CellJob:
 
 @dataclass(frozen=True)
 class SlideJob:
-    """One slide folder and its cells (sorted by name)."""
+    """One slide folder and its cells (sorted by name).
+
+    ``loose``: image files directly in the slide folder, outside every cell folder; they
+    are not scored, and ``errors.csv`` lists them (they are never skipped unsaid).
+    """
 
     name: str
     source: Path
     out: Path
     cells: tuple[CellJob, ...]
+    loose: tuple[str, ...] = ()
 
 
 def visible_children(folder: Path) -> list[Path]:
     """Entries of ``folder`` sorted by name, hidden ones left out."""
     return sorted((p for p in folder.iterdir() if not p.name.startswith(".")), key=lambda p: p.name)
+
+
+def loose_images(folder: Path) -> list[str]:
+    """Names of the image files directly in ``folder`` (not in a sub-folder)."""
+    from ..data.imread import IMAGE_SUFFIXES
+
+    return [
+        p.name
+        for p in visible_children(folder)
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    ]
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -83,13 +100,17 @@ def discover(slides: Path, out: Path) -> list[SlideJob]:
         Slides sorted by name, each with its cells sorted by name.
 
     Raises:
-        NotADirectoryError: ``slides`` is not a folder.
+        NotADirectoryError: ``slides`` is not a folder, or ``out`` is a file.
         ValueError: ``out`` and ``slides`` overlap (outputs must never land in the input).
     """
     slides = Path(slides)
     if not slides.is_dir():
         raise NotADirectoryError(
             f"{slides} is not a folder (expected a slide folder or a folder of slides)"
+        )
+    if Path(out).exists() and not Path(out).is_dir():
+        raise NotADirectoryError(
+            f"output {out} is a file; choose an output folder (it is created if missing)"
         )
     src, dst = slides.resolve(), Path(out).resolve()
     if dst == src or src in dst.parents or dst in src.parents:
@@ -102,11 +123,14 @@ def discover(slides: Path, out: Path) -> list[SlideJob]:
     slide_dirs = children if is_collection else [slides]
     jobs = []
     for slide_dir in slide_dirs:
-        name = slide_dir.name
+        # "." or ".." as SLIDES: the folder's own name, else the slide's outputs would
+        # land in OUT itself (or above it) and two slides scored that way would mix
+        name = slide_dir.name if is_collection else Path(os.path.abspath(slides)).name
         slide_out = Path(out) / name
         cells = tuple(
             CellJob(slide=name, cell=c.name, source=c, out=slide_out / c.name)
             for c in _subdirs(slide_dir)
         )
-        jobs.append(SlideJob(name=name, source=slide_dir, out=slide_out, cells=cells))
+        loose = tuple(loose_images(slide_dir))
+        jobs.append(SlideJob(name=name, source=slide_dir, out=slide_out, cells=cells, loose=loose))
     return jobs

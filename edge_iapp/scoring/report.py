@@ -102,6 +102,16 @@ def slide_rows(
             errors.append(
                 {"slide": slide.name, "cell": job.cell, "file": e["file"], "error": e["error"]}
             )
+    for name in slide.loose:
+        errors.append(
+            {
+                "slide": slide.name,
+                "cell": "",
+                "file": name,
+                "error": "image outside every cell folder; not scored (put each cell's "
+                "images in SLIDE/<cell>/)",
+            }
+        )
     return rows, errors
 
 

@@ -57,9 +57,10 @@ class OutputWriteError(Exception):
         why = exc.strerror or str(exc)
         if exc.errno == errno.ENOSPC:
             why += " (the output disk is full)"
+        fix = "free space" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "path, permissions"
         super().__init__(
             f"cannot write {path}: {why}. {finished} finished cell(s) are kept; fix the output "
-            "folder (free space) and run the same command again to resume"
+            f"folder ({fix}) and run the same command again to resume"
         )
 
 
