@@ -61,6 +61,10 @@ def test_summary_errors_without_traceback(tmp_path):
     assert "is not a folder" in text(result)
     result = runner.invoke(app, ["data", "summary", str(tmp_path), "--group-pattern", "("])
     assert result.exit_code == 2 and "not a valid regex" in text(result)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["data", "summary", str(empty)])  # was a table of zeros, exit 0
+    assert result.exit_code == 1 and "expected class folders 1..22, X, Y" in text(result)
 
 
 def test_a_split_made_with_a_group_pattern_is_read_with_it(tmp_path, make_crop):
@@ -119,7 +123,7 @@ def test_a_pre_split_layout_is_named(folder, tmp_path):
     (nested / "notes").mkdir(parents=True)
     folder.rename(nested / "train")
     result = runner.invoke(app, ["data", "summary", str(nested)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1 and "train hold the class folders (a pre-split" in text(result)
     assert "folder 'train' is not a class (1..22, X, Y); it holds class folders" in text(result)
     assert "folder 'notes' is not a class (1..22, X, Y)" in text(result)
     assert text(result).count("it holds class folders") == 1

@@ -194,3 +194,35 @@ def test_slot_notes() -> None:
     assert _slot_note("7", 2, found=True) == ""
     assert _slot_note("7", 3, found=True).startswith("3 objects in this slot")
     assert _slot_note("X", 3, found=True) == ""  # XXX exists
+
+
+def test_cli_says_what_it_expected_when_nothing_could_be_read(tmp_path, make_crop):
+    """An empty folder, or one of unreadable files, used to end "0 crops written", exit 0."""
+    from typer.testing import CliRunner
+
+    from edge_iapp.cli.main import app
+
+    runner = CliRunner()
+    src, out = tmp_path / "karyograms", tmp_path / "out"
+    src.mkdir()
+
+    def cut() -> tuple[int, str]:
+        r = runner.invoke(
+            app, ["dataset", "from-karyograms", str(src), "--layout", str(EXAMPLE), "-o", str(out)]
+        )
+        assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+        return r.exit_code, " ".join(r.output.split())
+
+    code, said = cut()
+    assert code == 2 and "no files in" in said and "karyogram images" in said
+    assert not out.exists()  # nothing written before the refusal
+    (src / "notes.txt").write_text("not an image")
+    code, said = cut()
+    assert code == 2 and "none of the 1 file(s)" in said and "could be read" in said
+    cv2.imwrite(str(src / "k.png"), _karyogram(make_crop, _normal("XY")))
+    code, said = cut()
+    assert code == 0 and "1 karyogram(s): 46 crops written" in said
+    assert "warning:" not in said  # the notes.txt beside it is counted, not fatal
+    cv2.imwrite(str(src / "k.png"), np.full((300, 400), 255, np.uint8))  # nothing in any slot
+    code, said = cut()
+    assert code == 0 and "0 crops written" in said and "warning: no crop was cut" in said

@@ -201,6 +201,15 @@ def test_a_failed_fit_falls_back_to_the_energy_and_says_why() -> None:
     record = calibration_from_predictions(preds, fit=one_class)
     assert record["score"] == "energy" and "two classes" in record["fit_error"]
     assert calibration_from_predictions(preds, fit=preds)["score"] == "energy+mahalanobis"
+    from edge_iapp.train.ood_run import MIN_CALIBRATION_IMAGES, calibration_warnings
+
+    assert calibration_warnings(calibration_from_predictions(preds, fit=preds)) == []
+    (failed,) = calibration_warnings(record)
+    assert failed.startswith("OOD score: ") and "two classes" in failed
+    few = MIN_CALIBRATION_IMAGES - 1
+    small = Predictions(("global",), val[:1, :few], y[:few], np.zeros(few, bool))
+    (rough,) = calibration_warnings(calibration_from_predictions(small))
+    assert f"from {few} val image(s)" in rough and "ood-calibrate" in rough
 
 
 def test_mahalanobis_in_chunks_equals_all_at_once(monkeypatch) -> None:

@@ -48,7 +48,7 @@ def summary(
     ] = True,
 ) -> None:
     """Count images per class, groups and cells; list skipped files and warnings."""
-    from edge_iapp.data.dataset import summarize
+    from edge_iapp.data.dataset import no_images_reason, summarize
 
     scan = _scan(folder, group_pattern, verify)
     info = summarize(scan)
@@ -56,6 +56,8 @@ def summary(
         typer.echo(json.dumps(info, indent=1))
         return
     _print_summary(info)
+    if not scan.samples:  # a table of zeros alone does not say what the folder should hold
+        fail(no_images_reason(scan), code=1)
 
 
 _PLAIN = {"markup": False, "highlight": False, "soft_wrap": True}  # paths stay on one line

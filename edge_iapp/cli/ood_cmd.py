@@ -42,7 +42,7 @@ def ood_calibrate_command(
     from ..train.data import balanced_subset
     from ..train.finetune import of_cells
     from ..train.loading import DataProblem, load_parts
-    from ..train.ood_run import write_run_ood
+    from ..train.ood_run import calibration_warnings, write_run_ood
     from ..train.predict import predict
     from ..train.run import load_model
     from .train_cmd import _at_least, _device, _output_folder, _prepare, _report_scan, _set_threads
@@ -131,8 +131,8 @@ def ood_calibrate_command(
         )
     except ValueError as exc:
         fail(str(exc))
-    if record.get("fit_error"):
-        console.print(f"[yellow]warning:[/] {record['fit_error']}")
+    for warning in calibration_warnings(record):
+        console.print(f"[yellow]warning:[/] {warning}")
     console.print(
         f"OOD score: {record['definition']}\n"
         f"threshold {record['threshold']:.4f} = the {quantile:g} quantile of {record['n']} val "

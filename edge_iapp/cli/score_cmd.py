@@ -202,6 +202,11 @@ def from_karyograms(
 
     if not karyograms.exists():
         fail(f"{karyograms} not found")
+    expected = "expected karyogram images (TIFF, PNG, BMP or JPEG)"
+    if karyograms.is_dir() and not any(
+        p.is_file() and not p.name.startswith(".") for p in karyograms.iterdir()
+    ):
+        fail(f"no files in {karyograms}: {expected}")
     try:
         spec = load_layout(layout)
     except LayoutError as exc:
@@ -215,3 +220,10 @@ def from_karyograms(
         f"cluster(s) skipped, {stats.warnings} warning(s), {stats.errors} unreadable file(s); "
         f"see {out / 'from_karyograms.csv'}"
     )
+    if stats.karyograms == 0:
+        fail(f"none of the {stats.errors} file(s) in {karyograms} could be read: {expected}")
+    if stats.crops == 0:
+        console.print(
+            "[yellow]warning:[/] no crop was cut: does the layout's image_size and slot boxes "
+            "match these karyograms? (docs/SCORING.md, 'Karyograms to labelled crops')"
+        )

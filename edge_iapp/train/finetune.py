@@ -484,7 +484,7 @@ def _calibrate_ood(
     Returns:
         ``(the record or None, a note, (the val images, their predictions) or None)``.
     """
-    from .ood_run import write_run_ood
+    from .ood_run import calibration_warnings, write_run_ood
     from .predict import predict
 
     if not val_samples:
@@ -503,8 +503,8 @@ def _calibrate_ood(
         source={"part": "val", "data": cfg.extra.get("data"), "images": len(val)},
         fit=predict(model, ft, cfg.branches, device=device, batch_size=batch_size),
     )
-    if record.get("fit_error"):
-        log(f"warning: OOD score: {record['fit_error']}")
+    for warning in calibration_warnings(record):
+        log(f"warning: {warning}")
     note = (
         f"{record['score']} threshold {record['threshold']:.4f} from {len(val)} val images of "
         f"the new lab, Gaussians from the {len(ft)} fine-tuning images: {out / 'ood.json'}"

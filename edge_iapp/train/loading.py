@@ -46,8 +46,8 @@ def load_parts(
         raise DataProblem(f"data folder {data} does not exist or is not a folder")
     try:
         split = load_split(split_path)
-    except SplitError as exc:
-        raise DataProblem(f"split {split_path}: {exc}") from None
+    except SplitError as exc:  # its messages start with the file's path
+        raise DataProblem(str(exc)) from None
     scan = scan_for_split(data, split)
     skipped = [(str(p), r) for p, r in scan.skipped]
     if not scan.samples:

@@ -25,6 +25,9 @@ from .run import LAST_CHECKPOINT
 FIT_PER_CLASS = 50
 """Train images per class the class Gaussians of the OOD score are fitted on."""
 
+MIN_CALIBRATION_IMAGES = 50
+"""Fewer val images than this give a threshold near their largest score: said as a warning."""
+
 
 def calibration_from_predictions(
     preds: Predictions, quantile: float = DEFAULT_QUANTILE, fit: Predictions | None = None
@@ -48,6 +51,21 @@ def calibration_from_predictions(
             fit_error = f"class Gaussians not fitted ({exc}); the energy score alone is used"
     record = calibrate_ood(ood_scores(preds.logits), quantile, branches=preds.branches)
     return {**record, "fit_error": fit_error} if fit_error else record
+
+
+def calibration_warnings(record: dict[str, Any]) -> list[str]:
+    """What a user should hear about an OOD record: a Gaussian fit that failed, or a
+    threshold taken from too few images (the 0.95 quantile of 5 scores is nearly their
+    maximum, and one unusual val image moves it)."""
+    warnings = [f"OOD score: {record['fit_error']}"] if record.get("fit_error") else []
+    n = int(record.get("n", 0))
+    if n < MIN_CALIBRATION_IMAGES:
+        warnings.append(
+            f"the OOD threshold comes from {n} val image(s), fewer than "
+            f"{MIN_CALIBRATION_IMAGES}: the review flag's OOD rule is rough; calibrate on a "
+            "larger val part (edge-iapp ood-calibrate RUN --data DATA --split SPLIT)"
+        )
+    return warnings
 
 
 def write_run_ood(

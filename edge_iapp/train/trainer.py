@@ -312,7 +312,7 @@ def train(
         epoch += 1
     if val_data is not None and len(val_data):
         # the OOD review threshold of this run (edge_iapp/ood.py), from its own val images
-        from .ood_run import FIT_PER_CLASS, write_run_ood
+        from .ood_run import FIT_PER_CLASS, calibration_warnings, write_run_ood
 
         try:
             record = write_run_ood(
@@ -322,8 +322,8 @@ def train(
                 fit=predict(model, train_data.balanced(FIT_PER_CLASS), branches, device=device),
             )
             metrics["ood_threshold"] = record["threshold"]
-            if record.get("fit_error"):
-                console.print(f"[yellow]warning:[/] OOD score: {record['fit_error']}")
+            for warning in calibration_warnings(record):
+                console.print(f"[yellow]warning:[/] {warning}")
         except ValueError as exc:  # e.g. non-finite val logits: the run itself is done
             console.print(f"[yellow]warning:[/] no OOD calibration written: {exc}")
     metrics["status"] = "finished"
