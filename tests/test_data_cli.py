@@ -146,6 +146,81 @@ def test_a_pre_split_layout_is_named(folder, tmp_path):
         choose_from_folder(nested, split, 4)
 
 
+def test_a_pre_split_folder_keeps_its_parts(tmp_path, make_crop):
+    """DATA/{train,test}/<class>: --from-folders keeps the folders' parts, carves val from
+    train by case, and every reader (train, bench, calibration) scans the folder that way."""
+    from edge_iapp.bench import load_labelled
+    from edge_iapp.export.calibration import choose_from_folder
+    from edge_iapp.train.loading import load_parts
+
+    root = tmp_path / "published"
+    for case in range(5):
+        part = "test" if case == 4 else "train"
+        for cls in ("1", "2", "X"):
+            for cell in (1, 2):
+                number = "23" if cls == "X" else cls
+                path = root / part / cls / f"clase{number}_0_C{case:03d}.{cell}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(path), make_crop(40 + 4 * case, 16, seed=case * 10 + cell))
+    (root / "README.txt").write_text("the authors' split")
+    out = tmp_path / "split.json"
+
+    def split(*extra: str):
+        args = ["data", "split", str(root), "--out", str(out), "--from-folders", *extra]
+        return runner.invoke(app, [*args, "--val", "0.25"] if not extra else args)
+
+    result = split()
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["layout"] == "part-folders" and record["folders"] == {
+        "test": "test",
+        "train": "train",
+    }
+    assert record["groups"]["test"] == ["test/C004"]
+    carved = sorted(record["groups"]["train"] + record["groups"]["val"])
+    assert carved == [f"train/C{c:03d}" for c in range(4)] and len(record["groups"]["val"]) == 1
+    parts = load_parts(root, out).parts
+    assert all(s.path.parent.parent.name == "test" for s in parts["test"])
+    assert len(parts["test"]) == 6 and len(parts["train"]) + len(parts["val"]) == 24
+    images, labels, skipped = load_labelled(root, out, "test")
+    assert len(images) == 6 and not skipped
+    manifest = choose_from_folder(root, out, 6, require_all_classes=False)
+    assert all("/test/" not in str(im["path"]) for im in manifest["images"])
+    assert "shared" not in text(result) and "more than one part folder" not in text(result)
+
+    # one case in both folders: not group-aware, said; --test does not apply
+    (root / "test" / "1" / "clase1_0_C000.9.png").write_bytes(
+        (root / "train" / "1" / "clase1_0_C000.1.png").read_bytes()
+    )
+    result = split()
+    assert result.exit_code == 0, result.output
+    assert "1 case(s) have images in more than one part folder (e.g. C000 in test and train)" in (
+        text(result)
+    )
+    assert "1 val/test image(s)" in text(result)  # the copy check sees the same file too
+    result = split("--test", "0.3")
+    assert result.exit_code == 2 and "the test folder is the test part" in text(result)
+
+    # a val folder of its own: its cases are val, and --val is refused
+    (root / "valid").mkdir()
+    (root / "train" / "X").rename(root / "valid" / "X")
+    result = split("--val", "0.1")
+    assert result.exit_code == 2 and "its own val folder" in text(result)
+    assert split("--seed", "3").exit_code == 0
+    record = json.loads(out.read_text())
+    assert record["folders"]["valid"] == "val"
+    assert all(g.startswith("valid/") for g in record["groups"]["val"])
+    # without a test folder: what a pre-split folder needs
+    (root / "test").rename(tmp_path / "elsewhere")
+    result = split()
+    assert result.exit_code == 2 and "needs a train and a test folder" in text(result)
+    from edge_iapp.data.split import SplitError, load_split
+
+    out.write_text(json.dumps({**record, "layout": "folders"}))
+    with pytest.raises(SplitError, match="unknown 'layout'"):
+        load_split(out)
+
+
 def test_split_command(folder, tmp_path):
     out = tmp_path / "split.json"
     args = ["data", "split", str(folder), "--out", str(out), "--test", "0.25", "--val", "0.25"]

@@ -18,6 +18,10 @@ _PATTERN_HELP = (
     "regex with a named group (?P<group>...) (and optionally (?P<cell>...)) searched in each "
     "file name; default rules handle clase<N>_<k>_<case>.<cell>.<ext> and '<K> <C>[ab].bmp'"
 )
+_FOLDERS_HELP = (
+    "FOLDER is pre-split: train/, test/ and maybe val/ (or training, valid, validation, dev, "
+    "testing), each with class folders; the split keeps those parts"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,11 +30,11 @@ def register(app: typer.Typer) -> None:
     app.command("preview")(preview)
 
 
-def _scan(folder: Path, group_pattern: str | None, verify: bool):
+def _scan(folder: Path, group_pattern: str | None, verify: bool, parts: bool = False):
     from edge_iapp.data.dataset import scan_folder
 
     try:
-        return scan_folder(folder, group_pattern, verify=verify)
+        return scan_folder(folder, group_pattern, parts=parts, verify=verify)
     except (NotADirectoryError, ValueError) as exc:
         fail(str(exc))
 
@@ -46,11 +50,12 @@ def summary(
         bool,
         typer.Option("--verify/--headers-only", help="decode every image (finds damaged files)"),
     ] = True,
+    from_folders: Annotated[bool, typer.Option("--from-folders", help=_FOLDERS_HELP)] = False,
 ) -> None:
     """Count images per class, groups and cells; list skipped files and warnings."""
     from edge_iapp.data.dataset import no_images_reason, summarize
 
-    scan = _scan(folder, group_pattern, verify)
+    scan = _scan(folder, group_pattern, verify, parts=from_folders)
     info = summarize(scan)
     if as_json:
         typer.echo(json.dumps(info, indent=1))
@@ -91,12 +96,22 @@ def _print_summary(info: dict) -> None:
 def split(
     folder: Annotated[Path, typer.Argument(help="folder with one sub-folder per class")],
     out: Annotated[Path, typer.Option("--out", help="split file to write (JSON)")],
-    test: Annotated[float, typer.Option("--test", help="fraction of samples for test")] = 0.2,
-    val: Annotated[float, typer.Option("--val", help="fraction of samples for val")] = 0.1,
+    test: Annotated[
+        float | None, typer.Option("--test", help="fraction of samples for test [default: 0.2]")
+    ] = None,
+    val: Annotated[
+        float | None,
+        typer.Option(
+            "--val",
+            help="fraction of samples for val [default: 0.1; with --from-folders, of the "
+            "train folder's, where there is no val folder]",
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option("--seed", help="random seed (deterministic)")] = 0,
     group_pattern: Annotated[
         str | None, typer.Option("--group-pattern", help=_PATTERN_HELP)
     ] = None,
+    from_folders: Annotated[bool, typer.Option("--from-folders", help=_FOLDERS_HELP)] = False,
     check_copies: Annotated[
         bool,
         typer.Option(
@@ -107,9 +122,17 @@ def split(
 ) -> None:
     """Write a group-aware train/val/test split: every group goes to one part only."""
     from edge_iapp.data.dataset import no_images_reason
-    from edge_iapp.data.split import SplitError, apply_split, make_split, write_split
+    from edge_iapp.data.split import (
+        SplitError,
+        apply_split,
+        make_folder_split,
+        make_split,
+        write_split,
+    )
 
-    scan = _scan(folder, group_pattern, verify=False)
+    if from_folders and test is not None:
+        fail("--test does not go with --from-folders: the test folder is the test part")
+    scan = _scan(folder, group_pattern, verify=False, parts=from_folders)
     if not scan.samples:
         fail(no_images_reason(scan))
     if scan.skipped:
@@ -121,8 +144,14 @@ def split(
             "can fall in train and in test: pass --group-pattern with a (?P<group>...) for the "
             "case in the file name"
         )
+    if from_folders:
+        _report_shared_cases(scan)
     try:
-        result = make_split(scan.samples, test=test, val=val, seed=seed, pattern=group_pattern)
+        if from_folders:
+            result = make_folder_split(scan, val=val, seed=seed)
+        else:
+            test, val = 0.2 if test is None else test, 0.1 if val is None else val
+            result = make_split(scan.samples, test=test, val=val, seed=seed, pattern=group_pattern)
         write_split(result, out)
     except SplitError as exc:
         fail(str(exc))
@@ -134,6 +163,21 @@ def split(
     console.print(f"wrote {escape(str(out))}: {parts}")
     if check_copies:
         _report_copies(apply_split(scan.samples, result), out)
+
+
+def _report_shared_cases(scan) -> None:
+    """Warn about cases that the part folders put in two parts (not a group-aware split)."""
+    from edge_iapp.data.split import shared_cases
+
+    shared = shared_cases(scan)
+    if shared:
+        case, parts = next(iter(shared.items()))
+        console.print(
+            f"[yellow]{len(shared)} case(s) have images in more than one part folder[/] (e.g. "
+            f"{escape(case)} in {' and '.join(parts)}): the folders' split is not group-aware "
+            "there, and test scores on those cases would be inflated; split the merged folders "
+            "with `edge-iapp data split` instead, or move each case's images into one part"
+        )
 
 
 @data_app.command("copies")

@@ -9,6 +9,11 @@ reported as skipped because they carry no label.
 A *group* is the unit a split keeps whole (a case or karyotype: homologues and the
 cells of one case are near-duplicates); a *cell* is one metaphase. Both come from the
 file name: see :class:`GroupRule`.
+
+A *pre-split* folder holds part folders (``<root>/train/<class>/...``, ``test``, and
+maybe ``val``; see :data:`PART_FOLDERS`). ``scan_folder(root, parts=True)`` reads it,
+each group prefixed with its part folder (``train/case01``), so that a split file can
+keep the folders' parts (``edge-iapp data split --from-folders``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,18 @@ DEFAULT_GROUP_PATTERNS: tuple[tuple[str, str], ...] = (
     ("bioimlab", r"^(?P<group>\d+) \d+[ab]?\.[A-Za-z0-9]+$"),
 )
 """Default file-name rules, tried in order (``re.match`` on the file name)."""
+
+PART_FOLDERS: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
+}
+"""Folder names of a pre-split layout (compared in lower case) and the part each one is."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,9 @@ class FolderScan:
         group_pattern: the custom pattern, or None for the defaults.
         class_parents: folders that are not a class but hold class folders (a pre-split
             ``DATA/train/<class>`` layout); they are also in ``skipped``.
+        parts: scanned as a pre-split folder (``scan_folder(..., parts=True)``).
+        part_folders: with ``parts``, each part folder read and its part
+            (``{"train": "train", "valid": "val", "test": "test"}``).
     """
 
     root: Path
@@ -85,6 +105,8 @@ class FolderScan:
     ungrouped: list[Path] = field(default_factory=list)
     group_pattern: str | None = None
     class_parents: list[Path] = field(default_factory=list)
+    parts: bool = False
+    part_folders: dict[str, str] = field(default_factory=dict)
 
 
 class GroupRule:
@@ -130,6 +152,7 @@ def scan_folder(
     root: str | Path,
     group_pattern: str | None = None,
     *,
+    parts: bool = False,
     verify: bool = False,
     max_side: int | None = None,
 ) -> FolderScan:
@@ -140,8 +163,11 @@ def scan_folder(
     warned about.
 
     Args:
-        root: folder with one sub-folder per class.
+        root: folder with one sub-folder per class; with ``parts``, a folder of part
+            folders (:data:`PART_FOLDERS`), each with one sub-folder per class.
         group_pattern: custom group regex (see :class:`GroupRule`), None for defaults.
+        parts: read a pre-split layout; every group is prefixed with its part folder's
+            name (``train/case01``), so one case in two part folders is two groups.
         verify: decode every image.
         max_side: also skip images larger than this (default: the reader's default).
 
@@ -156,40 +182,71 @@ def scan_folder(
         raise NotADirectoryError(f"{root} is not a folder")
     rule = GroupRule(group_pattern)
     limit = DEFAULT_MAX_SIDE if max_side is None else max_side
-    scan = FolderScan(root=root, group_pattern=group_pattern)
-    for entry in sorted(root.iterdir()):
+    scan = FolderScan(root=root, group_pattern=group_pattern, parts=parts)
+    if not parts:
+        _scan_classes(scan, root, rule, verify, limit, prefix="")
+    else:
+        for entry in _entries(scan, root):
+            part = PART_FOLDERS.get(entry.name.lower())
+            if part is None or not _holds_classes(entry):
+                why = "holds no class folders" if part else "is not a part folder"
+                names = ", ".join(sorted(set(PART_FOLDERS)))
+                scan.skipped.append((entry, f"folder {entry.name!r} {why} ({names})"))
+                continue
+            scan.part_folders[entry.name] = part
+            _scan_classes(scan, entry, rule, verify, limit, prefix=f"{entry.name}/")
+    scan.samples.sort(key=lambda s: str(s.path))
+    return scan
+
+
+def _entries(scan: FolderScan, folder: Path) -> Iterable[Path]:
+    """The visible sub-folders of ``folder``; loose images there are skipped (no label)."""
+    for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
             continue
         if entry.is_file():
             if entry.suffix.lower() in IMAGE_SUFFIXES:
                 scan.skipped.append((entry, "image not inside a class folder (no label)"))
             continue
+        yield entry
+
+
+def _scan_classes(
+    scan: FolderScan, folder: Path, rule: GroupRule, verify: bool, limit: int, prefix: str
+) -> None:
+    """Add the images of ``folder``'s class folders; groups get ``prefix``."""
+    for entry in _entries(scan, folder):
         try:
             class_name = canonical_class(entry.name)
         except ValueError:
             why = f"folder {entry.name!r} is not a class (1..22, X, Y)"
-            if _holds_classes(entry):
+            if not prefix and _holds_classes(entry):
                 scan.class_parents.append(entry)
                 why += (
-                    f"; it holds class folders: pass {entry} itself, or move all class folders "
-                    "into one folder and make a group-aware split with `edge-iapp data split`"
+                    f"; it holds class folders (a pre-split layout): keep its parts with "
+                    f"`edge-iapp data split {folder} --from-folders`, or pass {entry} itself"
                 )
             scan.skipped.append((entry, why))
             continue
         for path in _files(entry):
-            _add_file(scan, path, class_name, rule, verify, limit)
-    scan.samples.sort(key=lambda s: str(s.path))
-    return scan
+            _add_file(scan, path, class_name, rule, verify, limit, prefix)
 
 
 def no_images_reason(scan: FolderScan) -> str:
     """What to tell a user whose folder gave no labelled image, and what to do."""
+    if scan.parts:
+        return (
+            f"no labelled images in the part folders of {scan.root}: expected "
+            "train/<class>/... and test/<class>/... (and maybe val/<class>/...) in it "
+            f"({len(scan.skipped)} entries skipped)"
+        )
     if scan.class_parents:
         names = ", ".join(p.name for p in scan.class_parents)
         return (
             f"no labelled images in {scan.root}: its folder(s) {names} hold the class folders "
-            f"(a pre-split layout); pass one of them (e.g. {scan.class_parents[0]}), or move "
-            "all class folders into one folder and split it with `edge-iapp data split`"
+            f"(a pre-split layout); keep these parts with `edge-iapp data split {scan.root} "
+            f"--from-folders --out SPLIT.json` and pass {scan.root} with that split, or pass "
+            f"one of them (e.g. {scan.class_parents[0]})"
         )
     return (
         f"no labelled images in {scan.root}: expected class folders 1..22, X, Y with images "
@@ -222,7 +279,13 @@ def _files(folder: Path) -> Iterable[Path]:
 
 
 def _add_file(
-    scan: FolderScan, path: Path, class_name: str, rule: GroupRule, verify: bool, limit: int
+    scan: FolderScan,
+    path: Path,
+    class_name: str,
+    rule: GroupRule,
+    verify: bool,
+    limit: int,
+    prefix: str = "",
 ) -> None:
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         scan.skipped.append((path, f"not an image file (suffix {path.suffix or 'none'!r})"))
@@ -243,7 +306,7 @@ def _add_file(
     if not matched:
         scan.ungrouped.append(path)
     label = class_index(class_name)
-    scan.samples.append(Sample(path, label, class_name, group, cell))
+    scan.samples.append(Sample(path, label, class_name, prefix + group, cell))
 
 
 def class_counts(samples: Iterable[Sample]) -> dict[str, int]:

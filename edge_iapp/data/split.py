@@ -12,6 +12,11 @@ Split file (version 1)::
      "groups": {"train": [...], "val": [...], "test": [...]},
      "counts": {"train": {"groups": n, "samples": n, "per_class": {...}}, ...}}
 
+A split of a pre-split folder (:func:`make_folder_split`) also has ``"layout":
+"part-folders"`` and ``"folders": {"train": "train", "test": "test"}``; its groups are
+prefixed with their part folder (``train/case01``), and readers scan the folder that way
+(:func:`scan_for_split`).
+
 :func:`apply_split` raises :class:`SplitError` when the split names groups the data
 lacks (the split was made for other data; ``allow_missing=True`` accepts it, e.g. for a
 subset), and puts data groups the split does not name under ``"unassigned"``.
@@ -33,6 +38,8 @@ from .dataset import FolderScan, GroupRule, Sample, class_counts, scan_folder
 
 PARTS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_VERSION = 1
+FOLDER_LAYOUT = "part-folders"
+"""``layout`` of a split that keeps a pre-split folder's parts."""
 
 
 class SplitError(ValueError):
@@ -90,6 +97,49 @@ def make_split(
         current[part] += vec
     _fill_empty_parts(assigned, wanted, vectors)
     return _split_record(assigned, samples, seed, pattern, fractions)
+
+
+def make_folder_split(scan: FolderScan, val: float | None = None, seed: int = 0) -> dict:
+    """Keep the parts of a pre-split folder (``scan_folder(root, parts=True)``).
+
+    Every group of a part folder goes to that folder's part. Without a val folder, a
+    ``val`` share (default 0.1) of the train folder's images moves to val, whole groups
+    at a time, as :func:`make_split` chooses them.
+
+    Raises:
+        SplitError: no train or no test folder, ``val`` given beside a val folder, bad
+            ``val``, or too few train groups to give val one.
+    """
+    samples = scan.samples
+    found = set(scan.part_folders.values())
+    if not {"train", "test"} <= found:
+        have = ", ".join(f"{k} ({v})" for k, v in scan.part_folders.items()) or "none"
+        raise SplitError(
+            f"a pre-split folder needs a train and a test folder, each with class folders; "
+            f"found part folders: {have}"
+        )
+    if "val" in found and val is not None:
+        raise SplitError("--val moves train images to val; this folder has its own val folder")
+    part_of = {s.group: scan.part_folders[s.group.split("/", 1)[0]] for s in samples}
+    assigned = {p: sorted({g for g, q in part_of.items() if q == p}) for p in PARTS}
+    if "val" not in found:
+        train = [s for s in samples if part_of[s.group] == "train"]
+        carved = make_split(train, test=0.0, val=0.1 if val is None else val, seed=seed)
+        assigned["train"], assigned["val"] = carved["groups"]["train"], carved["groups"]["val"]
+    final = {g: p for p, groups in assigned.items() for g in groups}
+    fractions = {p: sum(final[s.group] == p for s in samples) / len(samples) for p in PARTS}
+    record = _split_record(assigned, samples, seed, scan.group_pattern, fractions)
+    return {**record, "layout": FOLDER_LAYOUT, "folders": dict(sorted(scan.part_folders.items()))}
+
+
+def shared_cases(scan: FolderScan) -> dict[str, list[str]]:
+    """Cases (groups without their part-folder prefix) found in more than one part folder:
+    the folders' own split is not group-aware there, and test scores would be inflated."""
+    folders: dict[str, set[str]] = {}
+    for s in scan.samples:
+        folder, case = s.group.split("/", 1)
+        folders.setdefault(case, set()).add(scan.part_folders[folder])
+    return {case: sorted(parts) for case, parts in sorted(folders.items()) if len(parts) > 1}
 
 
 def _need(target: np.ndarray, current: np.ndarray, vec: np.ndarray) -> float:
@@ -173,6 +223,10 @@ def load_split(path: str | Path) -> dict:
             if str(g) in seen:
                 raise SplitError(f"{path}: group {g!r} is in both {seen[str(g)]!r} and {p!r}")
             seen[str(g)] = p
+    if split.get("layout") not in (None, FOLDER_LAYOUT):
+        raise SplitError(
+            f"{path}: unknown 'layout' {split.get('layout')!r}; expected {FOLDER_LAYOUT!r} or none"
+        )
     pattern = split.get("pattern")
     if pattern is not None:
         if not isinstance(pattern, str):
@@ -189,9 +243,11 @@ def scan_for_split(root: str | Path, split: dict, **kwargs) -> FolderScan:
 
     ``data split --group-pattern P`` records P in the split; the default rules would give
     other groups (and cells), and the split would name groups the folder seems to lack.
+    A split made with ``--from-folders`` reads the part folders (groups ``train/...``).
     ``kwargs`` go to ``scan_folder``.
     """
-    return scan_folder(root, split.get("pattern"), **kwargs)
+    parts = split.get("layout") == FOLDER_LAYOUT
+    return scan_folder(root, split.get("pattern"), parts=parts, **kwargs)
 
 
 def apply_split(
