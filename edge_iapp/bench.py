@@ -271,6 +271,21 @@ def bench_one(
     return row
 
 
+def _options_taken(backend: str, options: dict, log: Callable[[str], None]) -> dict:
+    """``options`` less those ``backend`` does not take (``--threads`` for TensorRT, whose
+    work is on the GPU), said in the log; backends refuse unknown options."""
+    from .backends import BackendUnavailable, backend_class
+    from .backends.base import unknown_options
+
+    try:
+        unknown = unknown_options(backend_class(backend), options)
+    except BackendUnavailable:  # not importable here: its row says so
+        return options
+    for name in unknown:
+        log(f"  --{name} does not apply to {backend}: not passed to it")
+    return {k: v for k, v in options.items() if k not in unknown}
+
+
 def run_bench(
     bundle_path: str | Path,
     data: str | Path,
@@ -323,7 +338,8 @@ def run_bench(
     rows: list[BenchRow] = []
     for backend, precision in combos:
         log(f"bench {backend} {precision} on {len(images)} images")
-        rows.append(bench_one(bundle, backend, precision, images, labels, batch, single, **options))
+        taken = _options_taken(backend, options, log)
+        rows.append(bench_one(bundle, backend, precision, images, labels, batch, single, **taken))
         log(f"  -> {rows[-1].status}")
     ref = next(
         (r for r in rows if (r.backend, r.precision) == reference and r.status == "ok"), None

@@ -236,3 +236,27 @@ def test_bench_names_and_split_groups_are_checked(setup, tmp_path):
     result = _bench((bundle, data, more), tmp_path, backends="onnxruntime", precisions="fp32")
     flat = " ".join(result.output.split())
     assert result.exit_code == 2 and "2 of the split's 2 test group(s)" in flat
+
+
+def test_threads_go_only_to_the_backends_that_take_them(setup):
+    """Backends refuse options they do not take; ``--threads`` is for the CPU backends,
+    so a TensorRT row must be "unavailable" here (no TensorRT), not a failed load."""
+    from edge_iapp.bench import run_bench
+
+    bundle, data, split = setup
+    messages: list[str] = []
+    report = run_bench(
+        bundle,
+        data,
+        split,
+        backends=["tensorrt"],
+        precisions=["fp32"],
+        limit=4,
+        single=0,
+        threads=1,
+        log=messages.append,
+    )
+    rows = {r["backend"]: r for r in report["rows"]}
+    assert rows["onnxruntime"]["status"] == "ok"  # the reference, with threads=1
+    assert not rows["tensorrt"]["status"].startswith("failed"), rows["tensorrt"]["status"]
+    assert any("--threads does not apply to tensorrt" in m for m in messages), messages

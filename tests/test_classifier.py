@@ -241,3 +241,55 @@ def test_runtime_path_imports_no_torch(bundle_dir, images):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_unknown_backend_options_are_refused(bundle_dir):
+    """``thread=4`` (for ``threads=4``) used to be dropped silently: ORT then ran on every
+    core. Options beside a ready Backend were dropped too."""
+    from edge_iapp.backends import backend_class, get_backend
+
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'thread'.*onnxruntime backend "):
+        Classifier(bundle_dir, thread=4, warmup=False)
+    with pytest.raises(ValueError, match="accepts device, threads; Classifier itself takes"):
+        Classifier(bundle_dir, backend="ort", thread=4, warmup=False)
+    with pytest.raises(ValueError, match=r"'device'.*torch backend accepts run, threads"):
+        Classifier(bundle_dir, backend="torch", device="cpu", warmup=False)
+    with pytest.raises(ValueError, match=r"'batchsize', 'warm_up'.*takes batch_size, warmup"):
+        Classifier(bundle_dir, batchsize=8, warm_up=False)
+    with Classifier(bundle_dir, warmup=False) as clf:
+        ready = clf.backend
+        with pytest.raises(ValueError, match="given with a ready OnnxRuntimeBackend"):
+            Classifier(bundle_dir, backend=ready, threads=2, warmup=False)
+    bundle = ready.bundle
+    with pytest.raises(ValueError, match=r"'thread' for the onnxruntime backend; it accepts"):
+        get_backend("onnxruntime", bundle, "fp32", thread=4)  # the backends check too
+    for name in ("onnxruntime", "openvino", "torch", "tensorrt"):
+        assert backend_class(name).accepted_options, name  # every backend declares them
+    with Classifier(bundle_dir, threads=1, device="cpu", warmup=False) as clf:
+        assert clf.describe()["device"] == "cpu"
+
+
+def test_predict_takes_any_iterable_of_images(images, ort_fp32):
+    """``predict(generator)`` used to be one unreadable item: any iterable is now a list
+    of images; an array, a path, str or bytes stay one item; a dict or a set is refused."""
+    from collections import deque
+
+    want = [r.class_index for r in ort_fp32.predict([str(p) for p in images[:3]])]
+    for iterable in (
+        (str(p) for p in images[:3]),
+        map(str, images[:3]),
+        iter(images[:3]),
+        deque(images[:3]),
+    ):
+        got = ort_fp32.predict(iterable)
+        assert [r.class_index for r in got] == want and all(r.error is None for r in got)
+    assert len(ort_fp32.predict(np.stack([crop(1, 0)[:40, :12]] * 3, axis=-1))) == 1  # RGB
+    assert len(ort_fp32.predict(str(images[0]))) == 1
+    assert len(ort_fp32.predict(images[0])) == 1
+    assert ort_fp32.predict(b"\x89PNG")[0].error  # one item, said unreadable
+    assert ort_fp32.predict(x for x in []) == []
+    for bad in ({"a": images[0]}, {str(images[0])}):
+        with pytest.raises(TypeError, match=r"list\("):
+            ort_fp32.predict(bad)
+    future = ort_fp32.submit(str(p) for p in images[:3])
+    assert [r.class_index for r in future.result(timeout=60)] == want

@@ -306,3 +306,95 @@ def test_without_onnxsim_auto_uses_onnxscript_and_says_so(tmp_path_factory, monk
         for a, b in zip(ours, theirs, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-5)
     assert bundle.parity["int8"]["pipeline"]["fused_top1_agreement"] > 0.5
+
+
+def test_calibration_inputs_are_checked_before_any_graph_is_exported(
+    tmp_path_factory, tmp_path, monkeypatch
+):
+    """A missing --calib-data folder, one without labelled images, a --calib-split that
+    is missing or not a split, a --calib-manifest that is a folder or lists images outside
+    the training part, a --calib-size larger than the training part: all used to be said
+    only after the fp32 graphs were exported (or, for --calib-split alone, never)."""
+    from export_helpers import make_dataset
+    from typer.testing import CliRunner
+
+    from edge_iapp.cli.main import app
+    from edge_iapp.data import apply_split, load_split, scan_folder
+    from edge_iapp.export import build
+    from edge_iapp.export.calibration import build_manifest, write_manifest
+
+    def exported(*_a, **_k):
+        raise AssertionError("a graph was exported before the calibration inputs were checked")
+
+    monkeypatch.setattr(build, "export_branch", exported)
+    run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+    data = shared(tmp_path_factory, "data", lambda d: make_dataset(d / "set")[0])
+    split = data.parent / f"{data.name}_split.json"
+    empty = tmp_path / "empty"
+    (empty / "1").mkdir(parents=True)
+    not_a_split = tmp_path / "split.json"
+    not_a_split.write_text('{"groups": []}')
+    val = apply_split(scan_folder(data).samples, load_split(split))["val"]
+    leaky = write_manifest(build_manifest(val, data, len(val), 0, split), tmp_path / "val.json")
+    out = tmp_path / "bundle"
+    good = ["--calib-data", str(data), "--calib-split", str(split)]
+    cases = [
+        (["--calib-data", str(tmp_path / "nope"), "--calib-split", str(split)], "does not exist"),
+        (["--calib-data", str(split), "--calib-split", str(split)], "is a file"),
+        (["--calib-data", str(empty), "--calib-split", str(split)], "no labelled images"),
+        (["--calib-data", str(data), "--calib-split", str(tmp_path / "no.json")], "no split"),
+        (["--calib-data", str(data)], "pass --calib-split"),  # the run has no split.json
+        (["--calib-data", str(data), "--calib-split", str(not_a_split)], "--calib-split:"),
+        ([*good, "--calib-manifest", str(tmp_path)], "is a folder"),
+        ([*good, "--calib-manifest", str(leaky)], "are not in the training split"),
+        ([*good, "--calib-size", "5000"], "the training split has only"),
+    ]
+    cases = [(["-p", "fp32,int8", *extra], expected) for extra, expected in cases]
+    cases.append((["-p", "fp32", "--calib-split", str(split)], "without --calib-data"))
+    for extra, expected in cases:
+        args = ["export", str(run), "-o", str(out), "--no-engines", *extra]
+        result = CliRunner().invoke(app, args)
+        output = " ".join(result.output.split())
+        assert result.exit_code == 2, (extra, result.output)
+        assert expected in output and "Traceback" not in output, (extra, output)
+        assert "exporting" not in output, (extra, output)
+        assert not out.exists()
+
+
+def test_a_profile_typo_is_refused_before_the_export(tmp_path_factory, tmp_path, monkeypatch):
+    """``--profile h300`` used to go unreported without TensorRT (and be said only after
+    the export with it): it is checked first, whatever is installed, listing the profiles."""
+    from typer.testing import CliRunner
+
+    from edge_iapp.backends.tensorrt.profiles import list_profiles
+    from edge_iapp.cli.main import app
+    from edge_iapp.export import build
+
+    class Exported(Exception):
+        pass
+
+    def exported(*_a, **_k):
+        raise Exported
+
+    monkeypatch.setattr(build, "export_branch", exported)
+    run = shared(tmp_path_factory, "run", lambda d: make_run(d / "run"))
+    out = tmp_path / "bundle"
+    bad = tmp_path / "mine.json"
+    bad.write_text('{"name": "mine", "sm": 90}')
+
+    def export(*extra: str):
+        result = CliRunner().invoke(app, ["export", str(run), "-o", str(out), "-p", "fp32", *extra])
+        return result, " ".join(result.output.split())
+
+    for extra in (["--profile", "h300"], ["--profile", "h300", "--no-engines"]):
+        result, output = export(*extra)
+        assert result.exit_code == 2, output
+        assert "unknown profile 'h300'" in output and "Traceback" not in output
+        assert all(name in output for name in list_profiles()) and "h100" in output
+        assert not out.exists()
+    result, output = export("--profile", str(bad))
+    assert result.exit_code == 2 and "missing or invalid field" in output and "mine.json" in output
+    # a good profile passes the check: the export itself is reached
+    result, output = export("--profile", "h100", "--no-engines")
+    assert isinstance(result.exception, Exported), output
+    assert "--no-engines skips" in output

@@ -367,3 +367,93 @@ def test_a_stop_request_ends_the_pass_after_the_current_batch(capture, tmp_path,
         stop.clear()
         report = w.process_ready(stop)
         assert report.already_done == 2
+
+
+def test_an_output_of_another_model_is_refused_before_loading(
+    capture, tmp_path, tiny_bundle, monkeypatch
+):
+    """watch into an OUT written with another bundle or precision used to log a warning
+    and mix both models' rows in one index (whose header then took the new model, so the
+    next run did not even warn). Like score: refused, before the bundle is loaded, with
+    the hint to use a new OUT or --force; --force classifies every file again."""
+    import shutil
+
+    from edge_iapp.runtime import classifier as classifier_mod
+
+    out = tmp_path / "out"
+    assert _watch(capture, out, tiny_bundle).exit_code == 0
+    other = tmp_path / "other_bundle"  # the same graphs, exported again: another manifest
+    shutil.copytree(tiny_bundle, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["created"] = "2001-01-01T00:00:00+00:00"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    before = _snapshot(out)
+
+    def loaded(*_a, **_k):
+        raise AssertionError("the bundle was loaded before OUT was checked")
+
+    with monkeypatch.context() as m:
+        m.setattr(classifier_mod.Classifier, "__init__", loaded)
+        for bundle, extra, differs in (
+            (other, [], f"this run has bundle {other.resolve()} (manifest sha256 "),
+            (tiny_bundle, ["--precision", "int8"], "(precision fp32); this run has precision int8"),
+        ):
+            res = _watch(capture, out, bundle, *extra)
+            text = " ".join(res.output.split())
+            assert res.exit_code == 2, res.output
+            assert "holds calls of another model" in text and differs in text, text
+            assert "new output folder" in text and "--force" in text and "Traceback" not in text
+    assert _snapshot(out) == before  # nothing written
+
+    res = _watch(capture, out, other, "--force")
+    assert res.exit_code == 0, res.output
+    assert "4 classified, 3 errors" in res.output  # everything again, with this model
+    header = json.loads((out / INDEX_FILE).read_text().splitlines()[0])
+    assert header["model"]["bundle"] == str(other.resolve())
+    assert (
+        header["model"]["bundle_sha256"]
+        == hashlib.sha256((other / "manifest.json").read_bytes()).hexdigest()
+    )
+    assert set(read_index(out)) == GOOD | BAD
+    assert len(_rows(out / "results.csv")) == 4  # no row of the first model left
+    res = _watch(capture, out, tiny_bundle)  # the header says what the rows came from
+    assert res.exit_code == 2 and "holds calls of another model" in " ".join(res.output.split())
+    res = _watch(capture, out, other)  # the same model resumes
+    assert res.exit_code == 0 and "0 classified, 0 errors" in res.output
+
+
+def test_a_watcher_refuses_an_index_of_another_model(capture, tmp_path, classifier):
+    """The library refuses too (and frees the folder); a moved bundle is the same model;
+    an index written before the manifest hash was recorded is compared by path."""
+    from edge_iapp.runtime.watch import WatchModelMismatch
+
+    out = tmp_path / "out"
+    model = {"bundle": "/b", "bundle_sha256": "aa", "backend": "onnxruntime", "precision": "fp32"}
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0, model=model) as w:
+        assert w.run_once().classified == 4
+    for change in ({"precision": "int8"}, {"backend": "openvino"}, {"bundle_sha256": "bb"}):
+        with pytest.raises(WatchModelMismatch, match="--force"):
+            FolderWatcher(classifier.predict, capture, out, model={**model, **change})
+    moved = {**model, "bundle": "/elsewhere/b"}
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0, model=moved) as w:
+        assert w.run_once().classified == 0  # not locked by the refused ones; same model
+    old = {k: v for k, v in model.items() if k != "bundle_sha256"}
+    with FolderWatcher(classifier.predict, capture, tmp_path / "old", model=old):
+        pass
+    (tmp_path / "old" / INDEX_FILE).write_text(
+        (tmp_path / "old" / INDEX_FILE).read_text()
+        + (out / INDEX_FILE).read_text().split("\n", 1)[1]
+    )
+    with pytest.raises(WatchModelMismatch, match="bundle"):
+        FolderWatcher(classifier.predict, capture, tmp_path / "old", model=moved)
+    with FolderWatcher(classifier.predict, capture, tmp_path / "old", model=model) as w:
+        assert len(w.index["files"]) == 7  # same path, backend, precision: resumed
+    # force: the earlier rows go, and their result files (a vanished input's too)
+    gone = out / RESULTS_DIR / "slide2" / "cell1_chr0.png.json"
+    assert gone.is_file()
+    (capture / "slide2" / "cell1_chr0.png").unlink()
+    other = {**model, "precision": "int8"}
+    with FolderWatcher(classifier.predict, capture, out, settle_s=0, model=other, force=True) as w:
+        assert w.run_once().classified == 3
+    assert not gone.exists() and len(list((out / RESULTS_DIR).rglob("*.json"))) == 3
+    assert len(_rows(out / "results.csv")) == 3 and len(read_index(out)) == 6

@@ -39,6 +39,30 @@ class BackendUnavailable(RuntimeError):
     """This backend or precision cannot run here; the message says why (never a silent fallback)."""
 
 
+def unknown_options(backend: type, options: Any) -> list[str]:
+    """The names in ``options`` that ``backend`` (a :class:`Backend` class) does not take;
+    ``[]`` when it declares no :attr:`~Backend.accepted_options`."""
+    accepted = getattr(backend, "accepted_options", None)
+    if accepted is None:
+        return []
+    return sorted(str(k) for k in options if k not in accepted)
+
+
+def check_options(backend: type, options: Any) -> None:
+    """Refuse options ``backend`` does not take, naming the ones it does.
+
+    Raises:
+        ValueError: e.g. ``thread=4`` for the ``threads`` of ONNX Runtime.
+    """
+    unknown = unknown_options(backend, options)
+    if unknown:
+        accepted = ", ".join(backend.accepted_options) or "none"
+        raise ValueError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for the {backend.name} "
+            f"backend; it accepts: {accepted}"
+        )
+
+
 @dataclass
 class FrontBatch:
     """The reference preprocessing up to the object zoom, for N images.
@@ -186,14 +210,24 @@ class Backend(ABC):
     Args:
         bundle: a loaded :class:`~edge_iapp.export.bundle.Bundle`.
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
-        **options: backend-specific (threads, providers, device...).
+        **options: backend-specific (``threads``, ``device``...), the names in
+            :attr:`accepted_options`; any other is refused.
+
+    Raises:
+        ValueError: an option this backend does not take (a typo such as ``thread=4``
+            would otherwise be dropped silently).
     """
 
     name: ClassVar[str] = "base"
     thread_safe: ClassVar[bool] = False
     """True when :meth:`run_branch` may be called from several threads at once."""
+    accepted_options: ClassVar[tuple[str, ...] | None] = None
+    """The ``**options`` this backend reads; others are refused by ``__init__``. Every
+    backend of this package declares them; None (not declared: a backend registered
+    from elsewhere, written before this existed) checks nothing."""
 
     def __init__(self, bundle: Bundle, precision: str = "fp32", **options: Any) -> None:
+        check_options(type(self), options)
         try:
             precision = precision_name(precision)
         except ValueError as exc:

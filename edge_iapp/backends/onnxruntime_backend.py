@@ -22,6 +22,7 @@ class OnnxRuntimeBackend(Backend):
     ``"cuda"`` (CUDA or BackendUnavailable), ``threads`` (intra-op threads)."""
 
     name = "onnxruntime"
+    accepted_options = ("device", "threads")
     thread_safe = True  # InferenceSession.run is thread-safe
 
     def __init__(self, bundle, precision: str = "fp32", **options: Any) -> None:

@@ -20,6 +20,7 @@ class OpenVINOBackend(Backend):
     """Options: ``device`` (default ``"CPU"``), ``threads``, ``hint`` (``"LATENCY"``)."""
 
     name = "openvino"
+    accepted_options = ("device", "hint", "threads")
     thread_safe = True  # one infer request per call
 
     def __init__(self, bundle, precision: str = "fp32", **options: Any) -> None:

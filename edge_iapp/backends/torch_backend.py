@@ -19,6 +19,7 @@ class TorchBackend(Backend):
     """Options: ``run`` (run folder; default the bundle's source run), ``threads``."""
 
     name = "torch"
+    accepted_options = ("run", "threads")
     thread_safe = True  # eval mode under no_grad has no shared mutable state
 
     def __init__(self, bundle, precision: str = "fp32", **options: Any) -> None:

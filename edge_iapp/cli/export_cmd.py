@@ -67,7 +67,11 @@ def export_command(
     ] = True,
     profile: Annotated[
         str | None,
-        typer.Option("--profile", help="target profile in export/ (default: one for this GPU)"),
+        typer.Option(
+            "--profile",
+            help="target profile of the TensorRT engines: export/<NAME>.json or a path "
+            "(default: one for this GPU); checked before the export",
+        ),
     ] = None,
     min_confidence: Annotated[
         float | None,
@@ -93,6 +97,8 @@ def export_command(
         fail(f"{run} is not a training run (no config.json)")
     if min_confidence is not None and not 0.0 < min_confidence <= 1.0:
         fail(f"--min-confidence must be in (0, 1], got {min_confidence}")
+    if profile is not None:
+        _check_profile(profile, engines)
     try:
         bundle = export_bundle(
             run,
@@ -128,6 +134,25 @@ def export_command(
     console.print(f"review flag: calls with fused confidence below {t:g} ({how}) go to review")
     if engines:
         _build_engines(bundle, profile)
+
+
+def _check_profile(profile: str, engines: bool) -> None:
+    """Load ``--profile`` now, whatever is installed: a typo is said before the export,
+    not after it (with TensorRT) or never (without it)."""
+    from ..backends.tensorrt.profiles import ProfileError, load_profile, profiles_dir
+
+    try:
+        load_profile(profile)
+    except ProfileError as exc:
+        fail(
+            f"--profile: {exc}; a profile is a file export/<NAME>.json in {profiles_dir()} "
+            "($EDGE_IAPP_PROFILES) or a path to one"
+        )
+    if not engines:
+        console.print(
+            f"note: --profile {profile} is for the engine build, which --no-engines skips; "
+            f"build later with: edge-iapp build BUNDLE --profile {profile}"
+        )
 
 
 def _build_engines(bundle, profile: str | None) -> None:

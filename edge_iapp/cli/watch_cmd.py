@@ -15,6 +15,25 @@ def register(app: typer.Typer) -> None:
     app.command("watch")(watch)
 
 
+def _planned_model(bundle: Path, backend: str, precision: str) -> dict | None:
+    """The model the index records, from the names alone (nothing loaded): bundle path
+    and manifest hash, backend (aliases resolved), precision. None where the bundle or a
+    name is wrong: loading the classifier then says what is wrong."""
+    from ..backends import BackendUnavailable, backend_name
+    from ..export.bundle import MANIFEST, precision_name
+    from ..ioutil import sha256_file
+
+    try:
+        return {
+            "bundle": str(bundle.resolve()),
+            "bundle_sha256": sha256_file(bundle / MANIFEST),
+            "backend": backend_name(backend),
+            "precision": precision_name(precision),
+        }
+    except (BackendUnavailable, ValueError, OSError):
+        return None
+
+
 def watch(
     folder: Annotated[Path, typer.Argument(help="Folder the capture system writes images to.")],
     bundle: Annotated[Path, typer.Option("--bundle", "-b", help="Model bundle folder.")],
@@ -31,18 +50,33 @@ def watch(
     retry_errors: bool = typer.Option(
         False, "--retry-errors", help="Classify again the files listed in errors.csv."
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Classify every file again with this model: OUT's earlier rows and result "
+        "files are dropped (needed when OUT was written with another bundle, backend or "
+        "precision).",
+    ),
 ) -> None:
     """Classify every chromosome image written into FOLDER; restart-safe, never touches inputs.
 
     Writes OUT/results/<file>.json, OUT/results.csv, OUT/errors.csv and the
-    processed-index OUT/processed.jsonl. A restart skips what the index has. Stops on
-    SIGTERM/SIGINT after the current batch. Bad files go to errors.csv and do not
-    change the exit code (0); a setup error (bundle, folders, full disk) exits 2.
+    processed-index OUT/processed.jsonl. A restart skips what the index has. OUT holds
+    the calls of one model: an OUT written with another bundle, backend or precision is
+    refused before the bundle is loaded (choose a new OUT to keep both, or --force to
+    classify everything again). Stops on SIGTERM/SIGINT after the current batch. Bad
+    files go to errors.csv and do not change the exit code (0); a setup error (bundle,
+    folders, another model's OUT, full disk) exits 2.
     """
     import signal
     import threading
 
-    from ..runtime.watch import FolderWatcher, PassReport, WatchLocked
+    from ..runtime.watch import (
+        FolderWatcher,
+        PassReport,
+        WatchLocked,
+        check_index_model,
+    )
 
     if not folder.is_dir():
         fail(f"watched folder {folder} does not exist or is not a folder")
@@ -53,6 +87,12 @@ def watch(
             f"output folder {out} is the watched folder; choose another --out "
             "(a sub-folder of it is fine: it is not scanned)"
         )
+    planned = _planned_model(bundle, backend, precision)
+    if planned is not None:
+        try:  # an OUT of another model is said before the bundle is loaded
+            check_index_model(out, planned, force)
+        except ValueError as exc:
+            fail(str(exc))
     try:
         from ..runtime.classifier import Classifier
 
@@ -68,6 +108,8 @@ def watch(
     ran_backend = str(ran.get("backend", backend))
     ran_precision = str(ran.get("precision", precision))
     model = {"bundle": str(bundle.resolve()), "backend": ran_backend, "precision": ran_precision}
+    if planned is not None:
+        model["bundle_sha256"] = planned["bundle_sha256"]
     console.print(f"edge-iapp watch: {folder} -> {out} ({ran_backend}, {precision_label(ran)})")
     if classifier.backend.cfg.size_mode == "cell":
         # the watcher sees files one by one, never a whole cell: say so once, up front
@@ -98,6 +140,7 @@ def watch(
             batch_size=batch_size,
             model=model,
             retry_errors=retry_errors,
+            force=force,
         )
     except (WatchLocked, ValueError, OSError) as exc:
         classifier.close()

@@ -107,6 +107,10 @@ def export_bundle(
         from .quantize import check_method_available
 
         check_method_available(calib_method)
+    # the calibration folder, split and manifest are checked before any graph is exported
+    calib_plan = _check_calibration_inputs(
+        calib_data, calib_split, calib_manifest, run_dir, calib_size, calib_seed
+    )
     simplifier = resolve_simplifier(simplifier)
     if simplifier != "onnxsim":
         log(f"simplifying with {simplifier} (onnxsim is not installed or not chosen)")
@@ -412,41 +416,120 @@ def _placed(run_dir: Path, ckpt: Path, log) -> dict:
     }
 
 
+def _check_calibration_inputs(
+    calib_data, calib_split, calib_manifest, run_dir, calib_size=256, calib_seed=0
+) -> dict | None:
+    """The cheap checks of the calibration inputs, made before any graph is exported.
+
+    The folder exists and is a folder, the split file (``--calib-split``, else
+    ``RUN/split.json``) loads, the folder holds labelled images (file headers only) and
+    some of them are in the split's ``train`` part; a ``--calib-manifest`` that exists is
+    a readable manifest whose images are under the folder (hashes are checked later,
+    when it is used), else the calibration set is chosen now (every class present,
+    ``calib_size`` not more than the training part has). None without ``calib_data``.
+
+    Returns:
+        ``{"root", "split_path", "split", "scan", "parts", "chosen"}`` for
+        :func:`_calibration` (``chosen`` None when a manifest is reused).
+
+    Raises:
+        CalibrationError: what was expected, what was found, what to do.
+    """
+    from ..data import SplitError, apply_split, load_split, scan_for_split
+    from ..data.dataset import no_images_reason
+    from .calibration import CalibrationError, check_part_present, read_manifest, select_samples
+
+    if calib_data is None:
+        named = (("--calib-split", calib_split), ("--calib-manifest", calib_manifest))
+        given = [flag for flag, value in named if value is not None]
+        if given:
+            raise CalibrationError(
+                f"{' and '.join(given)} given without --calib-data: they choose calibration "
+                "and parity images from the --calib-data folder; pass --calib-data DIR too, "
+                "or leave them out"
+            )
+        return None
+    root = Path(calib_data)
+    if not root.is_dir():
+        found = "is a file" if root.exists() else "does not exist"
+        raise CalibrationError(
+            f"--calib-data {root} {found}: expected a folder of class folders (1..22, X, Y) "
+            "with the training lab's labelled images"
+        )
+    split_path = Path(calib_split) if calib_split is not None else Path(run_dir) / "split.json"
+    if not split_path.is_file():
+        found = "is a folder" if split_path.is_dir() else "not found"
+        raise CalibrationError(
+            f"no split file: pass --calib-split (calibration must come from the training split; "
+            f"{split_path} {found})"
+        )
+    try:
+        split = load_split(split_path)
+    except SplitError as exc:
+        raise CalibrationError(
+            f"--calib-split: {exc}; pass the split file the run was trained with"
+        ) from None
+    scan = scan_for_split(root, split)
+    if not scan.samples:
+        raise CalibrationError(f"--calib-data: {no_images_reason(scan)}")
+    parts = apply_split(scan.samples, split, allow_missing=True)
+    check_part_present(parts, split, "train", scan.samples, root, split_path)
+    chosen = None
+    manifest = None if calib_manifest is None else Path(calib_manifest)
+    if manifest is not None and manifest.is_dir():
+        raise CalibrationError(
+            f"--calib-manifest {manifest} is a folder: expected a manifest file to reuse, "
+            "or the path of a new one (e.g. calibration/gband612-n256-seed0.json)"
+        )
+    if manifest is not None and manifest.is_file():
+        listed = [p for p, _ in read_manifest(manifest, root, verify=False)]  # format, files
+        train_paths = {Path(s.path).resolve() for s in parts["train"]}
+        leaked = [p for p in listed if p.resolve() not in train_paths]
+        if leaked:
+            raise CalibrationError(
+                f"{len(leaked)} calibration image(s) in {manifest} are not in the training "
+                f"split (e.g. {leaked[0].name})"
+            )
+    else:  # names only: the sizes and classes are checked now, the images read later
+        chosen = select_samples(parts["train"], int(calib_size), int(calib_seed))
+    return {
+        "root": root,
+        "split_path": split_path,
+        "split": split,
+        "scan": scan,
+        "parts": parts,
+        "chosen": chosen,
+    }
+
+
 def _calibration(args: dict, cfg, run_object, tmp: Path, log):
     """Choose/reuse the calibration set; return (record, per-branch inputs, the parity
     images' front or None). In cell size mode each image is sized by its whole cell."""
     from ..backends.base import whole_cell_front
-    from ..data import ImageReadError, apply_split, load_split, read_image, scan_for_split
-    from ..data.dataset import no_images_reason
+    from ..data import ImageReadError, read_image
     from .calibration import (
         CalibrationError,
         branch_inputs,
         build_manifest,
-        check_part_present,
         read_manifest,
         select_samples,
         with_cells,
         write_manifest,
     )
 
-    data = args["calib_data"]
-    if data is None:
-        return {}, {}, None
-    root = Path(data)
-    if not root.is_dir():
-        raise CalibrationError(f"calibration data folder {root} does not exist")
-    split_path = args["calib_split"] or Path(args["run_dir"]) / "split.json"
-    if not Path(split_path).is_file():
-        raise CalibrationError(
-            f"no split file: pass --calib-split (calibration must come from the training split; "
-            f"{split_path} not found)"
+    plan = args.get("calib_plan")
+    if plan is None:  # not checked up front (a direct call): the same checks now
+        plan = _check_calibration_inputs(
+            args["calib_data"],
+            args["calib_split"],
+            args["calib_manifest"],
+            args["run_dir"],
+            args["calib_size"],
+            args["calib_seed"],
         )
-    split = load_split(split_path)
-    scan = scan_for_split(root, split)
-    if not scan.samples:
-        raise CalibrationError(no_images_reason(scan))
-    parts = apply_split(scan.samples, split, allow_missing=True)
-    check_part_present(parts, split, "train", scan.samples, root, split_path)
+    if plan is None:
+        return {}, {}, None
+    root, split_path, parts = plan["root"], plan["split_path"], plan["parts"]
     reuse = args["calib_manifest"] is not None and Path(args["calib_manifest"]).is_file()
     if reuse:
         log(f"reusing calibration manifest {args['calib_manifest']}")
@@ -461,7 +544,11 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
                 f"training split (e.g. {leaked[0].name})"
             )
     else:
-        chosen = select_samples(parts["train"], int(args["calib_size"]), int(args["calib_seed"]))
+        chosen = plan["chosen"]
+        if chosen is None:  # the manifest to reuse was gone by now: choose as it would have
+            chosen = select_samples(
+                parts["train"], int(args["calib_size"]), int(args["calib_seed"])
+            )
         manifest = build_manifest(
             chosen, root, int(args["calib_size"]), int(args["calib_seed"]), split_path
         )

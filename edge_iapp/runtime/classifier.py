@@ -29,6 +29,7 @@ from ..classes import CLASS_NAMES
 from ..export.bundle import BRANCHES, Bundle, load_bundle
 from ..fusion import fuse, softmax
 from ..ood import ood_scores, with_arrays
+from .executor import as_image_list
 from .result import ChromosomeResult
 from .review import ReviewPolicy
 
@@ -48,11 +49,16 @@ class Classifier:
         warmup: run every branch once at load.
         review: override the manifest's review thresholds (dict or ReviewPolicy).
         fusion: ``"lambda"`` (eq. 17) or ``"sum"`` (eq. 15); default the manifest's.
-        **backend_options: passed to the backend (``threads``, ``device``, ``run``...).
+        **backend_options: passed to the backend named by ``backend``: ``device``
+            and ``threads`` (onnxruntime), ``device``, ``threads`` and ``hint``
+            (openvino), ``run`` and ``threads`` (torch), ``device``, ``trt_module``,
+            ``profile`` and ``cuda_graph`` (tensorrt). Any other name is refused.
 
     Raises:
         BundleError: missing or modified bundle.
         BackendUnavailable: the backend or precision cannot run here.
+        ValueError: an option the backend does not take (``thread=4`` for ``threads``),
+            options beside a ready ``Backend``, a misspelt review key, an unknown fusion.
     """
 
     def __init__(
@@ -67,8 +73,26 @@ class Classifier:
         fusion: str | None = None,
         **backend_options: Any,
     ) -> None:
-        from ..backends import Backend, get_backend
+        from ..backends import Backend, backend_class, get_backend
+        from ..backends.base import unknown_options
 
+        if isinstance(backend, Backend):
+            if backend_options:  # they would be dropped: the backend is already made
+                raise ValueError(
+                    f"backend option(s) {', '.join(map(repr, sorted(backend_options)))} given "
+                    f"with a ready {type(backend).__name__}: pass them when you create it, "
+                    "or name the backend (backend='onnxruntime', ...)"
+                )
+        else:
+            cls = backend_class(str(backend))  # BackendUnavailable for an unknown name
+            unknown = unknown_options(cls, backend_options)
+            if unknown:  # said before the bundle's graphs are hashed and loaded
+                accepted = ", ".join(cls.accepted_options or ()) or "none"
+                raise ValueError(
+                    f"unknown option(s) {', '.join(map(repr, unknown))}: the {cls.name} "
+                    f"backend accepts {accepted}; Classifier itself takes batch_size, "
+                    "warmup, review and fusion"
+                )
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         if isinstance(backend, Backend):
             self.backend = backend
@@ -113,9 +137,12 @@ class Classifier:
         """Classify images.
 
         Args:
-            images: a list (or one item) of arrays (any shape/dtype ``to_grey_u8``
-                accepts), ``ChromosomeImage`` objects or file paths. A 3-D array is
-                one (colour) image; pass a stack as ``list(stack)``.
+            images: a list, tuple or any other iterable (a generator, ``map``...) of
+                arrays (any shape/dtype ``to_grey_u8`` accepts), ``ChromosomeImage``
+                objects or file paths; or one such item. An array (even 3-D), a path,
+                ``str`` or ``bytes`` is one item: a 3-D array is one (colour) image, so
+                pass a stack as ``list(stack)``. A dict or a set is refused (TypeError):
+                pass ``list(...)`` of what to classify, in the order wanted.
 
         Returns:
             One :class:`ChromosomeResult` per input, in order. Unreadable inputs give a
@@ -131,7 +158,7 @@ class Classifier:
         ``fusion`` and ``total`` for this call."""
         if self._closed:
             raise RuntimeError("this Classifier is closed")
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        items = as_image_list(images)
         t0 = time.perf_counter()
         timings = {"read": 0.0, "preprocess": 0.0, "branches": 0.0, "fusion": 0.0}
         results: list[ChromosomeResult | None] = [None] * len(items)
@@ -319,7 +346,11 @@ def _coerce(item: Any, k: int) -> tuple[Any, str | None]:
             return item, None
         if isinstance(item, (str, Path)):
             return read_image(item), None
-        if isinstance(item, np.ndarray) or hasattr(item, "__array__"):
+        if (
+            isinstance(item, np.ndarray)
+            or hasattr(item, "__array__")
+            or hasattr(item, "__array_interface__")  # PIL images
+        ):
             return from_array(np.asarray(item), source=f"array[{k}]"), None
         return (
             None,

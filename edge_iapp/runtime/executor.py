@@ -27,13 +27,16 @@ No torch, no heavy imports: this module only needs the standard library.
 from __future__ import annotations
 
 import atexit
+import io
 import itertools
 import logging
+import os
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,11 +60,35 @@ class ExecutorClosed(RuntimeError):
 def as_image_list(images: Any) -> list[Any]:
     """One request's images as a list.
 
-    A list or tuple is taken as several images; anything else (a 2-D or 3-D array,
-    a path, a ``ChromosomeImage``) is one image. A stack ``(N, H, W)`` must be passed
-    as ``list(stack)``: a 3-D array is ambiguous with one RGB image.
+    A list, a tuple or any other iterable (a generator, ``map``, a ``deque``...) is
+    taken as several images, read once here. An array of any shape (anything with
+    ``__array__``), a path, ``str``, ``bytes`` or a ``ChromosomeImage`` is one image. A
+    stack ``(N, H, W)`` must be passed as ``list(stack)``: a 3-D array is ambiguous
+    with one RGB image.
+
+    Raises:
+        TypeError: a mapping or a set (which of its parts are the images, in what
+            order?): pass ``list(...)`` of the images instead; an open file.
     """
     if isinstance(images, (list, tuple)):
+        return list(images)
+    if (
+        isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike))
+        or hasattr(images, "__array__")
+        or hasattr(images, "__array_interface__")
+    ):
+        return [images]
+    if isinstance(images, (Mapping, AbstractSet)):
+        raise TypeError(
+            f"cannot classify a {type(images).__name__}: pass a list of images, e.g. "
+            "list(d.values()) for a dict of images, or sorted(...) for a set of paths"
+        )
+    if isinstance(images, io.IOBase):  # iterating it would give lines, not images
+        raise TypeError(
+            f"cannot classify an open file ({type(images).__name__}): pass its path, or "
+            "the decoded image as an array"
+        )
+    if isinstance(images, Iterable):
         return list(images)
     return [images]
 

@@ -25,6 +25,10 @@ Rules:
     - A bad file (unreadable, truncated, empty) goes to ``errors.csv``; the run goes on.
     - An output folder that cannot be written (full disk) raises ``OSError`` before
       the index records anything of that batch: nothing is lost, the batch is redone.
+    - One output folder holds the calls of one model: an index made with another
+      bundle, backend or precision (``model``) is refused (:class:`WatchModelMismatch`)
+      unless ``force``, which classifies every file again with this model (the old
+      rows and their result files are dropped first). A new output folder keeps both.
 
 No torch: the classifier is passed in as a ``predict(paths) -> results`` callable.
 """
@@ -104,6 +108,71 @@ class WatchLocked(RuntimeError):
     """Another watcher already writes into this output folder."""
 
 
+class WatchModelMismatch(ValueError):
+    """The output folder holds calls of another model (bundle, backend or precision)."""
+
+
+def model_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The entries of two index ``model`` descriptions that could give different calls.
+
+    Compared: the entries both have, except the bundle's path when both record the
+    bundle's ``bundle_sha256`` (a bundle moved or copied elsewhere is the same model; a
+    bundle exported again into the same folder is not). An index written before the hash
+    was recorded is compared by path, backend and precision.
+    """
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+    ignored = {"bundle"} if "bundle_sha256" in old and "bundle_sha256" in new else set()
+    return sorted(k for k in (old.keys() & new.keys()) - ignored if old[k] != new[k])
+
+
+def check_index_model(out_dir: str | Path, model: dict[str, Any], force: bool = False) -> None:
+    """Refuse to add calls of ``model`` to an index that holds calls of another model.
+
+    Reads only ``OUT/processed.jsonl`` (nothing is created or written), so the CLI can
+    say it before a bundle is loaded; :class:`FolderWatcher` checks it again on opening.
+    An index without files, or without a recorded model, has nothing to mix.
+
+    Raises:
+        WatchModelMismatch: the index was made with another model and ``force`` is off.
+        ValueError: the index is not an edge-iapp watch index.
+    """
+    path = Path(out_dir) / INDEX_FILE
+    header = _read_header(path)
+    if force or not model or not header.get("model") or not _has_entries(path):
+        return
+    differ = model_differences(header["model"], model)
+    if differ:
+        was, now = _said(header["model"], differ), _said(model, differ)
+        raise WatchModelMismatch(
+            f"{Path(out_dir)} holds calls of another model ({was}); this run has {now}. "
+            "Choose a new output folder to keep both, or --force to classify every file "
+            "again with this model (its earlier rows and result files are dropped)"
+        )
+
+
+def _said(model: dict[str, Any], keys: list[str]) -> str:
+    """The entries ``keys`` of a model description, for a message (a bundle by its path
+    and the start of its manifest hash)."""
+    out = []
+    for k in keys:
+        if k == "bundle_sha256":
+            out.append(f"bundle {model.get('bundle', '?')} (manifest sha256 {str(model[k])[:12]})")
+        elif not (k == "bundle" and "bundle_sha256" in keys):
+            out.append(f"{k} {model[k]}")
+    return ", ".join(out)
+
+
+def _has_entries(path: Path) -> bool:
+    """Whether the index has a line after its header."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            fh.readline()
+            return any(line.strip() for line in fh)
+    except FileNotFoundError:
+        return False
+
+
 class FolderWatcher:
     """Poll ``in_dir``, classify complete new images, keep a processed-index in ``out_dir``.
 
@@ -116,9 +185,17 @@ class FolderWatcher:
         settle_s: seconds a file's size and mtime must stay unchanged.
         recursive: also watch sub-folders (one per slide or session, say).
         batch_size: images per ``predict`` call.
-        model: a description stored in the index (bundle, backend, precision).
+        model: a description stored in the index (bundle, bundle_sha256, backend,
+            precision); an index made with another one is refused (see ``force``).
         retry_errors: classify again the files that failed before (after a backend
             problem was fixed); by default a failed file is retried only if it changes.
+        force: start the index over: every file is classified again with this model,
+            the earlier rows and result files are dropped first (the way to reuse an
+            output folder with another model).
+
+    Raises:
+        WatchModelMismatch: ``out_dir`` holds calls of another model and not ``force``.
+        WatchLocked: another watcher writes into ``out_dir``.
     """
 
     def __init__(
@@ -132,6 +209,7 @@ class FolderWatcher:
         batch_size: int = 46,
         model: dict[str, Any] | None = None,
         retry_errors: bool = False,
+        force: bool = False,
     ) -> None:
         self.predict = predict
         self.retry_errors = retry_errors
@@ -153,7 +231,11 @@ class FolderWatcher:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._lock_fh = _lock(self.out_dir / LOCK_FILE)
         self._csv_stale = False
-        self.index = self._load_index()
+        try:
+            self.index = self._load_index(force)
+        except BaseException:
+            self.close()
+            raise
         # Retry the files that failed before this watcher started, once each (a file
         # that fails again is not retried at every poll).
         self._retry = {
@@ -166,26 +248,35 @@ class FolderWatcher:
     # are on disk, so the cost per batch does not grow with the folder; the file is
     # compacted, and the CSVs rebuilt from it, when a watcher opens the folder.
 
-    def _load_index(self) -> dict[str, Any]:
-        files = read_index(self.out_dir)
+    def _load_index(self, force: bool) -> dict[str, Any]:
+        check_index_model(self.out_dir, self.model, force)  # before anything is written
         header = _read_header(self.out_dir / INDEX_FILE)
-        if self.model and header.get("model") and header["model"] != self.model:
-            log.warning(
-                "the index in %s was made with %s; now running %s (already "
-                "processed files are not redone)",
-                self.out_dir,
-                header["model"],
-                self.model,
-            )
+        files = read_index(self.out_dir)
+        dropped = files if force else {}
         index = {
             "format": INDEX_FORMAT,
             "version": INDEX_VERSION,
             "input": str(self.in_dir),
             "model": self.model or header.get("model", {}),
-            "files": files,
+            "files": {} if force else files,
         }
-        self._compact(index)
+        self._compact(index)  # a forced start: the old rows are gone from index and CSVs
+        if dropped:
+            log.info("--force: %d earlier file(s) are classified again", len(dropped))
+            self._drop_results(dropped)
         return index
+
+    def _drop_results(self, entries: dict[str, dict[str, Any]]) -> None:
+        """Delete the result files the dropped index rows name (only under OUT/results)."""
+        results = (self.out_dir / RESULTS_DIR).resolve()
+        for entry in entries.values():
+            name = entry.get("result")
+            if not isinstance(name, str):
+                continue
+            path = (self.out_dir / name).resolve()
+            if path.is_relative_to(results):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
 
     def _compact(self, index: dict[str, Any]) -> None:
         """Rewrite the index (one line per file) and both CSVs from it, atomically."""

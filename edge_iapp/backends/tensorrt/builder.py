@@ -348,7 +348,8 @@ def build_if_possible(
     from .profiles import list_profiles, load_profile
     from .trtmod import TensorRTUnavailable, import_trt
 
-    later = f"build them on the target: edge-iapp build {bundle.path} --profile <name>"
+    name = profile or "<name>"
+    later = f"build them on the target: edge-iapp build {bundle.path} --profile {name}"
     try:
         trt = import_trt("tensorrt")
     except TensorRTUnavailable as exc:

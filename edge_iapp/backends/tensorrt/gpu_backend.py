@@ -66,6 +66,7 @@ class _Workspace:
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
+    accepted_options = ("device", "trt_module", "profile", "cuda_graph")
     thread_safe = True  # everything mutable is per thread (_Workspace, execution contexts)
 
     def __init__(self, bundle: Any, precision: str = "fp32", **options: Any) -> None:
