@@ -221,6 +221,26 @@ def test_a_pre_split_folder_keeps_its_parts(tmp_path, make_crop):
         load_split(out)
 
 
+def test_a_data_folder_of_links_calibrates(folder, tmp_path):
+    """Class folders of symbolic links (a DVC cache, an archive linked in): export's
+    calibration manifest lists the links' own paths, under the data root."""
+    from edge_iapp.export.calibration import choose_from_folder, read_manifest, write_manifest
+
+    linked = tmp_path / "linked"
+    for image in sorted(folder.rglob("clase*.png")):
+        link = linked / image.parent.name / image.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(image)
+    out = tmp_path / "split.json"
+    result = runner.invoke(app, ["data", "split", str(linked), "--out", str(out), "--test", "0.25"])
+    assert result.exit_code == 0, result.output
+    manifest = choose_from_folder(linked, out, 4, require_all_classes=False)
+    assert all(not im["path"].startswith("..") for im in manifest["images"])  # was an error
+    write_manifest(manifest, tmp_path / "calibration.json")
+    found = read_manifest(tmp_path / "calibration.json", linked)
+    assert len(found) == 4 and all(p.is_symlink() and linked in p.parents for p, _ in found)
+
+
 def test_split_command(folder, tmp_path):
     out = tmp_path / "split.json"
     args = ["data", "split", str(folder), "--out", str(out), "--test", "0.25", "--val", "0.25"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,15 +149,23 @@ def build_manifest(
     split_path: str | Path | None,
     part: str = "train",
 ) -> dict:
-    """The calibration manifest: image list relative to the data root with sha256, and the rule."""
-    root = Path(data_root).resolve()
+    """The calibration manifest: image list relative to the data root with sha256, and the rule.
+
+    Paths are taken as the scan found them (absolute, links not followed): a data folder
+    of symbolic links (a DVC cache, files linked from an archive) lists its own names,
+    which :func:`read_manifest` finds again under the root.
+    """
+    root = Path(os.path.abspath(data_root))
     images = []
     for s in chosen:
-        p = Path(s.path).resolve()
+        p = Path(os.path.abspath(s.path))
         try:
             rel = p.relative_to(root).as_posix()
-        except ValueError as exc:
-            raise CalibrationError(f"{p} is not inside the data root {root}") from exc
+        except ValueError:
+            try:  # the root given through a link, the files by their real path
+                rel = p.resolve().relative_to(root.resolve()).as_posix()
+            except ValueError as exc:
+                raise CalibrationError(f"{p} is not inside the data root {root}") from exc
         images.append(CalibrationImage(rel, s.class_name, str(s.group), sha256_file(p)).__dict__)
     per_class: dict[str, int] = {}
     for im in images:
@@ -205,7 +214,7 @@ def read_manifest(
     path = Path(path)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CalibrationError(f"cannot read calibration manifest {path}: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise CalibrationError(f"{path} is not an edge-iapp calibration manifest")
@@ -213,9 +222,17 @@ def read_manifest(
         raise CalibrationError(
             f"{path}: manifest version {manifest.get('version')} is not {MANIFEST_VERSION}"
         )
+    images = manifest.get("images")
+    if not isinstance(images, list) or not all(
+        isinstance(im, dict) and {"path", "class_name", "sha256"} <= im.keys() for im in images
+    ):
+        raise CalibrationError(
+            f"{path}: 'images' must be a list of {{path, class_name, sha256}} entries; "
+            "write a new manifest (pass a --calib-manifest path that does not exist yet)"
+        )
     root = Path(data_root)
     out = []
-    for im in manifest["images"]:
+    for im in images:
         p = root / im["path"]
         if not p.is_file():
             raise CalibrationError(
