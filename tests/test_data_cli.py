@@ -185,7 +185,7 @@ def test_a_pre_split_folder_keeps_its_parts(tmp_path, make_crop):
     images, labels, skipped = load_labelled(root, out, "test")
     assert len(images) == 6 and not skipped
     manifest = choose_from_folder(root, out, 6, require_all_classes=False)
-    assert all("/test/" not in str(im["path"]) for im in manifest["images"])
+    assert all(im["path"].startswith("train/") for im in manifest["images"])
     assert "shared" not in text(result) and "more than one part folder" not in text(result)
 
     # one case in both folders: not group-aware, said; --test does not apply
@@ -210,15 +210,42 @@ def test_a_pre_split_folder_keeps_its_parts(tmp_path, make_crop):
     record = json.loads(out.read_text())
     assert record["folders"]["valid"] == "val"
     assert all(g.startswith("valid/") for g in record["groups"]["val"])
-    # without a test folder: what a pre-split folder needs
+    # a test folder without images, then none: what a pre-split folder needs
     (root / "test").rename(tmp_path / "elsewhere")
+    (root / "test" / "1").mkdir(parents=True)
     result = split()
     assert result.exit_code == 2 and "needs a train and a test folder" in text(result)
+    assert "with images in: train, val" in text(result)
+    (root / "test" / "1").rmdir()
+    assert split().exit_code == 2
     from edge_iapp.data.split import SplitError, load_split
 
     out.write_text(json.dumps({**record, "layout": "folders"}))
     with pytest.raises(SplitError, match="unknown 'layout'"):
         load_split(out)
+
+
+def test_a_benchmark_numbered_afresh_per_part_is_not_called_shared(tmp_path, make_crop):
+    """train/1/1.png and test/1/1.png (no case in the names) are two images, not one case
+    in two parts; a train folder too small for val says how to go on."""
+    root = tmp_path / "bench"
+    for part, seeds in (("train", range(0, 3)), ("test", range(10, 12))):
+        for n, seed in enumerate(seeds, 1):
+            path = root / part / "1" / f"{n}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), make_crop(40, 16, seed=seed))
+    args = ["data", "split", str(root), "--from-folders", "--out", str(tmp_path / "s.json")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "more than one part folder" not in text(result)
+    assert "can fall in train and val" in text(result)  # the val carve is what they affect
+    result = runner.invoke(app, [*args, "--val", "1.5"])
+    assert result.exit_code == 2 and "share of the train folder's images" in text(result)
+    for extra in ("2.png", "3.png"):
+        (root / "train" / "1" / extra).unlink()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "pass --val 0 for no val part" in text(result)
+    assert runner.invoke(app, [*args, "--val", "0"]).exit_code == 0
 
 
 def test_a_data_folder_of_links_calibrates(folder, tmp_path):

@@ -138,10 +138,11 @@ def split(
     if scan.skipped:
         console.print(f"[yellow]skipped {len(scan.skipped)} file(s)[/] (see `data summary`)")
     if scan.ungrouped:
+        parts = "train and val" if from_folders else "train and in test"
         console.print(
             f"[yellow]{len(scan.ungrouped)} file(s) matched no group rule[/] (e.g. "
             f"{escape(scan.ungrouped[0].name)}); each is its own group, so one case's images "
-            "can fall in train and in test: pass --group-pattern with a (?P<group>...) for the "
+            f"can fall in {parts}: pass --group-pattern with a (?P<group>...) for the "
             "case in the file name"
         )
     if from_folders:

@@ -111,20 +111,29 @@ def make_folder_split(scan: FolderScan, val: float | None = None, seed: int = 0)
             ``val``, or too few train groups to give val one.
     """
     samples = scan.samples
-    found = set(scan.part_folders.values())
+    part_of = {s.group: scan.part_folders[s.group.split("/", 1)[0]] for s in samples}
+    found = set(part_of.values())  # parts with images, not just class folders
     if not {"train", "test"} <= found:
         have = ", ".join(f"{k} ({v})" for k, v in scan.part_folders.items()) or "none"
         raise SplitError(
-            f"a pre-split folder needs a train and a test folder, each with class folders; "
-            f"found part folders: {have}"
+            "a pre-split folder needs a train and a test folder, each with labelled images "
+            f"in class folders; found part folders: {have}, with images in: "
+            f"{', '.join(sorted(found)) or 'none'}"
         )
     if "val" in found and val is not None:
         raise SplitError("--val moves train images to val; this folder has its own val folder")
-    part_of = {s.group: scan.part_folders[s.group.split("/", 1)[0]] for s in samples}
+    if val is not None and not 0.0 <= val < 1.0:
+        raise SplitError(f"--val is a share of the train folder's images in [0, 1), got {val}")
     assigned = {p: sorted({g for g, q in part_of.items() if q == p}) for p in PARTS}
     if "val" not in found:
         train = [s for s in samples if part_of[s.group] == "train"]
-        carved = make_split(train, test=0.0, val=0.1 if val is None else val, seed=seed)
+        try:
+            carved = make_split(train, test=0.0, val=0.1 if val is None else val, seed=seed)
+        except SplitError as exc:
+            raise SplitError(
+                f"cannot move train cases to val ({exc}); pass --val 0 for no val part, or "
+                "add a val folder"
+            ) from None
         assigned["train"], assigned["val"] = carved["groups"]["train"], carved["groups"]["val"]
     final = {g: p for p, groups in assigned.items() for g in groups}
     fractions = {p: sum(final[s.group] == p for s in samples) / len(samples) for p in PARTS}
@@ -134,9 +143,17 @@ def make_folder_split(scan: FolderScan, val: float | None = None, seed: int = 0)
 
 def shared_cases(scan: FolderScan) -> dict[str, list[str]]:
     """Cases (groups without their part-folder prefix) found in more than one part folder:
-    the folders' own split is not group-aware there, and test scores would be inflated."""
+    the folders' own split is not group-aware there, and test scores would be inflated.
+
+    Only names that a group rule matched count: an unmatched file's group is its stem,
+    and benchmarks that number their files afresh in each part (``train/1/1.png``,
+    ``test/1/1.png``) would all look shared.
+    """
+    ungrouped = set(scan.ungrouped)
     folders: dict[str, set[str]] = {}
     for s in scan.samples:
+        if s.path in ungrouped:
+            continue
         folder, case = s.group.split("/", 1)
         folders.setdefault(case, set()).add(scan.part_folders[folder])
     return {case: sorted(parts) for case, parts in sorted(folders.items()) if len(parts) > 1}
