@@ -314,6 +314,10 @@ def run_bench(
         raise ValueError(f"--limit must be at least 1 image (leave it out for all), got {limit}")
     if single < 0:
         raise ValueError(f"--single must be 0 or more images, got {single}")
+    if threads is not None and threads < 1:
+        raise ValueError(
+            f"--threads must be at least 1 (leave it out for the default), got {threads}"
+        )
     try:  # a typo is an error, not an "unavailable" row
         backends = [backend_name(b) for b in backends]
         reference = (backend_name(reference[0]), precision_name(reference[1]))

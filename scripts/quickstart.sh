@@ -3,6 +3,10 @@
 # Usage: bash scripts/quickstart.sh [WORKDIR]   (default: ./demo; about 3-5 minutes on 2 cores)
 set -euo pipefail
 cd "${1:-.}"
+if [ -e demo/run ]; then  # train would refuse to overwrite the run, after synth has redone data
+  echo "demo/ holds an earlier run: remove it first (rm -rf demo) to run the quick start again" >&2
+  exit 1
+fi
 
 # 1. A labelled folder of 16 synthetic cells (46 chromosomes each) and a split by case.
 edge-iapp synth demo/data --cells 16
@@ -18,4 +22,4 @@ edge-iapp bench demo/bundle --data demo/data --split demo/split.json \
 # 5. Score a slide of 4 new cells: calls, counts, karyotypes, karyograms, review flags.
 edge-iapp synth demo/slides --cells 4 --layout slide --seed 1
 edge-iapp score demo/slides --bundle demo/bundle --out demo/scores --backend openvino --precision int8
-echo "open demo/scores/index.html"
+echo "open $PWD/demo/scores/index.html (then the slide's report.html)"

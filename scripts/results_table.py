@@ -14,6 +14,11 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
+def num(x: float | None) -> str:
+    """A 0..1 score as written by ``evaluate`` (null where undefined, e.g. one class)."""
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def main(folders: list[str]) -> None:
     for folder in folders:
         rec = json.loads((Path(folder) / "metrics.json").read_text())
@@ -23,11 +28,11 @@ def main(folders: list[str]) -> None:
         if base:
             print(
                 f"| baseline (global branch alone) | {pct(base['accuracy'])} "
-                f"| {pct(base['macro_f1'])} | {base['macro_auc']:.3f} |"
+                f"| {pct(base['macro_f1'])} | {num(base['macro_auc'])} |"
             )
         for row in rec["ablation"]:
             if len(row["branches"]) == 3:
-                auc = f"{rec['main']['macro_auc']:.3f}" if row["fusion"] == rec["fusion"] else ""
+                auc = num(rec["main"]["macro_auc"]) if row["fusion"] == rec["fusion"] else ""
                 print(
                     f"| IAPP-CNN, {row['fusion']} fusion | {pct(row['accuracy'])} "
                     f"| {pct(row['macro_f1'])} | {auc} |"
@@ -41,7 +46,7 @@ def main(folders: list[str]) -> None:
             print(f"| {name} | {pct(r.get('sum'))} | {pct(r.get('lambda'))} |")
         rv = rec["review"]
         print(
-            f"\nECE {rv['ece']:.3f}, AURC {rv['aurc']:.3f}, branches agree "
+            f"\nECE {num(rv['ece'])}, AURC {num(rv['aurc'])}, branches agree "
             f"{pct(rv['branches_agree_fraction'])}% (error {pct(rv['error_when_agree'])}% vs "
             f"{pct(rv['error_when_disagree'])}% when they disagree); coverage at 5% risk "
             f"{pct(rv['coverage_at_risk']['0.05']['coverage'])}%\n"

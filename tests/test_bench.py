@@ -91,7 +91,13 @@ def test_bench_bad_bundle_is_a_clean_error(tmp_path):
 def test_bench_bad_numbers_and_output_paths_are_clean_errors(setup, tmp_path):
     """--batch 0/-5 used to give a failed row or a traceback; --json DIR a traceback
     after the whole benchmark had run."""
-    for extra in (["--batch", "0"], ["--batch", "-5"], ["--limit", "0"], ["--single", "-1"]):
+    for extra in (
+        ["--batch", "0"],
+        ["--batch", "-5"],
+        ["--limit", "0"],
+        ["--single", "-1"],
+        ["--threads", "0"],
+    ):
         result = _bench(setup, tmp_path, *extra, backends="onnxruntime", precisions="fp32")
         assert result.exit_code == 2, (extra, result.output)
         assert "error:" in result.output and "must be" in result.output

@@ -98,6 +98,8 @@ def test_cut_or_edited_manifest_entries_are_named_not_a_key_error(copy):
         (lambda m: m["preprocess"].pop("input_size"), "preprocess lacks 'input_size'"),
         (lambda m: m["branches"].pop("part"), "part branch's input name"),
         (lambda m: m["branches"]["object"].pop("outputs"), "object branch's input name"),
+        (lambda m: m["branches"]["global"].__setitem__("input", "x"), "global branch's input"),
+        (lambda m: m["branches"].__setitem__("part", None), "part branch's input name"),
         (lambda m: m.__setitem__("classes", "1,2"), "'classes' is a str"),
         (lambda m: m.__setitem__("files", []), "'files' is a list"),
     ]

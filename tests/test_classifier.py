@@ -248,11 +248,11 @@ def test_unknown_backend_options_are_refused(bundle_dir):
     core. Options beside a ready Backend were dropped too."""
     from edge_iapp.backends import backend_class, get_backend
 
-    with pytest.raises(ValueError, match=r"unknown option\(s\) 'thread'.*onnxruntime backend "):
+    with pytest.raises(ValueError, match=r"unknown option\(s\) 'thread'.*onnxruntime backend;"):
         Classifier(bundle_dir, thread=4, warmup=False)
     with pytest.raises(ValueError, match="accepts device, threads; Classifier itself takes"):
         Classifier(bundle_dir, backend="ort", thread=4, warmup=False)
-    with pytest.raises(ValueError, match=r"'device'.*torch backend accepts run, threads"):
+    with pytest.raises(ValueError, match=r"'device'.*torch backend; it accepts run, threads"):
         Classifier(bundle_dir, backend="torch", device="cpu", warmup=False)
     with pytest.raises(ValueError, match=r"'batchsize', 'warm_up'.*takes batch_size, warmup"):
         Classifier(bundle_dir, batchsize=8, warm_up=False)
@@ -261,7 +261,7 @@ def test_unknown_backend_options_are_refused(bundle_dir):
         with pytest.raises(ValueError, match="given with a ready OnnxRuntimeBackend"):
             Classifier(bundle_dir, backend=ready, threads=2, warmup=False)
     bundle = ready.bundle
-    with pytest.raises(ValueError, match=r"'thread' for the onnxruntime backend; it accepts"):
+    with pytest.raises(ValueError, match=r"'thread' for the onnxruntime backend; it accepts dev"):
         get_backend("onnxruntime", bundle, "fp32", thread=4)  # the backends check too
     for name in ("onnxruntime", "openvino", "torch", "tensorrt"):
         assert backend_class(name).accepted_options, name  # every backend declares them

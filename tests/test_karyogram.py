@@ -151,3 +151,21 @@ def test_grey_png_ancillary_chunks_are_dropped_and_odd_pngs_refused():
         grey_png_to_palette(colour)
     with pytest.raises(ValueError, match="index 200 is outside"):
         encode_indexed_png(np.full((2, 2), 200, np.uint8), PALETTE[:100])
+
+
+def test_a_long_title_keeps_its_cell_and_backend():
+    """A karyotype with many changes used to be cut at 120 characters and still ran past
+    the image edge, losing the [backend precision] at its end."""
+    import cv2
+
+    from edge_iapp.scoring.karyogram import KaryogramLayout, fit_text
+
+    layout = KaryogramLayout()
+    width = layout.size[0] - 2 * layout.margin
+    iscn = "46,?," + ",".join(f"+{c},-{c + 1}" for c in range(1, 22))
+    title = f"slide_001 / cell_07   {iscn}   [openvino int8]"
+    fitted = fit_text(title, width, 0.6)
+    assert cv2.getTextSize(fitted, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0][0] <= width
+    assert fitted.startswith("slide_001 / cell_07") and fitted.endswith("[openvino int8]")
+    assert "..." in fitted and len(fitted) < len(title)
+    assert fit_text("slide / cell   46,XY   [onnxruntime fp32]", width, 0.6).count("...") == 0

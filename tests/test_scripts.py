@@ -243,3 +243,22 @@ def test_cross_lab_summary_reads_evaluate_and_finetune_records(tmp_path, capsys)
     assert "| a_to_b_k5_p78 | finetune.json lacks 'before' (another version?) |" in (
         capsys.readouterr().out
     )
+
+
+def test_results_table_prints_an_undefined_auc_as_n_a(tmp_path, capsys) -> None:
+    """One class in the test part: evaluate writes macro_auc null, and the table says n/a."""
+    import numpy as np
+
+    from edge_iapp.train.evaluate import evaluate_predictions
+    from edge_iapp.train.predict import Predictions
+
+    table = _load_script("results_table")
+    logits = np.array([[[2.0, 0.0], [1.0, 0.0], [0.0, 1.0]]] * 3, np.float32)
+    preds = Predictions(
+        ("global", "object", "part"), logits, np.zeros(3, np.int64), np.zeros(3, bool)
+    )
+    record = evaluate_predictions(preds, tmp_path / "eval", "lambda", "unit")
+    assert record["main"]["macro_auc"] is None
+    table.main([str(tmp_path / "eval")])
+    out = capsys.readouterr().out
+    assert "| IAPP-CNN, lambda fusion | 66.7 | " in out and "| n/a |" in out

@@ -48,8 +48,8 @@ def unknown_options(backend: type, options: Any) -> list[str]:
     return sorted(str(k) for k in options if k not in accepted)
 
 
-def check_options(backend: type, options: Any) -> None:
-    """Refuse options ``backend`` does not take, naming the ones it does.
+def check_options(backend: type, options: Any, note: str = "") -> None:
+    """Refuse options ``backend`` does not take, naming the ones it does (and ``note``).
 
     Raises:
         ValueError: e.g. ``thread=4`` for the ``threads`` of ONNX Runtime.
@@ -59,7 +59,7 @@ def check_options(backend: type, options: Any) -> None:
         accepted = ", ".join(backend.accepted_options) or "none"
         raise ValueError(
             f"unknown option(s) {', '.join(map(repr, unknown))} for the {backend.name} "
-            f"backend; it accepts: {accepted}"
+            f"backend; it accepts {accepted}{note}"
         )
 
 

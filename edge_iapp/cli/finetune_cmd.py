@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, fail
+from .common import console, fail, refuse_file_output
 
 Opt = typer.Option
 
@@ -68,7 +68,7 @@ def finetune_command(
     from ..train.finetune import FinetuneError, finetune
     from ..train.loading import DataProblem
     from ..train.trainer import RunConflict, TrainingDiverged
-    from .train_cmd import _at_least, _device, _output_folder, _prepare, _set_threads
+    from .train_cmd import _at_least, _device, _prepare, _set_threads
 
     _set_threads(threads)
     dev = _device(device)
@@ -77,8 +77,8 @@ def finetune_command(
     if adapt_cells < 0:
         fail(f"--adapt-cells must be 0 or more, got {adapt_cells}")
     _at_least(1, max_test_per_class=max_test_per_class)
-    _output_folder(out)
-    _output_folder(cache, "--cache")
+    refuse_file_output(out)
+    refuse_file_output(cache, "--cache")
     if not lr > 0:
         fail(f"--lr must be positive, got {lr}")
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, fail
+from .common import console, fail, refuse_file_output
 
 Opt = typer.Option
 
@@ -45,7 +45,7 @@ def ood_calibrate_command(
     from ..train.ood_run import calibration_warnings, write_run_ood
     from ..train.predict import predict
     from ..train.run import load_model
-    from .train_cmd import _at_least, _device, _output_folder, _prepare, _report_scan, _set_threads
+    from .train_cmd import _at_least, _device, _prepare, _report_scan, _set_threads
 
     _set_threads(threads)
     dev = _device(device)
@@ -53,7 +53,7 @@ def ood_calibrate_command(
         fail(f"--quantile must be between 0 and 1, got {quantile}")
     _at_least(1, batch_size=batch_size, max_per_class=max_per_class)
     _at_least(0, fit_per_class=fit_per_class)
-    _output_folder(cache, "--cache")
+    refuse_file_output(cache, "--cache")
     try:
         model, cfg = load_model(run)
     except (FileNotFoundError, ValueError, RuntimeError, KeyError) as exc:

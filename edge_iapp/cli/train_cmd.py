@@ -9,7 +9,7 @@ import typer
 
 from ..ioutil import sha256_file  # noqa: F401 - re-exported
 from ..train.review_threshold import DEFAULT_TARGET
-from .common import console, fail
+from .common import console, fail, refuse_file_output
 
 PAPER_INPUT_SIZE = 224
 """The paper's input size (section 4.2); ``--input-size`` overrides it."""
@@ -45,12 +45,6 @@ def _at_least(minimum: int, **options: int | None) -> None:
     for name, value in options.items():
         if value is not None and value < minimum:
             fail(f"--{name.replace('_', '-')} must be at least {minimum}, got {value}")
-
-
-def _output_folder(out: Path | None, option: str = "--out") -> None:
-    """Refuse an ``--out`` (or ``--cache``) that is a file, before any work that would be lost."""
-    if out is not None and out.exists() and not out.is_dir():
-        fail(f"{option} {out} is a file; choose an output folder (it is created if missing)")
 
 
 def _prepare(samples, cfg, label: str, cache: Path | None, raw=None):
@@ -139,7 +133,9 @@ def train_command(
     weights: Annotated[Path | None, Opt(help="Local torchvision ImageNet .pth.")] = None,
     branches: Annotated[str, Opt(help="Branches to train; 'global' = baseline.")] = BRANCHES,
     fusion: Annotated[str, Opt(help="Fusion for running accuracy: lambda or sum.")] = "lambda",
-    epochs: Annotated[int | None, Opt(help="Epochs (paper 50; with --resume: extend).")] = None,
+    epochs: Annotated[
+        int | None, Opt(help="Epochs [default: 50, the paper's]; with --resume: extend to this.")
+    ] = None,
     batch_size: Annotated[int, Opt(help="Batch size (paper: 26).")] = 26,
     lr: Annotated[float, Opt(help="SGD learning rate (paper: 0.02).")] = 0.02,
     momentum: Annotated[float, Opt(help="SGD momentum (paper: 0.9).")] = 0.9,
@@ -187,8 +183,8 @@ def train_command(
     dev = _device(device)
     _at_least(1, max_per_class=max_per_class, val_max_per_class=val_max_per_class)
     _at_least(0, keep=keep)
-    _output_folder(out)
-    _output_folder(cache, "--cache")
+    refuse_file_output(out)
+    refuse_file_output(cache, "--cache")
     if resume and (out / "config.json").is_file():
         try:
             cfg = RunConfig.load(out)
@@ -361,8 +357,8 @@ def evaluate_command(
     if subset not in ("train", "val", "test"):
         fail(f"--subset must be train, val or test, got {subset!r}")
     _at_least(1, batch_size=batch_size, max_per_class=max_per_class)
-    _output_folder(out)
-    _output_folder(cache, "--cache")
+    refuse_file_output(out)
+    refuse_file_output(cache, "--cache")
     for name, value in (("--min-confidence", min_confidence), ("--review-target", review_target)):
         if value is not None and not 0.0 < value <= 1.0:
             fail(f"{name} must be in (0, 1], got {value}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import console, fail
+from .common import console, fail, refuse_file_output
 
 
 def register(app: typer.Typer) -> None:
@@ -80,8 +80,7 @@ def watch(
 
     if not folder.is_dir():
         fail(f"watched folder {folder} does not exist or is not a folder")
-    if out.exists() and not out.is_dir():  # said before the bundle is loaded
-        fail(f"output {out} is a file; choose an output folder (it is created if missing)")
+    refuse_file_output(out)  # said before the bundle is loaded
     if out.resolve() == folder.resolve():
         fail(
             f"output folder {out} is the watched folder; choose another --out "

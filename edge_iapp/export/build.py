@@ -483,13 +483,7 @@ def _check_calibration_inputs(
         )
     if manifest is not None and manifest.is_file():
         listed = [p for p, _ in read_manifest(manifest, root, verify=False)]  # format, files
-        train_paths = {Path(s.path).resolve() for s in parts["train"]}
-        leaked = [p for p in listed if p.resolve() not in train_paths]
-        if leaked:
-            raise CalibrationError(
-                f"{len(leaked)} calibration image(s) in {manifest} are not in the training "
-                f"split (e.g. {leaked[0].name})"
-            )
+        _only_train(listed, parts, manifest)
     else:  # names only: the sizes and classes are checked now, the images read later
         chosen = select_samples(parts["train"], int(calib_size), int(calib_seed))
     return {
@@ -500,6 +494,19 @@ def _check_calibration_inputs(
         "parts": parts,
         "chosen": chosen,
     }
+
+
+def _only_train(listed: list[Path], parts: dict, manifest) -> None:
+    """Refuse a reused calibration manifest that lists images outside the train part."""
+    from .calibration import CalibrationError
+
+    train_paths = {Path(s.path).resolve() for s in parts["train"]}
+    leaked = [p for p in listed if p.resolve() not in train_paths]
+    if leaked:
+        raise CalibrationError(
+            f"{len(leaked)} calibration image(s) in {manifest} are not in the training "
+            f"split (e.g. {leaked[0].name})"
+        )
 
 
 def _calibration(args: dict, cfg, run_object, tmp: Path, log):
@@ -536,13 +543,7 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
         # read_manifest first: it names the file and checks the format and the hashes
         chosen_paths = [p for p, _ in read_manifest(args["calib_manifest"], root)]
         manifest = json.loads(Path(args["calib_manifest"]).read_text(encoding="utf-8"))
-        train_paths = {Path(s.path).resolve() for s in parts["train"]}
-        leaked = [p for p in chosen_paths if p.resolve() not in train_paths]
-        if leaked:
-            raise CalibrationError(
-                f"{len(leaked)} calibration image(s) in {args['calib_manifest']} are not in the "
-                f"training split (e.g. {leaked[0].name})"
-            )
+        _only_train(chosen_paths, parts, args["calib_manifest"])  # it may have changed since
     else:
         chosen = plan["chosen"]
         if chosen is None:  # the manifest to reuse was gone by now: choose as it would have

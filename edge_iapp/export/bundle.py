@@ -182,7 +182,9 @@ def _check_structure(p: Path, manifest: dict) -> None:
             raise BundleError(f"bundle {p}: {MANIFEST} preprocess lacks {key!r}; {redo}")
     for branch in BRANCHES:
         entry = manifest["branches"].get(branch)
-        name = entry.get("input", {}).get("name") if isinstance(entry, dict) else None
+        entry = entry if isinstance(entry, dict) else {}
+        inp = entry.get("input")
+        name = inp.get("name") if isinstance(inp, dict) else None
         if not isinstance(name, str) or not isinstance(entry.get("outputs"), dict):
             raise BundleError(
                 f"bundle {p}: {MANIFEST} lacks the {branch} branch's input name or outputs; {redo}"

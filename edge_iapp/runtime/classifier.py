@@ -74,7 +74,7 @@ class Classifier:
         **backend_options: Any,
     ) -> None:
         from ..backends import Backend, backend_class, get_backend
-        from ..backends.base import unknown_options
+        from ..backends.base import check_options
 
         if isinstance(backend, Backend):
             if backend_options:  # they would be dropped: the backend is already made
@@ -84,15 +84,12 @@ class Classifier:
                     "or name the backend (backend='onnxruntime', ...)"
                 )
         else:
-            cls = backend_class(str(backend))  # BackendUnavailable for an unknown name
-            unknown = unknown_options(cls, backend_options)
-            if unknown:  # said before the bundle's graphs are hashed and loaded
-                accepted = ", ".join(cls.accepted_options or ()) or "none"
-                raise ValueError(
-                    f"unknown option(s) {', '.join(map(repr, unknown))}: the {cls.name} "
-                    f"backend accepts {accepted}; Classifier itself takes batch_size, "
-                    "warmup, review and fusion"
-                )
+            # said before the bundle's graphs are hashed and loaded
+            check_options(
+                backend_class(str(backend)),  # BackendUnavailable for an unknown name
+                backend_options,
+                note="; Classifier itself takes batch_size, warmup, review and fusion",
+            )
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         if isinstance(backend, Backend):
             self.backend = backend

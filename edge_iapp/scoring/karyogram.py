@@ -174,6 +174,24 @@ def render(
     return image
 
 
+def fit_text(text: str, width: int, scale: float) -> str:
+    """``text``, its middle cut to "..." until it is at most ``width`` pixels wide at
+    ``scale``: the head (slide / cell) and the tail ([backend precision]) both stay."""
+
+    def fits(t: str) -> bool:
+        return cv2.getTextSize(t, _FONT, scale, 1)[0][0] <= width
+
+    if fits(text):
+        return text
+    keep = len(text)
+    while keep > 2:
+        keep -= 1
+        head, tail = text[: (keep + 1) // 2], text[len(text) - keep // 2 :]
+        if fits(f"{head}...{tail}"):
+            return f"{head}...{tail}"
+    return "..."
+
+
 def render_indexed(
     items: list[KaryogramItem],
     title: str = "",
@@ -183,8 +201,9 @@ def render_indexed(
     layout = layout or KaryogramLayout()
     width, height = layout.size
     canvas = np.full((height, width), 255, dtype=np.uint8)
+    title = fit_text(title, width - 2 * layout.margin, 0.6)
     cv2.putText(
-        canvas, title[:120], (layout.margin, layout.margin + 22), _FONT, 0.6, _TEXT, 1, cv2.LINE_AA
+        canvas, title, (layout.margin, layout.margin + 22), _FONT, 0.6, _TEXT, 1, cv2.LINE_AA
     )
     boxes = layout.slot_boxes()
     slots: dict[str, _Placed] = {name: _Placed() for name in boxes}
