@@ -346,6 +346,12 @@ def test_preview_bad_threshold_and_source(tmp_path, folder):
     assert bad.exit_code == 2 and "threshold must be one of" in text(bad)
     missing = runner.invoke(app, ["preview", str(tmp_path / "nope.png"), "--out", str(out)])
     assert missing.exit_code == 2 and "does not exist" in text(missing)
+    # --columns 0 was taken as 1; a .jpg got PNG bytes
+    zero = runner.invoke(app, ["preview", str(folder), "--out", str(out), "--columns", "0"])
+    assert zero.exit_code == 2 and "--columns must be at least 1" in text(zero)
+    jpg = runner.invoke(app, ["preview", str(folder), "--out", str(tmp_path / "x.jpg")])
+    assert jpg.exit_code == 2 and "ending in .png" in text(jpg)
+    assert not (tmp_path / "x.jpg").exists() and not out.exists()
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     unreadable = runner.invoke(app, ["preview", str(empty), "--out", str(out)])

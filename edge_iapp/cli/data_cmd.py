@@ -236,8 +236,10 @@ def preview(
     from edge_iapp.preprocess import PreprocessConfig
     from edge_iapp.preview import compute_views, contact_sheet, strip, write_png
 
-    if n < 1:
-        fail(f"--n must be at least 1, got {n}")
+    if n < 1 or columns < 1:
+        fail(f"--n and --columns must be at least 1, got {n} and {columns}")
+    if out.suffix.lower() != ".png":  # the bytes are PNG: another suffix would mislead viewers
+        fail(f"--out {out}: the preview is written as PNG; give a name ending in .png")
     try:
         cfg = PreprocessConfig(threshold=threshold)  # type: ignore[arg-type]
     except ValueError as exc:
