@@ -106,9 +106,9 @@ def watch(
         ran = {"backend": backend, "precision": precision}
     ran_backend = str(ran.get("backend", backend))
     ran_precision = str(ran.get("precision", precision))
-    model = {"bundle": str(bundle.resolve()), "backend": ran_backend, "precision": ran_precision}
-    if planned is not None:
-        model["bundle_sha256"] = planned["bundle_sha256"]
+    # the planned description (path, manifest hash), with what actually runs
+    model = {**(planned or {"bundle": str(bundle.resolve())})}
+    model.update(backend=ran_backend, precision=ran_precision)
     console.print(f"edge-iapp watch: {folder} -> {out} ({ran_backend}, {precision_label(ran)})")
     if classifier.backend.cfg.size_mode == "cell":
         # the watcher sees files one by one, never a whole cell: say so once, up front

@@ -424,13 +424,14 @@ def _check_calibration_inputs(
     The folder exists and is a folder, the split file (``--calib-split``, else
     ``RUN/split.json``) loads, the folder holds labelled images (file headers only) and
     some of them are in the split's ``train`` part; a ``--calib-manifest`` that exists is
-    a readable manifest whose images are under the folder (hashes are checked later,
-    when it is used), else the calibration set is chosen now (every class present,
-    ``calib_size`` not more than the training part has). None without ``calib_data``.
+    a readable manifest whose images are in the train part with the recorded hashes,
+    else the calibration set is chosen now (every class present, ``calib_size`` not more
+    than the training part has). None without ``calib_data``.
 
     Returns:
-        ``{"root", "split_path", "split", "scan", "parts", "chosen"}`` for
-        :func:`_calibration` (``chosen`` None when a manifest is reused).
+        ``{"root", "split_path", "parts", "chosen_paths", "manifest", "chosen"}`` for
+        :func:`_calibration`: a reused manifest (``chosen`` None) or the chosen samples
+        (``manifest`` None).
 
     Raises:
         CalibrationError: what was expected, what was found, what to do.
@@ -474,39 +475,29 @@ def _check_calibration_inputs(
         raise CalibrationError(f"--calib-data: {no_images_reason(scan)}")
     parts = apply_split(scan.samples, split, allow_missing=True)
     check_part_present(parts, split, "train", scan.samples, root, split_path)
-    chosen = None
-    manifest = None if calib_manifest is None else Path(calib_manifest)
-    if manifest is not None and manifest.is_dir():
+    plan = {"root": root, "split_path": split_path, "parts": parts}
+    reuse = None if calib_manifest is None else Path(calib_manifest)
+    if reuse is not None and reuse.is_dir():
         raise CalibrationError(
-            f"--calib-manifest {manifest} is a folder: expected a manifest file to reuse, "
+            f"--calib-manifest {reuse} is a folder: expected a manifest file to reuse, "
             "or the path of a new one (e.g. calibration/gband612-n256-seed0.json)"
         )
-    if manifest is not None and manifest.is_file():
-        listed = [p for p, _ in read_manifest(manifest, root, verify=False)]  # format, files
-        _only_train(listed, parts, manifest)
-    else:  # names only: the sizes and classes are checked now, the images read later
-        chosen = select_samples(parts["train"], int(calib_size), int(calib_seed))
-    return {
-        "root": root,
-        "split_path": split_path,
-        "split": split,
-        "scan": scan,
-        "parts": parts,
-        "chosen": chosen,
-    }
-
-
-def _only_train(listed: list[Path], parts: dict, manifest) -> None:
-    """Refuse a reused calibration manifest that lists images outside the train part."""
-    from .calibration import CalibrationError
-
-    train_paths = {Path(s.path).resolve() for s in parts["train"]}
-    leaked = [p for p in listed if p.resolve() not in train_paths]
-    if leaked:
-        raise CalibrationError(
-            f"{len(leaked)} calibration image(s) in {manifest} are not in the training "
-            f"split (e.g. {leaked[0].name})"
-        )
+    if reuse is not None and reuse.is_file():
+        # read_manifest names the file and checks the format, the files and their hashes
+        listed = [p for p, _ in read_manifest(reuse, root)]
+        train_paths = {Path(s.path).resolve() for s in parts["train"]}
+        leaked = [p for p in listed if p.resolve() not in train_paths]
+        if leaked:
+            raise CalibrationError(
+                f"{len(leaked)} calibration image(s) in {reuse} are not in the training "
+                f"split (e.g. {leaked[0].name})"
+            )
+        manifest = json.loads(reuse.read_text(encoding="utf-8"))
+        return {**plan, "chosen_paths": listed, "manifest": manifest, "chosen": None}
+    # names only: the sizes and classes are checked now, the images read later
+    chosen = select_samples(parts["train"], int(calib_size), int(calib_seed))
+    paths = [Path(s.path) for s in chosen]
+    return {**plan, "chosen_paths": paths, "manifest": None, "chosen": chosen}
 
 
 def _calibration(args: dict, cfg, run_object, tmp: Path, log):
@@ -518,42 +509,22 @@ def _calibration(args: dict, cfg, run_object, tmp: Path, log):
         CalibrationError,
         branch_inputs,
         build_manifest,
-        read_manifest,
         select_samples,
         with_cells,
         write_manifest,
     )
 
-    plan = args.get("calib_plan")
-    if plan is None:  # not checked up front (a direct call): the same checks now
-        plan = _check_calibration_inputs(
-            args["calib_data"],
-            args["calib_split"],
-            args["calib_manifest"],
-            args["run_dir"],
-            args["calib_size"],
-            args["calib_seed"],
-        )
+    plan = args["calib_plan"]  # _check_calibration_inputs, before any graph was exported
     if plan is None:
         return {}, {}, None
     root, split_path, parts = plan["root"], plan["split_path"], plan["parts"]
-    reuse = args["calib_manifest"] is not None and Path(args["calib_manifest"]).is_file()
-    if reuse:
+    chosen_paths, manifest = plan["chosen_paths"], plan["manifest"]
+    if manifest is not None:
         log(f"reusing calibration manifest {args['calib_manifest']}")
-        # read_manifest first: it names the file and checks the format and the hashes
-        chosen_paths = [p for p, _ in read_manifest(args["calib_manifest"], root)]
-        manifest = json.loads(Path(args["calib_manifest"]).read_text(encoding="utf-8"))
-        _only_train(chosen_paths, parts, args["calib_manifest"])  # it may have changed since
     else:
-        chosen = plan["chosen"]
-        if chosen is None:  # the manifest to reuse was gone by now: choose as it would have
-            chosen = select_samples(
-                parts["train"], int(args["calib_size"]), int(args["calib_seed"])
-            )
         manifest = build_manifest(
-            chosen, root, int(args["calib_size"]), int(args["calib_seed"]), split_path
+            plan["chosen"], root, int(args["calib_size"]), int(args["calib_seed"]), split_path
         )
-        chosen_paths = [Path(s.path) for s in chosen]
         if args["calib_manifest"] is not None:
             write_manifest(manifest, args["calib_manifest"])
             log(f"calibration manifest written to {args['calib_manifest']}")
